@@ -1,0 +1,184 @@
+//! Host capabilities: each is one module with its context and `add_to_linker`.
+//!
+//! Every capability is linked into the one shared linker, but a function may
+//! only *import* what its grants allow: [`check_imports`] runs at load time
+//! and refuses a component that imports anything else, naming the import.
+
+pub mod config;
+pub mod log;
+pub mod wasi;
+
+use std::collections::BTreeSet;
+
+use wasmtime::component::Linker;
+
+use crate::bindings::brink::edge::types;
+use crate::error::LoadError;
+use crate::state::HostState;
+
+/// A capability the host offers.
+#[derive(Debug)]
+pub struct Capability {
+    /// Its name in messages.
+    pub name: &'static str,
+    /// The grant a function's spec needs to use it; `None` for the ones every
+    /// function gets.
+    pub grant: Option<&'static str>,
+    /// Import names it provides: `pkg:name/iface@` prefixes, or exact names.
+    pub interfaces: &'static [&'static str],
+    /// Links it.
+    pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
+}
+
+/// Every capability. A new capability is one module plus one line here.
+pub const CAPABILITIES: &[Capability] = &[
+    Capability {
+        name: "wasi",
+        grant: None,
+        interfaces: wasi::INTERFACES,
+        add_to_linker: wasi::add_to_linker,
+    },
+    Capability {
+        name: "types",
+        grant: None,
+        interfaces: &["brink:edge/types@0.1.0"],
+        add_to_linker: add_types_to_linker,
+    },
+    Capability {
+        name: "log",
+        grant: None,
+        interfaces: log::INTERFACES,
+        add_to_linker: log::add_to_linker,
+    },
+    Capability {
+        name: "config",
+        grant: None,
+        interfaces: config::INTERFACES,
+        add_to_linker: config::add_to_linker,
+    },
+];
+
+/// The contract's shared types: an interface with no functions of its own.
+struct Types;
+
+impl wasmtime::component::HasData for Types {
+    type Data<'a> = &'a mut HostState;
+}
+
+impl types::Host for HostState {}
+
+fn add_types_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    types::add_to_linker::<HostState, Types>(linker, |s| s)
+}
+
+/// Links every capability.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    for capability in CAPABILITIES {
+        (capability.add_to_linker)(linker)?;
+    }
+    Ok(())
+}
+
+/// The grants a spec may name.
+pub fn known_grants() -> impl Iterator<Item = &'static str> {
+    CAPABILITIES.iter().filter_map(|c| c.grant)
+}
+
+fn provides(capability: &Capability, import: &str) -> bool {
+    capability
+        .interfaces
+        .iter()
+        .any(|i| import == *i || (i.ends_with('/') || i.ends_with('@')) && import.starts_with(i))
+}
+
+/// Checks `grants` names real capabilities.
+pub fn check_grants(function: &str, grants: &BTreeSet<String>) -> Result<(), LoadError> {
+    match grants
+        .iter()
+        .find(|g| !known_grants().any(|k| k == g.as_str()))
+    {
+        Some(grant) => Err(LoadError::UnknownGrant {
+            function: function.to_owned(),
+            grant: grant.clone(),
+            known: {
+                let known: Vec<_> = known_grants().collect();
+                if known.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a component that imports anything `grants` does not allow.
+pub fn check_imports<'a>(
+    function: &str,
+    imports: impl IntoIterator<Item = &'a str>,
+    grants: &BTreeSet<String>,
+) -> Result<(), LoadError> {
+    for import in imports {
+        let allowed = CAPABILITIES
+            .iter()
+            .any(|c| provides(c, import) && c.grant.is_none_or(|g| grants.contains(g)));
+        if !allowed {
+            return Err(LoadError::Ungranted {
+                function: function.to_owned(),
+                import: import.to_owned(),
+                grant: CAPABILITIES
+                    .iter()
+                    .find(|c| provides(c, import))
+                    .and_then(|c| c.grant)
+                    .map(str::to_owned),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_wasi_and_the_contract_need_no_grant() {
+        let none = BTreeSet::new();
+        let imports = [
+            "wasi:io/streams@0.2.4",
+            "wasi:cli/environment@0.2.0",
+            "brink:edge/log@0.1.0",
+            "brink:edge/config@0.1.0",
+        ];
+        assert!(check_imports("f", imports, &none).is_ok());
+    }
+
+    #[test]
+    fn sockets_are_refused_with_the_import_named() {
+        let err = check_imports("f", ["wasi:sockets/tcp@0.2.4"], &BTreeSet::new())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("`wasi:sockets/tcp@0.2.4`"), "{err}");
+        assert!(
+            err.contains("no capability of this host provides it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_prefix_does_not_match_a_longer_package_name() {
+        assert!(check_imports("f", ["wasi:iox/streams@0.2.0"], &BTreeSet::new()).is_err());
+        assert!(check_imports("f", ["brink:edge/log@0.1.01"], &BTreeSet::new()).is_err());
+    }
+
+    #[test]
+    fn unknown_grants_are_refused() {
+        let grants = BTreeSet::from(["teleport".to_owned()]);
+        assert!(matches!(
+            check_grants("f", &grants),
+            Err(LoadError::UnknownGrant { .. })
+        ));
+    }
+}

@@ -1,0 +1,484 @@
+//! The engine: compiles and links components once, then runs each event in a
+//! fresh, limited instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
+use crate::cache::{self, CompileCache, Compiled};
+use crate::capability::config::ConfigCtx;
+use crate::capability::log::LogCtx;
+use crate::capability::{self, wasi::GuestOutput};
+use crate::error::{InvokeError, LimitExceeded, LoadError};
+use crate::event;
+use crate::state::{HostState, MemoryBudget};
+
+/// How often the engine's epoch advances: the resolution of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+const MIB: u64 = 1 << 20;
+
+/// Host-wide settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Instances that may exist at once, across all functions (pool slots).
+    pub max_instances: u32,
+    /// The largest memory limit any function may be given, in bytes.
+    pub max_memory_bytes: u64,
+    /// The largest component accepted, in bytes.
+    pub max_component_bytes: usize,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_bytes: 1024 * MIB,
+            max_component_bytes: 64 * MIB as usize,
+            cache_dir: cache::default_dir(),
+        }
+    }
+}
+
+/// Per-function limits, enforced on every invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time one invocation may take.
+    pub timeout: Duration,
+    /// Linear memory one instance may hold, in bytes.
+    pub memory_bytes: u64,
+    /// Bytes of output events one invocation may return.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            memory_bytes: 64 * MIB,
+            max_output_bytes: 4 * MIB as usize,
+        }
+    }
+}
+
+/// What the host runs: a named component with its limits, config and grants.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub limits: Limits,
+    pub config: BTreeMap<String, String>,
+    /// Capabilities granted beyond the ones every function gets.
+    pub grants: BTreeSet<String>,
+}
+
+impl FunctionSpec {
+    /// A spec with default limits, no config and no grants.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The wasmtime engine, the shared linker and the compile cache.
+#[derive(Clone)]
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    cache: CompileCache,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker.
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        let slots = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust wasip2 component instantiates a handful of core instances
+        // (the program, the adapter shims) and up to two memories and a few tables.
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(usize::try_from(config.max_memory_bytes)?);
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        capability::add_to_linker(&mut linker)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("brink-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache: CompileCache::new(config.cache_dir.clone()),
+            config,
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Loads the component at `path` as the function `spec`.
+    pub fn load_file(&self, spec: FunctionSpec, path: &Path) -> Result<Function, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(spec, &bytes, &path.display().to_string())
+    }
+
+    /// Checks, compiles (or loads from the cache) and links `bytes` as the
+    /// function `spec`; `what` names the component in errors.
+    pub fn load(
+        &self,
+        spec: FunctionSpec,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Function, LoadError> {
+        let what = what.to_owned();
+        let function = spec.name.clone();
+        if bytes.len() > self.config.max_component_bytes {
+            return Err(LoadError::TooLarge {
+                what,
+                size: bytes.len(),
+                limit: self.config.max_component_bytes,
+            });
+        }
+        check_header(bytes, &what)?;
+        self.check_limits(&spec)?;
+        capability::check_grants(&function, &spec.grants)?;
+
+        let digest = cache::digest(bytes);
+        let (component, compiled) =
+            self.cache
+                .load(&self.engine, &digest, bytes)
+                .map_err(|e| LoadError::Invalid {
+                    what: what.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        capability::check_imports(&function, imports.iter().map(String::as_str), &spec.grants)?;
+
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                function: function.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = FunctionPre::new(pre).map_err(|e| LoadError::MissingExport {
+            function: function.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        match compiled {
+            Compiled::Fresh(t) => {
+                tracing::info!(
+                    function,
+                    digest = &digest[..12],
+                    "compiled in {:.1} ms",
+                    ms(t)
+                );
+            }
+            Compiled::Cached(t) => {
+                tracing::info!(
+                    function,
+                    digest = &digest[..12],
+                    "loaded precompiled code from the cache in {:.2} ms",
+                    ms(t)
+                );
+            }
+        }
+        Ok(Function {
+            inner: Arc::new(FunctionInner {
+                name: Arc::from(function),
+                config: Arc::new(spec.config.clone()),
+                spec,
+                digest,
+                compiled,
+                pre,
+                engine: self.engine.clone(),
+            }),
+        })
+    }
+
+    fn check_limits(&self, spec: &FunctionSpec) -> Result<(), LoadError> {
+        let bad = |reason: String| LoadError::BadLimits {
+            function: spec.name.clone(),
+            reason,
+        };
+        let limits = &spec.limits;
+        if limits.timeout.is_zero() {
+            return Err(bad("the time limit must be above zero".into()));
+        }
+        if limits.memory_bytes < MIB {
+            return Err(bad("the memory limit must be at least 1 MiB".into()));
+        }
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(bad(format!(
+                "the memory limit of {} MiB is over this host's maximum of {} MiB",
+                limits.memory_bytes / MIB,
+                self.config.max_memory_bytes / MIB
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn check_header(bytes: &[u8], what: &str) -> Result<(), LoadError> {
+    let what = what.to_owned();
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule { what }),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', ..]) => Err(LoadError::Invalid {
+            what,
+            reason: "unsupported WebAssembly binary version".into(),
+        }),
+        _ => Err(LoadError::NotWasm { what }),
+    }
+}
+
+/// A loaded function: compiled, checked against its grants, linked.
+/// Cheap to clone; every invocation gets its own instance.
+#[derive(Clone)]
+pub struct Function {
+    inner: Arc<FunctionInner>,
+}
+
+struct FunctionInner {
+    name: Arc<str>,
+    spec: FunctionSpec,
+    config: Arc<BTreeMap<String, String>>,
+    digest: String,
+    compiled: Compiled,
+    pre: FunctionPre<HostState>,
+    engine: wasmtime::Engine,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("spec", &self.inner.spec)
+            .field("digest", &self.inner.digest)
+            .field("compiled", &self.inner.compiled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Function {
+    /// The function's spec.
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.inner.spec
+    }
+
+    /// The component's sha256.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// Whether loading compiled the component or found it in the cache, and how long it took.
+    pub fn compiled(&self) -> Compiled {
+        self.inner.compiled
+    }
+
+    /// Runs `event` through a fresh instance, which is dropped afterwards:
+    /// events never share guest memory.
+    pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let mut instance = self.instantiate(&event.id).await?;
+        instance.call(event).await
+    }
+
+    /// A fresh instance, for callers that run several events through one
+    /// (benchmarks; a trap leaves it unusable).
+    pub async fn instantiate(&self, event_id: &str) -> Result<Instance, InvokeError> {
+        let f = &self.inner;
+        let event_id: Arc<str> = Arc::from(event_id);
+        let (wasi, stderr) = capability::wasi::ctx(&f.name, &event_id);
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi,
+            log: LogCtx::new(f.name.clone(), event_id),
+            config: ConfigCtx::new(f.config.clone()),
+            memory: MemoryBudget {
+                limit: f.spec.limits.memory_bytes,
+                used: 0,
+            },
+        };
+        let mut store = Store::new(&f.engine, state);
+        store.limiter(|s| s);
+        arm_deadline(&mut store, f.spec.limits.timeout);
+        let bindings = match f.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => bindings,
+            Err(e) => {
+                return Err(match classify(self, e, &stderr) {
+                    InvokeError::Trap { trap, .. } => InvokeError::Instantiate {
+                        function: f.name.to_string(),
+                        reason: trap,
+                    },
+                    other => other,
+                });
+            }
+        };
+        Ok(Instance {
+            function: self.clone(),
+            store,
+            bindings,
+            stderr,
+        })
+    }
+}
+
+/// Ends the guest with [`LimitExceeded::Timeout`] once `timeout` has passed;
+/// until then it yields to the executor at every epoch tick, so a busy guest
+/// cannot starve other tasks on its thread.
+fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(LimitExceeded::Timeout.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// Names what ended a guest: a limit, an exit, or a trap.
+fn classify(function: &Function, error: wasmtime::Error, stderr: &GuestOutput) -> InvokeError {
+    let name = function.inner.name.to_string();
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return match *limit {
+            LimitExceeded::Timeout => InvokeError::Timeout {
+                function: name,
+                limit: function.inner.spec.limits.timeout,
+            },
+            LimitExceeded::Memory { limit, requested } => InvokeError::MemoryLimit {
+                function: name,
+                limit,
+                requested,
+            },
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Exit {
+            function: name,
+            code: exit.0,
+        };
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    InvokeError::Trap {
+        function: name,
+        trap,
+        panic: stderr.panic_message(),
+    }
+}
+
+/// A live instance of a function.
+pub struct Instance {
+    function: Function,
+    store: Store<HostState>,
+    bindings: FunctionBindings,
+    stderr: GuestOutput,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Calls the handler with `event` and checks what it returns.
+    pub async fn call(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let f = &self.function.inner;
+        arm_deadline(&mut self.store, f.spec.limits.timeout);
+        let result = self
+            .bindings
+            .brink_edge_handler()
+            .call_handle(&mut self.store, &event)
+            .await;
+        self.stderr.finish();
+        match result {
+            Ok(Ok(outputs)) => self.check_outputs(outputs),
+            Ok(Err(e)) => Err(InvokeError::Handler {
+                function: f.name.to_string(),
+                kind: e.kind,
+                message: e.message,
+            }),
+            Err(e) => Err(classify(&self.function, e, &self.stderr)),
+        }
+    }
+
+    fn check_outputs(&self, mut outputs: Vec<CloudEvent>) -> Result<Vec<CloudEvent>, InvokeError> {
+        let f = &self.function.inner;
+        let size: usize = outputs.iter().map(event::size_of).sum();
+        if size > f.spec.limits.max_output_bytes {
+            return Err(InvokeError::OutputTooLarge {
+                function: f.name.to_string(),
+                size,
+                limit: f.spec.limits.max_output_bytes,
+            });
+        }
+        for (index, out) in outputs.iter_mut().enumerate() {
+            if out.id.is_empty() {
+                out.id = uuid::Uuid::new_v4().to_string();
+            }
+            if out.specversion.is_empty() {
+                out.specversion = "1.0".to_owned();
+            }
+            event::from_wit(out).map_err(|e| InvokeError::InvalidOutput {
+                function: f.name.to_string(),
+                index,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(outputs)
+    }
+}

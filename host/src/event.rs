@@ -1,0 +1,268 @@
+//! CloudEvents at the host's edges: the JSON event format in and out, and the
+//! mapping to and from the contract's `cloud-event` record.
+
+use cloudevents::event::{AttributesReader, Data, ExtensionValue};
+use cloudevents::{EventBuilder, EventBuilderV10};
+
+use crate::bindings::CloudEvent;
+
+/// Why bytes are not a usable CloudEvent.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    // Not `#[source]`: the message already carries it, and `{:#}` would repeat it.
+    #[error("invalid CloudEvent JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("the batch holds no events")]
+    EmptyBatch,
+    #[error("invalid CloudEvent: {0}")]
+    Invalid(String),
+}
+
+impl From<serde_json::Error> for EventError {
+    fn from(e: serde_json::Error) -> Self {
+        EventError::Json(e)
+    }
+}
+
+/// Parses the CloudEvents JSON format: one event, or a batch (a JSON array).
+///
+/// A missing or malformed required attribute is named in the error, e.g.
+/// ``invalid CloudEvent JSON: missing field `id` at line 4 column 1``.
+pub fn parse_json(bytes: &[u8]) -> Result<Vec<cloudevents::Event>, EventError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)?;
+    if value.is_array() {
+        let events: Vec<cloudevents::Event> = serde_json::from_value(value)?;
+        if events.is_empty() {
+            return Err(EventError::EmptyBatch);
+        }
+        Ok(events)
+    } else {
+        Ok(vec![serde_json::from_value(value)?])
+    }
+}
+
+/// The contract's record for `event`.
+pub fn to_wit(event: &cloudevents::Event) -> CloudEvent {
+    let mut extensions: Vec<(String, String)> = event
+        .iter_extensions()
+        .map(|(name, value)| (name.to_owned(), value.to_string()))
+        .collect();
+    // The SDK keeps extensions in a hash map; sorting makes what guests see deterministic.
+    extensions.sort();
+    let data = event.data().map(|data| match data {
+        Data::Binary(bytes) => bytes.clone(),
+        Data::String(s) => s.clone().into_bytes(),
+        Data::Json(value) => value.to_string().into_bytes(),
+    });
+    CloudEvent {
+        id: event.id().to_owned(),
+        source: event.source().to_string(),
+        type_: event.ty().to_owned(),
+        specversion: event.specversion().to_string(),
+        subject: event.subject().map(str::to_owned),
+        time: event
+            .time()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        datacontenttype: event.datacontenttype().map(str::to_owned),
+        dataschema: event.dataschema().map(|u| u.to_string()),
+        extensions,
+        data,
+    }
+}
+
+/// Attribute names an extension may not take.
+const RESERVED: &[&str] = &[
+    "id",
+    "source",
+    "type",
+    "specversion",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+fn check_extension_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(format!(
+            "extension name {name:?} must be lowercase letters and digits only"
+        ));
+    }
+    if RESERVED.contains(&name) {
+        return Err(format!(
+            "extension name {name:?} is a reserved attribute name"
+        ));
+    }
+    Ok(())
+}
+
+fn is_json_type(ct: &str) -> bool {
+    let ct = ct.split(';').next().unwrap_or_default().trim();
+    ct == "application/json" || ct == "text/json" || ct.ends_with("+json")
+}
+
+/// Validates a record a guest produced and turns it into an SDK event.
+///
+/// JSON data (by content type, or when none is given and it parses as JSON)
+/// is kept as JSON so the structured format shows it as `data`; other data is
+/// text for `text/*` and otherwise binary (`data_base64`).
+pub fn from_wit(event: &CloudEvent) -> Result<cloudevents::Event, EventError> {
+    if event.specversion != "1.0" {
+        return Err(EventError::Invalid(format!(
+            "specversion {:?} is not \"1.0\"",
+            event.specversion
+        )));
+    }
+    for (field, value) in [
+        ("id", &event.id),
+        ("source", &event.source),
+        ("type", &event.type_),
+    ] {
+        if value.is_empty() {
+            return Err(EventError::Invalid(format!("`{field}` is empty")));
+        }
+    }
+    let mut builder = EventBuilderV10::new()
+        .id(event.id.clone())
+        .source(event.source.clone())
+        .ty(event.type_.clone());
+    if let Some(subject) = &event.subject {
+        builder = builder.subject(subject.clone());
+    }
+    if let Some(time) = &event.time {
+        builder = builder.time(time.as_str());
+    }
+    for (name, value) in &event.extensions {
+        check_extension_name(name).map_err(EventError::Invalid)?;
+        builder = builder.extension(name, ExtensionValue::String(value.clone()));
+    }
+    let mut out = builder
+        .build()
+        .map_err(|e| EventError::Invalid(e.to_string()))?;
+    if let Some(schema) = &event.dataschema {
+        let url = schema
+            .parse::<url::Url>()
+            .map_err(|e| EventError::Invalid(format!("dataschema {schema:?}: {e}")))?;
+        cloudevents::event::AttributesWriter::set_dataschema(&mut out, Some(url));
+    }
+    if let Some(bytes) = &event.data {
+        let ct = event.datacontenttype.as_deref();
+        let data = match ct {
+            Some(ct) if is_json_type(ct) => {
+                Data::Json(serde_json::from_slice(bytes).map_err(|e| {
+                    EventError::Invalid(format!("data is declared {ct} but is not JSON: {e}"))
+                })?)
+            }
+            None => match serde_json::from_slice(bytes) {
+                Ok(value) => Data::Json(value),
+                Err(_) => Data::Binary(bytes.clone()),
+            },
+            Some(ct) if ct.starts_with("text/") => match String::from_utf8(bytes.clone()) {
+                Ok(text) => Data::String(text),
+                Err(_) => Data::Binary(bytes.clone()),
+            },
+            Some(_) => Data::Binary(bytes.clone()),
+        };
+        out.set_data_unchecked(data);
+    }
+    if let Some(ct) = &event.datacontenttype {
+        cloudevents::event::AttributesWriter::set_datacontenttype(&mut out, Some(ct.clone()));
+    }
+    Ok(out)
+}
+
+/// The approximate wire size of a record: its attributes plus its data.
+pub fn size_of(event: &CloudEvent) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    event.id.len()
+        + event.source.len()
+        + event.type_.len()
+        + event.specversion.len()
+        + opt(&event.subject)
+        + opt(&event.time)
+        + opt(&event.datacontenttype)
+        + opt(&event.dataschema)
+        + event
+            .extensions
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + event.data.as_ref().map_or(0, Vec::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(json: &str) -> Result<cloudevents::Event, EventError> {
+        parse_json(json.as_bytes()).map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn a_missing_required_attribute_is_named() {
+        let err = parse_one(r#"{"specversion":"1.0","source":"/s","type":"t"}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("missing field `id`"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_specversion_is_refused() {
+        assert!(parse_one(r#"{"specversion":"9.9","id":"1","source":"/s","type":"t"}"#).is_err());
+    }
+
+    #[test]
+    fn json_data_survives_the_round_trip_through_the_record() -> anyhow::Result<()> {
+        let event = parse_one(
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","subject":"d",
+                "time":"2026-11-22T10:00:00Z","myext":"x","data":{"value":3}}"#,
+        )?;
+        let wit = to_wit(&event);
+        assert_eq!(wit.data.as_deref(), Some(&br#"{"value":3}"#[..]));
+        assert_eq!(wit.time.as_deref(), Some("2026-11-22T10:00:00Z"));
+        assert_eq!(wit.extensions, vec![("myext".to_owned(), "x".to_owned())]);
+        let back = from_wit(&wit)?;
+        assert_eq!(back, event);
+        Ok(())
+    }
+
+    #[test]
+    fn binary_data_is_kept_as_bytes() -> anyhow::Result<()> {
+        let mut wit = to_wit(&parse_one(
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#,
+        )?);
+        wit.datacontenttype = Some("application/octet-stream".into());
+        wit.data = Some(vec![0, 159, 146, 150]);
+        let out = serde_json::to_value(from_wit(&wit)?)?;
+        assert_eq!(out["data_base64"], "AJ+Slg==");
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_output_attributes_are_refused() -> anyhow::Result<()> {
+        let good = to_wit(&parse_one(
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#,
+        )?);
+        let mut bad = good.clone();
+        bad.type_.clear();
+        assert!(from_wit(&bad).is_err());
+        let mut bad = good.clone();
+        bad.time = Some("yesterday".into());
+        assert!(from_wit(&bad).is_err());
+        let mut bad = good.clone();
+        bad.extensions = vec![("Bad-Name".into(), "x".into())];
+        assert!(from_wit(&bad).is_err());
+        let mut bad = good;
+        bad.datacontenttype = Some("application/json".into());
+        bad.data = Some(b"not json".to_vec());
+        assert!(from_wit(&bad).is_err());
+        Ok(())
+    }
+}

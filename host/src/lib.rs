@@ -1,0 +1,19 @@
+//! The Brink edge-function host.
+//!
+//! One event's path: a CloudEvent arrives ([`event`]), the [`engine`]
+//! instantiates the function's component from its cached `InstancePre` in a
+//! fresh, limited store, links only the [`capability`] modules its spec grants,
+//! calls its handler, checks the outputs, and drops the instance.
+
+pub mod bindings;
+pub mod builder;
+pub mod cache;
+pub mod capability;
+pub mod engine;
+pub mod error;
+pub mod event;
+mod state;
+
+pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};
+pub use error::{InvokeError, LoadError};
+pub use state::HostState;

@@ -1,0 +1,216 @@
+//! `brink`: the edge-function host's command line.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use brink_host::builder::{self, BuildRequest};
+use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
+use clap::{Parser, Subcommand};
+
+/// Brink: a WebAssembly edge-function host for CloudEvents.
+#[derive(Debug, Parser)]
+#[command(name = "brink", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, in `tracing` syntax (e.g. `info`, `brink_host=debug,guest=trace`).
+    #[arg(long, global = true, env = "BRINK_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a function once on CloudEvents and print its output events.
+    ///
+    /// Reads a CloudEvent in the JSON format (or a JSON array of them, the
+    /// batch format), runs the component once per event in a fresh sandboxed
+    /// instance, and prints each output event as one line of CloudEvents JSON.
+    Run(RunArgs),
+    /// Build a function crate (or a workspace of them) for wasm32-wasip2.
+    ///
+    /// Adds the wasm32-wasip2 target with rustup when it is missing, then
+    /// runs cargo and prints the path of each component built.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The function's component (`.wasm`, built for wasm32-wasip2), or a
+    /// function crate's directory, which is built first.
+    component: PathBuf,
+    /// The event file; `-` reads standard input.
+    #[arg(long, short, default_value = "-")]
+    event: String,
+    /// A configuration value for the function, as key=value (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// The function's name in logs and errors [default: the file's stem].
+    #[arg(long)]
+    name: Option<String>,
+    /// Wall-clock limit of one invocation, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Memory limit of one instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mb: u64,
+    /// Limit on the bytes of output events of one invocation, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    max_output_kb: usize,
+    /// Where compiled code is cached [default: the user's cache dir, brink/compiled].
+    #[arg(long, env = "BRINK_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time; neither read nor write the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// The crate or workspace directory (or its Cargo.toml).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Build without optimisations.
+    #[arg(long)]
+    debug: bool,
+    /// cargo's target directory [default: the crate's workspace target/].
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Build(args) => build(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, for people and scripts alike.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let input = if args.event == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the event from standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.event)
+            .with_context(|| format!("reading the event file {}", args.event))?
+    };
+    let events = event::parse_json(&input)?;
+    let component = if args.component.is_dir() {
+        build_one(&args.component)?
+    } else {
+        args.component.clone()
+    };
+
+    let name = args.name.clone().unwrap_or_else(|| {
+        component
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .unwrap_or_else(|| "function".to_owned())
+    });
+    let spec = FunctionSpec {
+        name,
+        limits: Limits {
+            timeout: Duration::from_millis(args.timeout_ms),
+            memory_bytes: args.memory_mb.saturating_mul(1 << 20),
+            max_output_bytes: args.max_output_kb.saturating_mul(1024),
+        },
+        config: args.config.into_iter().collect(),
+        grants: Default::default(),
+    };
+    let engine = Engine::new(EngineConfig {
+        max_instances: 4,
+        max_memory_bytes: spec.limits.memory_bytes.max(1 << 20),
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            args.cache_dir.or_else(brink_host::cache::default_dir)
+        },
+        ..EngineConfig::default()
+    })?;
+    let function = engine.load_file(spec, &component)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut stdout = std::io::stdout().lock();
+    for input in events {
+        let outputs = runtime.block_on(function.invoke(event::to_wit(&input)))?;
+        for out in &outputs {
+            let out = event::from_wit(out)?;
+            serde_json::to_writer(&mut stdout, &out)?;
+            stdout.write_all(b"\n")?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Builds the function crate in `dir` and returns its component.
+fn build_one(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let manifest_path = dir.join("Cargo.toml");
+    if !manifest_path.is_file() {
+        bail!("no Cargo.toml in {}", dir.display());
+    }
+    let mut artifacts = builder::build(&BuildRequest {
+        manifest_path,
+        target_dir: None,
+        release: true,
+    })?;
+    match artifacts.len() {
+        1 => Ok(artifacts.remove(0).path),
+        n => bail!(
+            "{} builds {n} components; pass the .wasm to run instead",
+            dir.display()
+        ),
+    }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let manifest_path = if args.path.is_dir() {
+        args.path.join("Cargo.toml")
+    } else {
+        args.path.clone()
+    };
+    if !manifest_path.is_file() {
+        bail!("no Cargo.toml at {}", manifest_path.display());
+    }
+    let artifacts = builder::build(&BuildRequest {
+        manifest_path,
+        target_dir: args.target_dir,
+        release: !args.debug,
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    for a in artifacts {
+        writeln!(stdout, "{}", a.path.display())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The one store type: it owns the resource table and every capability's context.
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::config::ConfigCtx;
+use crate::capability::log::LogCtx;
+use crate::error::LimitExceeded;
+
+/// Elements any one table may grow to; Rust guests use a few hundred.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Per-invocation state of a function's store.
+pub struct HostState {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) log: LogCtx,
+    pub(crate) config: ConfigCtx,
+    pub(crate) memory: MemoryBudget,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("log", &self.log)
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Linear memory the instance may hold, across all its memories.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemoryBudget {
+    pub(crate) limit: u64,
+    pub(crate) used: u64,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current) as u64;
+        let requested = self.memory.used.saturating_add(growth);
+        if requested > self.memory.limit {
+            // An error (not `Ok(false)`) traps at once with the limit named,
+            // instead of leaving the guest to abort on a failed allocation.
+            return Err(LimitExceeded::Memory {
+                limit: self.memory.limit,
+                requested,
+            }
+            .into());
+        }
+        self.memory.used = requested;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

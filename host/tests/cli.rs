@@ -1,0 +1,284 @@
+//! The `brink` binary, driven as a user drives it.
+
+#![allow(clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use brink_test_artifacts as artifacts;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example(name: &str) -> String {
+    root()
+        .join("examples/events")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs `brink` with a private compile cache in `cache`.
+fn brink(cache: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_brink"))
+        .args(args)
+        .env("BRINK_CACHE_DIR", cache)
+        .env("BRINK_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn stdout_events(out: &Output) -> anyhow::Result<Vec<serde_json::Value>> {
+    String::from_utf8(out.stdout.clone())?
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a clean failure: exit 1 (not a panic's 101, not a signal) and one
+/// `error:` line last on stderr.
+fn assert_clean_failure(out: &Output, expected: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{err}");
+    assert!(last.contains(expected), "expected {expected:?} in {last:?}");
+    assert_eq!(err.matches("error: ").count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn run_filter_prints_the_reading_over_the_threshold() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(
+        cache.path(),
+        &[
+            "run",
+            artifacts::FILTER,
+            "--event",
+            &example("reading-hot.json"),
+            "--config",
+            "threshold=30",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = stdout_events(&out)?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], "b3f1c2a4-0001");
+    assert_eq!(events[0]["type"], "com.example.reading");
+    assert_eq!(
+        events[0]["data"],
+        serde_json::json!({"device": "t-17", "value": 31.5})
+    );
+    Ok(())
+}
+
+#[test]
+fn run_filter_prints_nothing_for_a_normal_reading() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(
+        cache.path(),
+        &[
+            "run",
+            artifacts::FILTER,
+            "-e",
+            &example("reading-normal.json"),
+            "-c",
+            "threshold=30",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    Ok(())
+}
+
+#[test]
+fn run_filter_on_a_batch_prints_each_passing_event() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(
+        cache.path(),
+        &[
+            "run",
+            artifacts::FILTER,
+            "-e",
+            &example("readings-batch.json"),
+            "-c",
+            "threshold=30",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<_> = stdout_events(&out)?
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, vec!["batch-2", "batch-3"]);
+    Ok(())
+}
+
+#[test]
+fn run_transform_prints_the_converted_reading() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(
+        cache.path(),
+        &[
+            "run",
+            artifacts::TRANSFORM,
+            "-e",
+            &example("reading-hot.json"),
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = stdout_events(&out)?;
+    assert_eq!(events[0]["type"], "com.brink.temperature.fahrenheit");
+    assert_eq!(events[0]["data"]["temperature"]["value"], 88.7);
+    Ok(())
+}
+
+#[test]
+fn run_reads_the_event_from_stdin() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brink"))
+        .args(["run", artifacts::ECHO])
+        .env("BRINK_CACHE_DIR", cache.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, &std::fs::read(example("reading-hot.json"))?)?;
+    }
+    let out = child.wait_with_output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_events(&out)?[0]["subject"], "t-17");
+    Ok(())
+}
+
+#[test]
+fn an_event_without_an_id_is_refused_naming_the_attribute() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(
+        cache.path(),
+        &["run", artifacts::ECHO, "-e", &example("missing-id.json")],
+    )?;
+    assert_clean_failure(&out, "missing field `id`");
+    Ok(())
+}
+
+#[test]
+fn hostile_functions_each_end_with_one_clear_error_line() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let hot = example("reading-hot.json");
+    let cases = [
+        (
+            artifacts::FIXTURE_TRAP,
+            "trapped: wasm trap: wasm `unreachable` instruction executed (guest panicked: calibration table",
+        ),
+        (
+            artifacts::FIXTURE_SPIN_LOOP,
+            "exceeded its time limit of 300 ms",
+        ),
+        (
+            artifacts::FIXTURE_MEMORY_BOMB,
+            "exceeded its memory limit of 32 MiB",
+        ),
+        (artifacts::FIXTURE_SOCKETS, "imports `wasi:sockets/"),
+    ];
+    for (component, expected) in cases {
+        let out = brink(
+            cache.path(),
+            &[
+                "run",
+                component,
+                "-e",
+                &hot,
+                "--timeout-ms",
+                "300",
+                "--memory-mb",
+                "32",
+            ],
+        )?;
+        assert_clean_failure(&out, expected);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_core_module_or_a_non_wasm_file_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0")?;
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, b"hello")?;
+    let hot = example("reading-hot.json");
+    let out = brink(
+        dir.path(),
+        &["run", &core.display().to_string(), "-e", &hot],
+    )?;
+    assert_clean_failure(&out, "is a core WebAssembly module, not a component");
+    let out = brink(
+        dir.path(),
+        &["run", &text.display().to_string(), "-e", &hot],
+    )?;
+    assert_clean_failure(&out, "is not WebAssembly");
+    let out = brink(dir.path(), &["run", "/nonexistent/f.wasm", "-e", &hot])?;
+    assert_clean_failure(&out, "cannot read /nonexistent/f.wasm");
+    Ok(())
+}
+
+#[test]
+fn the_second_run_of_a_component_loads_it_from_the_compile_cache() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let args = ["run", artifacts::ECHO, "-e", &example("reading-hot.json")];
+    let first = brink(cache.path(), &args)?;
+    assert!(stderr(&first).contains("compiled in"), "{}", stderr(&first));
+    let second = brink(cache.path(), &args)?;
+    assert!(
+        stderr(&second).contains("loaded precompiled code from the cache"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(first.stdout, second.stdout);
+    Ok(())
+}
+
+#[test]
+fn build_prints_the_component_it_built() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The test-support crate already built this workspace into target/functions,
+    // so this is cargo's no-op path through `brink build`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("functions");
+    let echo = root().join("functions/echo");
+    let out = brink(
+        dir.path(),
+        &[
+            "build",
+            &echo.display().to_string(),
+            "--target-dir",
+            &target.display().to_string(),
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8(out.stdout)?;
+    assert_eq!(
+        std::fs::canonicalize(printed.trim())?,
+        std::fs::canonicalize(artifacts::ECHO)?
+    );
+    Ok(())
+}
+
+#[test]
+fn build_of_a_directory_without_a_crate_fails_clearly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = brink(dir.path(), &["build", &dir.path().display().to_string()])?;
+    assert_clean_failure(&out, "no Cargo.toml at");
+    Ok(())
+}

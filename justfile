@@ -1,0 +1,33 @@
+# Developer recipes. The README's commands need only cargo.
+
+default: test
+
+# Run the demo: filter sample readings.
+demo:
+    cargo run -p brink-host -- run functions/filter --event examples/events/readings-batch.json --config threshold=30
+
+# All tests (builds the guests first).
+test:
+    cargo test --workspace
+
+# Everything CI checks.
+ci:
+    bash .ci/run
+
+# Format both workspaces.
+fmt:
+    cargo fmt --all
+    cargo fmt --all --manifest-path functions/Cargo.toml
+
+# Lints, host and guests.
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --manifest-path functions/Cargo.toml --target wasm32-wasip2 --target-dir target/functions --workspace -- -D warnings
+
+# Invocation benchmarks (see BENCHMARKS.md).
+bench:
+    cargo bench -p brink-host --bench invoke
+
+# Build the example functions.
+functions:
+    cargo run -p brink-host -- build functions

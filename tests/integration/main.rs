@@ -1,0 +1,7 @@
+#![allow(clippy::panic)]
+//! End-to-end tests of the host with real components built from `functions/`.
+
+mod functions;
+mod limits;
+mod loading;
+mod test_coverage;

@@ -1,0 +1,58 @@
+//! Shared helpers for the end-to-end tests.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use brink_host::bindings::CloudEvent;
+use brink_host::{Engine, EngineConfig, Function, FunctionSpec};
+
+pub use brink_test_artifacts as artifacts;
+
+/// One engine for the whole test binary, without a compile cache so every
+/// test sees the real load path. Engines reserve address space for their
+/// instance pool, so tests share one rather than making dozens.
+pub fn engine() -> anyhow::Result<&'static Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine);
+    }
+    let engine = Engine::new(EngineConfig {
+        max_instances: 64,
+        max_memory_bytes: 256 << 20,
+        cache_dir: None,
+        ..EngineConfig::default()
+    })?;
+    Ok(ENGINE.get_or_init(|| engine))
+}
+
+/// Loads the component at `path` under `spec` in the shared engine.
+pub fn load(spec: FunctionSpec, path: &str) -> anyhow::Result<Function> {
+    Ok(engine()?.load_file(spec, Path::new(path))?)
+}
+
+/// A reading event (`{"device": ..., "value": ...}`) as the contract's record.
+pub fn reading(id: &str, device: &str, value: f64) -> CloudEvent {
+    CloudEvent {
+        id: id.to_owned(),
+        source: "/factory/line-1/sensors".to_owned(),
+        type_: "com.example.reading".to_owned(),
+        specversion: "1.0".to_owned(),
+        subject: Some(device.to_owned()),
+        time: Some("2026-11-22T10:00:00Z".to_owned()),
+        datacontenttype: Some("application/json".to_owned()),
+        dataschema: None,
+        extensions: vec![("site".to_owned(), "plant-7".to_owned())],
+        data: Some(
+            serde_json::json!({ "device": device, "value": value })
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
+/// The data of `event` as JSON.
+pub fn json_data(event: &CloudEvent) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_slice(
+        event.data.as_deref().unwrap_or_default(),
+    )?)
+}
