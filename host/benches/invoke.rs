@@ -1,1 +1,110 @@
-fn main() {}
+//! Cost of one invocation: a fresh instance per event (what the host does),
+//! the handler alone on a live instance, and loading a component cold
+//! (compile) against warm (from the compile cache).
+//!
+//! `cargo bench -p brink-host --bench invoke`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use brink_host::bindings::CloudEvent;
+use brink_host::{Engine, EngineConfig, FunctionSpec};
+use brink_test_artifacts as artifacts;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn reading(value: f64) -> CloudEvent {
+    CloudEvent {
+        id: "bench-1".into(),
+        source: "/factory/line-1/sensors".into(),
+        type_: "com.example.reading".into(),
+        specversion: "1.0".into(),
+        subject: Some("t-17".into()),
+        time: Some("2026-11-22T10:00:00Z".into()),
+        datacontenttype: Some("application/json".into()),
+        dataschema: None,
+        extensions: vec![],
+        data: Some(format!(r#"{{"device":"t-17","value":{value}}}"#).into_bytes()),
+    }
+}
+
+fn engine(cache_dir: Option<&Path>) -> Engine {
+    Engine::new(EngineConfig {
+        max_instances: 16,
+        max_memory_bytes: 64 << 20,
+        cache_dir: cache_dir.map(Path::to_owned),
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+fn invoke(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = engine(None);
+    let mut filter_spec = FunctionSpec::new("filter");
+    filter_spec.config.insert("threshold".into(), "30".into());
+    let functions = [
+        (
+            "echo",
+            engine
+                .load_file(FunctionSpec::new("echo"), Path::new(artifacts::ECHO))
+                .unwrap(),
+        ),
+        (
+            "filter",
+            engine
+                .load_file(filter_spec, Path::new(artifacts::FILTER))
+                .unwrap(),
+        ),
+    ];
+    let event = reading(31.5);
+
+    let mut group = c.benchmark_group("invoke");
+    for (name, function) in &functions {
+        group.bench_function(format!("{name}/fresh-instance"), |b| {
+            b.iter(|| rt.block_on(function.invoke(event.clone())).unwrap())
+        });
+        let mut instance = rt.block_on(function.instantiate("bench")).unwrap();
+        group.bench_function(format!("{name}/warm-instance"), |b| {
+            b.iter(|| rt.block_on(instance.call(event.clone())).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let bytes = std::fs::read(artifacts::FILTER).unwrap();
+    let uncached = engine(None);
+    let dir = tempfile::tempdir().unwrap();
+    let cached = engine(Some(dir.path()));
+    cached
+        .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+        .unwrap();
+
+    let mut group = c.benchmark_group("load-filter");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("compile", |b| {
+        b.iter(|| {
+            uncached
+                .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+                .unwrap()
+        })
+    });
+    group.bench_function("from-cache", |b| {
+        b.iter(|| {
+            cached
+                .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, invoke, load);
+criterion_main!(benches);

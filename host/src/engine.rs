@@ -348,8 +348,10 @@ impl Function {
         };
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
-        arm_deadline(&mut store, f.spec.limits.timeout);
-        let bindings = match f.pre.instantiate_async(&mut store).await {
+        let timeout = f.spec.limits.timeout;
+        arm_deadline(&mut store, timeout);
+        let instantiated = with_timeout(self, timeout, f.pre.instantiate_async(&mut store)).await?;
+        let bindings = match instantiated {
             Ok(bindings) => bindings,
             Err(e) => {
                 return Err(match classify(self, e, &stderr) {
@@ -383,6 +385,23 @@ fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+}
+
+/// Bounds a guest call by wall-clock time even while it waits inside a host
+/// call (a sleep, a poll), where epoch interruption cannot reach it. Dropping
+/// the future unwinds the guest's fiber safely; the instance is then unusable.
+async fn with_timeout<T>(
+    function: &Function,
+    timeout: Duration,
+    call: impl Future<Output = T>,
+) -> Result<T, InvokeError> {
+    // The epoch deadline normally fires first; the grace keeps its message.
+    tokio::time::timeout(timeout + 4 * EPOCH_TICK, call)
+        .await
+        .map_err(|_| InvokeError::Timeout {
+            function: function.inner.name.to_string(),
+            limit: timeout,
+        })
 }
 
 /// Names what ended a guest: a limit, an exit, or a trap.
@@ -438,14 +457,15 @@ impl Instance {
     /// Calls the handler with `event` and checks what it returns.
     pub async fn call(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let f = &self.function.inner;
-        arm_deadline(&mut self.store, f.spec.limits.timeout);
-        let result = self
+        let timeout = f.spec.limits.timeout;
+        arm_deadline(&mut self.store, timeout);
+        let call = self
             .bindings
             .brink_edge_handler()
-            .call_handle(&mut self.store, &event)
-            .await;
+            .call_handle(&mut self.store, &event);
+        let result = with_timeout(&self.function, timeout, call).await;
         self.stderr.finish();
-        match result {
+        match result? {
             Ok(Ok(outputs)) => self.check_outputs(outputs),
             Ok(Err(e)) => Err(InvokeError::Handler {
                 function: f.name.to_string(),

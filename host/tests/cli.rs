@@ -204,6 +204,16 @@ fn hostile_functions_each_end_with_one_clear_error_line() -> anyhow::Result<()> 
             ],
         )?;
         assert_clean_failure(&out, expected);
+        if component == artifacts::FIXTURE_TRAP {
+            // The guest's stderr reached the host's log, tagged with function and event.
+            let log = stderr(&out);
+            let line = log
+                .lines()
+                .find(|l| l.contains("calibration table for"))
+                .unwrap_or_default();
+            assert!(line.contains(r#"function="fixture-trap""#), "{log}");
+            assert!(line.contains(r#"event_id="b3f1c2a4-0001""#), "{log}");
+        }
     }
     Ok(())
 }

@@ -49,6 +49,23 @@ async fn an_infinite_loop_is_ended_at_its_deadline_and_the_host_keeps_serving() 
     host_still_serves().await
 }
 
+#[tokio::test]
+async fn a_guest_sleeping_inside_a_host_call_is_ended_at_its_deadline() -> anyhow::Result<()> {
+    let sleeper = load(
+        limited(
+            "sleeper",
+            Limits {
+                timeout: Duration::from_millis(100),
+                ..Limits::default()
+            },
+        ),
+        artifacts::FIXTURE_SLEEP,
+    )?;
+    let err = sleeper.invoke(reading("z-1", "t-1", 1.0)).await.err();
+    assert!(matches!(err, Some(InvokeError::Timeout { .. })), "{err:?}");
+    host_still_serves().await
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_looping_guest_does_not_starve_other_events_on_its_thread() -> anyhow::Result<()> {
     let spin = load(
