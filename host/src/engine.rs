@@ -343,7 +343,12 @@ impl Function {
     /// A fresh instance, for callers that run several events through one
     /// (benchmarks; a trap leaves it unusable).
     pub async fn instantiate(&self, event_id: &str) -> Result<Instance, InvokeError> {
-        with_timeout(self, self.inner.spec.limits.timeout, self.instantiate_unbounded(event_id)).await?
+        with_timeout(
+            self,
+            self.inner.spec.limits.timeout,
+            self.instantiate_unbounded(event_id),
+        )
+        .await?
     }
 
     /// [`Function::instantiate`] bounded by the epoch deadline alone.

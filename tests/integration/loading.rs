@@ -28,6 +28,22 @@ fn a_component_importing_an_ungranted_interface_is_rejected_naming_the_import() 
 }
 
 #[test]
+fn a_component_without_the_handler_export_is_rejected() -> anyhow::Result<()> {
+    let err = load(
+        FunctionSpec::new("nohandler"),
+        artifacts::FIXTURE_NO_HANDLER,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("function `nohandler` does not export `brink:edge/handler@0.1.0`"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_core_module_is_rejected_with_how_to_make_a_component() -> anyhow::Result<()> {
     let err = load_bytes(b"\0asm\x01\0\0\0")?.err();
     assert!(matches!(err, Some(LoadError::CoreModule { .. })), "{err:?}");
