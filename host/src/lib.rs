@@ -12,6 +12,7 @@ pub mod capability;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod manifest;
 mod state;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};

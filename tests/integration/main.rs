@@ -4,4 +4,5 @@
 mod functions;
 mod limits;
 mod loading;
+mod manifests;
 mod test_coverage;

@@ -1,0 +1,563 @@
+//! The app manifest, `brink.toml`: which functions a host runs, what triggers
+//! them, where their outputs go, and their config, grants and limits.
+//!
+//! ```toml
+//! brink_manifest_version = 1
+//!
+//! [function.filter]
+//! source = "functions/filter"
+//! triggers = [{ mqtt = "sensors/+/temperature" }, { http = "/temperature" }]
+//! outputs = [{ function = "transform" }]
+//! config = { threshold = "30" }
+//! limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8 }
+//! ```
+//!
+//! Unknown keys are errors, and every error names the file, the line and
+//! column, and the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::{FunctionSpec, Limits};
+
+/// The manifest version this host reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// `brink.toml`, version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// `brink_manifest_version = 1`: the format's version (required).
+    pub brink_manifest_version: u32,
+    /// `[mqtt]`: the broker the host uses.
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    /// `[http]`: the host's HTTP server.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// `[function.<name>]`: one table per function.
+    #[serde(default)]
+    pub function: BTreeMap<String, FunctionSection>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `listen = "127.0.0.1:1883"`: where the embedded broker listens, when no `url` is set.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+    /// `url = "mqtt://broker.local:1883"` (or `mqtts://`): an external broker instead of the embedded one.
+    pub url: Option<String>,
+    /// `username = "edge"`
+    pub username: Option<String>,
+    /// `password = "…"`
+    pub password: Option<String>,
+    /// `client_id = "brink-gw-7"` [default: `brink-<random>`]
+    pub client_id: Option<String>,
+    /// `protocol = "v5"` or `"v311"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// `output_mode = "binary"` or `"structured"`: how outputs are published (binary needs MQTT 5).
+    #[serde(default)]
+    pub output_mode: MqttOutputMode,
+    /// `shared_group = "line-1"`: subscribe as `$share/line-1/<filter>` so hosts split the load.
+    pub shared_group: Option<String>,
+    /// `plain_event_type = "com.brink.mqtt.message"`: the type given to plain (non-CloudEvents) payloads.
+    #[serde(default = "default_plain_event_type")]
+    pub plain_event_type: String,
+    /// `max_retries = 3`: attempts after the first before an event is dead-lettered.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            listen: default_mqtt_listen(),
+            url: None,
+            username: None,
+            password: None,
+            client_id: None,
+            protocol: MqttProtocol::default(),
+            output_mode: MqttOutputMode::default(),
+            shared_group: None,
+            plain_event_type: default_plain_event_type(),
+            max_retries: default_max_retries(),
+        }
+    }
+}
+
+fn default_mqtt_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+fn default_plain_event_type() -> String {
+    "com.brink.mqtt.message".to_owned()
+}
+
+fn default_max_retries() -> u32 {
+    3
+}
+
+/// `protocol = "v5" | "v311"`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttProtocol {
+    #[default]
+    V5,
+    V311,
+}
+
+/// `output_mode = "binary" | "structured"`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttOutputMode {
+    #[default]
+    Binary,
+    Structured,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `listen = "127.0.0.1:8080"`
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// `max_body_kb = 1024`: larger request bodies are refused with 413.
+    #[serde(default = "default_max_body_kb")]
+    pub max_body_kb: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+            max_body_kb: default_max_body_kb(),
+        }
+    }
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_max_body_kb() -> usize {
+    1024
+}
+
+/// `[function.<name>]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSection {
+    /// `source = "functions/filter"` (a crate directory, built on start) or
+    /// `source = "build/filter.wasm"` (a component); relative to the manifest.
+    pub source: PathBuf,
+    /// `triggers = [{ mqtt = "sensors/+/temperature" }, { http = "/temperature" }, { event_type = "com.example.*" }]`
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
+    /// `outputs = [{ mqtt = "alerts/{subject}" }, { function = "transform" }, { webhook = "http://…" }]`
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+    /// `config = { threshold = "30" }`: values the function reads with `config.get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// `grants = ["kv"]`: capabilities beyond the ones every function gets.
+    #[serde(default)]
+    pub grants: BTreeSet<String>,
+    /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// One trigger: `{ mqtt = "<topic filter>" }`, `{ http = "<path>" }` or `{ event_type = "<pattern>" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// An MQTT topic filter, with `+` and `#` wildcards.
+    Mqtt(String),
+    /// An HTTP path under `POST /events`, e.g. `/temperature`.
+    Http(String),
+    /// A CloudEvent type, exact or with a trailing `*` (`com.example.*`).
+    EventType(String),
+}
+
+/// One output: `{ mqtt = "<topic template>" }`, `{ function = "<name>" }` or `{ webhook = "<url>" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Output {
+    /// A topic template; `{subject}`, `{type}`, `{source}` and `{id}` are filled from the event.
+    Mqtt(String),
+    /// Another function of this manifest (a pipeline stage).
+    Function(String),
+    /// An HTTP endpoint that receives events in binary mode.
+    Webhook(String),
+}
+
+/// `limits = { … }`; anything unset takes the host default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// `timeout_ms = 1000`
+    pub timeout_ms: Option<u64>,
+    /// `memory_mb = 64`
+    pub memory_mb: Option<u64>,
+    /// `concurrency = 8`: invocations of this function at once.
+    pub concurrency: Option<u32>,
+    /// `max_output_kb = 4096`
+    pub max_output_kb: Option<usize>,
+}
+
+/// Placeholders an MQTT output template may use.
+const TEMPLATE_FIELDS: &[&str] = &["subject", "type", "source", "id"];
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ManifestError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        manifest
+            .validate()
+            .map_err(|message| ManifestError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.brink_manifest_version != MANIFEST_VERSION {
+            return Err(format!(
+                "brink_manifest_version {} is not supported; this host reads version {MANIFEST_VERSION}",
+                self.brink_manifest_version
+            ));
+        }
+        if let Some(url) = &self.mqtt.url
+            && !(url.starts_with("mqtt://") || url.starts_with("mqtts://"))
+        {
+            return Err(format!(
+                "mqtt.url {url:?} must start with mqtt:// or mqtts://"
+            ));
+        }
+        if self.mqtt.protocol == MqttProtocol::V311
+            && self.mqtt.output_mode == MqttOutputMode::Binary
+        {
+            return Err(
+                "mqtt.output_mode \"binary\" needs MQTT 5; MQTT 3.1.1 carries CloudEvents in structured mode only: set output_mode = \"structured\""
+                    .to_owned(),
+            );
+        }
+        for (name, f) in &self.function {
+            let at = |field: &str| format!("function.{name}.{field}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "function name {name:?} must be lowercase letters, digits, '-' or '_'"
+                ));
+            }
+            for (i, trigger) in f.triggers.iter().enumerate() {
+                match trigger {
+                    Trigger::Mqtt(filter) => check_topic_filter(filter).map_err(|e| {
+                        format!("{}[{i}]: MQTT topic filter {filter:?} {e}", at("triggers"))
+                    })?,
+                    Trigger::Http(p) if !p.starts_with('/') => {
+                        return Err(format!(
+                            "{}[{i}]: HTTP path {p:?} must start with '/'",
+                            at("triggers")
+                        ));
+                    }
+                    Trigger::EventType(t)
+                        if t.is_empty() || t.strip_suffix('*').unwrap_or(t).contains('*') =>
+                    {
+                        return Err(format!(
+                            "{}[{i}]: event type pattern {t:?} must be non-empty, with '*' only at the end",
+                            at("triggers")
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            for (i, output) in f.outputs.iter().enumerate() {
+                match output {
+                    Output::Mqtt(template) => check_template(template).map_err(|e| {
+                        format!("{}[{i}]: topic template {template:?} {e}", at("outputs"))
+                    })?,
+                    Output::Function(target) if !self.function.contains_key(target) => {
+                        return Err(format!(
+                            "{}[{i}]: no function named {target:?} in this manifest",
+                            at("outputs")
+                        ));
+                    }
+                    Output::Webhook(url)
+                        if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                    {
+                        return Err(format!(
+                            "{}[{i}]: webhook {url:?} must be an http:// or https:// URL",
+                            at("outputs")
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            let l = &f.limits;
+            if l.timeout_ms == Some(0) {
+                return Err(format!("{}: timeout_ms must be above 0", at("limits")));
+            }
+            if l.memory_mb == Some(0) {
+                return Err(format!("{}: memory_mb must be above 0", at("limits")));
+            }
+            if l.concurrency == Some(0) {
+                return Err(format!("{}: concurrency must be above 0", at("limits")));
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            return Err(format!(
+                "function outputs form a cycle: {}",
+                cycle.join(" -> ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// A cycle in the function-to-function outputs, as the names along it.
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Visiting,
+            Done,
+        }
+        fn visit<'a>(
+            m: &'a Manifest,
+            name: &'a str,
+            marks: &mut BTreeMap<&'a str, Mark>,
+            path: &mut Vec<&'a str>,
+        ) -> Option<Vec<String>> {
+            match marks.get(name) {
+                Some(Mark::Done) => return None,
+                Some(Mark::Visiting) => {
+                    let start = path.iter().position(|n| *n == name).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|s| (*s).to_owned()).collect();
+                    cycle.push(name.to_owned());
+                    return Some(cycle);
+                }
+                None => {}
+            }
+            marks.insert(name, Mark::Visiting);
+            path.push(name);
+            for output in m
+                .function
+                .get(name)
+                .map(|f| f.outputs.as_slice())
+                .unwrap_or_default()
+            {
+                if let Output::Function(next) = output
+                    && let Some(cycle) = visit(m, next, marks, path)
+                {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            marks.insert(name, Mark::Done);
+            None
+        }
+        let mut marks = BTreeMap::new();
+        for name in self.function.keys() {
+            if let Some(cycle) = visit(self, name, &mut marks, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+        None
+    }
+}
+
+impl FunctionSection {
+    /// The engine's spec for this function, host defaults filling what is unset.
+    pub fn spec(&self, name: &str) -> FunctionSpec {
+        let defaults = Limits::default();
+        FunctionSpec {
+            name: name.to_owned(),
+            limits: Limits {
+                timeout: self
+                    .limits
+                    .timeout_ms
+                    .map_or(defaults.timeout, Duration::from_millis),
+                memory_bytes: self
+                    .limits
+                    .memory_mb
+                    .map_or(defaults.memory_bytes, |mb| mb.saturating_mul(1 << 20)),
+                max_output_bytes: self
+                    .limits
+                    .max_output_kb
+                    .map_or(defaults.max_output_bytes, |kb| kb.saturating_mul(1024)),
+            },
+            config: self.config.clone(),
+            grants: self.grants.clone(),
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// MQTT 3.1.1 §4.7 topic filter rules.
+fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() {
+        return Err("is empty");
+    }
+    if filter.contains('\0') {
+        return Err("contains a NUL character");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
+            return Err("may use '#' only as the whole last level");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("may use '+' only as a whole level");
+        }
+    }
+    Ok(())
+}
+
+/// An MQTT output topic: no wildcards, and only known `{placeholders}`.
+fn check_template(template: &str) -> Result<(), String> {
+    if template.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if template.contains(['+', '#']) {
+        return Err("must not contain MQTT wildcards".to_owned());
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| "has an unclosed '{'".to_owned())?;
+        let field = &after[..close];
+        if !TEMPLATE_FIELDS.contains(&field) {
+            return Err(format!(
+                "uses unknown placeholder {{{field}}}; known: {}",
+                TEMPLATE_FIELDS
+                    .iter()
+                    .map(|f| format!("{{{f}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        Manifest::parse(text, "brink.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minimal_manifest_takes_every_default() -> Result<(), ManifestError> {
+        let m = Manifest::parse("brink_manifest_version = 1\n", "brink.toml")?;
+        assert_eq!(m.mqtt, MqttSection::default());
+        assert_eq!(m.http.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(m.function.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn unset_limits_take_the_engine_defaults() -> Result<(), ManifestError> {
+        let m = Manifest::parse(
+            "brink_manifest_version = 1\n[function.f]\nsource = \"f.wasm\"\nlimits = { memory_mb = 32 }\n",
+            "brink.toml",
+        )?;
+        let spec = m.function["f"].spec("f");
+        assert_eq!(spec.limits.memory_bytes, 32 << 20);
+        assert_eq!(spec.limits.timeout, Limits::default().timeout);
+        Ok(())
+    }
+
+    #[test]
+    fn topic_filter_rules_follow_the_mqtt_spec() {
+        for ok in ["a/b", "a/+/c", "#", "a/#", "+", "+/+/#"] {
+            assert!(check_topic_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/#/c", "a/b#", "a+/b", "a/+b"] {
+            assert!(check_topic_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_three_stage_cycle_is_reported_along_its_path() {
+        let err = error(
+            r#"brink_manifest_version = 1
+[function.a]
+source = "a.wasm"
+outputs = [{ function = "b" }]
+[function.b]
+source = "b.wasm"
+outputs = [{ function = "c" }]
+[function.c]
+source = "c.wasm"
+outputs = [{ function = "a" }]
+"#,
+        );
+        assert_eq!(
+            err,
+            "brink.toml: function outputs form a cycle: a -> b -> c -> a"
+        );
+    }
+}
