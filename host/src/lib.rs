@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod manifest;
+pub mod node;
 mod state;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};

@@ -30,6 +30,12 @@ enum Command {
     /// batch format), runs the component once per event in a fresh sandboxed
     /// instance, and prints each output event as one line of CloudEvents JSON.
     Run(RunArgs),
+    /// Start an edge node: load the app manifest's functions and serve their triggers.
+    ///
+    /// Serves HTTP (`POST /events`, `POST /functions/<name>`, `GET /healthz`,
+    /// `GET /metrics`) on the manifest's `[http] listen` address until
+    /// SIGTERM or Ctrl-C, then drains in-flight requests and exits 0.
+    Up(UpArgs),
     /// Build a function crate (or a workspace of them) for wasm32-wasip2.
     ///
     /// Adds the wasm32-wasip2 target with rustup when it is missing, then
@@ -69,6 +75,19 @@ struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// The app manifest.
+    #[arg(default_value = "brink.toml")]
+    manifest: PathBuf,
+    /// Override the manifest's `[http] listen` address.
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Where compiled code is cached [default: the user's cache dir, brink/compiled].
+    #[arg(long, env = "BRINK_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct BuildArgs {
     /// The crate or workspace directory (or its Cargo.toml).
     #[arg(default_value = ".")]
@@ -100,6 +119,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Up(args) => up(args),
         Command::Build(args) => build(args),
     };
     match result {
@@ -173,6 +193,40 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut manifest = brink_host::manifest::Manifest::load(&args.manifest)?;
+    if let Some(addr) = args.http_listen {
+        manifest.http.listen = addr;
+    }
+    let base = args
+        .manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let engine = Engine::new(EngineConfig {
+            cache_dir: args.cache_dir.or_else(brink_host::cache::default_dir),
+            ..EngineConfig::default()
+        })?;
+        let node = brink_host::node::Node::start(manifest, &base, &engine).await?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = sigterm.recv() => {}
+        }
+        tracing::info!("shutting down: draining in-flight events");
+        node.shutdown().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 /// Builds the function crate in `dir` and returns its component.

@@ -5,4 +5,5 @@ mod functions;
 mod limits;
 mod loading;
 mod manifests;
+mod node;
 mod test_coverage;

@@ -1,0 +1,206 @@
+//! The HTTP trigger: the CloudEvents HTTP binding on `POST /events`,
+//! synchronous invocation on `POST /functions/<name>`, health and metrics.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::dispatch::{DispatchError, Dispatcher};
+use crate::event::{self, EventError};
+
+#[derive(Clone)]
+struct AppState {
+    dispatcher: Dispatcher,
+}
+
+/// The node's HTTP routes; bodies over `max_body` bytes are refused with 413.
+pub fn router(dispatcher: Dispatcher, max_body: usize) -> Router {
+    Router::new()
+        .route("/events", post(events_root))
+        .route("/events/{*path}", post(events_at))
+        .route("/functions/{name}", post(invoke))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(AppState { dispatcher })
+}
+
+/// An RFC 9457 problem response.
+fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail.to_string(),
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn body_problem(rejection: BytesRejection) -> Response {
+    let status = rejection.status();
+    let title = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "Request body too large"
+    } else {
+        "Unreadable request body"
+    };
+    problem(status, title, rejection.body_text())
+}
+
+fn event_problem(e: &EventError) -> Response {
+    problem(StatusCode::BAD_REQUEST, "Invalid CloudEvent", e)
+}
+
+fn dispatch_problem(e: &DispatchError) -> Response {
+    match e {
+        DispatchError::UnknownFunction(_) => problem(StatusCode::NOT_FOUND, "No such function", e),
+        DispatchError::Overloaded { .. } => {
+            let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "Function overloaded", e);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        e if e.is_bad_event() => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Event rejected by the function",
+            e,
+        ),
+        _ => problem(StatusCode::BAD_GATEWAY, "Function failed", e),
+    }
+}
+
+async fn events_root(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    deliver(state, "/".to_owned(), headers, body).await
+}
+
+async fn events_at(
+    state: State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    deliver(state, format!("/{path}"), headers, body).await
+}
+
+/// Dispatches each event to every function it triggers; 202 once all succeeded.
+async fn deliver(
+    State(state): State<AppState>,
+    path: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_problem(rejection),
+    };
+    let events = match event::http::decode(&headers, &body) {
+        Ok(events) => events,
+        Err(e) => return event_problem(&e),
+    };
+    let mut delivered = 0;
+    for input in &events {
+        let record = event::to_wit(input);
+        let targets = state.dispatcher.http_targets(&path, &record.type_);
+        for target in &targets {
+            if let Err(e) = state
+                .dispatcher
+                .dispatch(target, "http", record.clone())
+                .await
+            {
+                return dispatch_problem(&e);
+            }
+        }
+        delivered += targets.len();
+    }
+    if delivered == 0 {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "No function is triggered by this event",
+            format!(
+                "no function has an http trigger for {path:?} or an event_type trigger matching the event type"
+            ),
+        );
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Invokes one function and answers with its outputs: none 204, one in binary mode, several as a batch.
+async fn invoke(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_problem(rejection),
+    };
+    let mut events = match event::http::decode(&headers, &body) {
+        Ok(events) => events,
+        Err(e) => return event_problem(&e),
+    };
+    if events.len() != 1 {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "One event expected",
+            format!(
+                "{} events sent; invoke a function with one event at a time",
+                events.len()
+            ),
+        );
+    }
+    let input = event::to_wit(&events.remove(0));
+    let outputs = match state.dispatcher.dispatch(&name, "invoke", input).await {
+        Ok(outputs) => outputs,
+        Err(e) => return dispatch_problem(&e),
+    };
+    let encoded = match outputs.as_slice() {
+        [] => return StatusCode::NO_CONTENT.into_response(),
+        [one] => event::http::encode_binary(one)
+            .map(|(headers, body)| (StatusCode::OK, headers, body).into_response()),
+        many => event::http::encode_batch(many).map(|body| {
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, event::http::BATCH)],
+                body,
+            )
+                .into_response()
+        }),
+    };
+    encoded.unwrap_or_else(|e| problem(StatusCode::BAD_GATEWAY, "Unencodable output", e))
+}
+
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.dispatcher.metrics().encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "Metrics unavailable", e),
+    }
+}

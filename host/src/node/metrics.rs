@@ -1,0 +1,93 @@
+//! The node's Prometheus metrics (`GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionTrigger {
+    pub function: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabel {
+    pub function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionError {
+    pub function: String,
+    pub kind: String,
+}
+
+/// Every metric the node exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_in: Family<FunctionTrigger, Counter>,
+    pub events_out: Family<FunctionLabel, Counter>,
+    pub errors: Family<FunctionError, Counter>,
+    pub latency: Family<FunctionLabel, Histogram, fn() -> Histogram>,
+    pub queue_depth: Family<FunctionLabel, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 25 µs to ~1.6 s: fresh-instance calls sit at the bottom, deadlines at the top.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        25e-6, 2.0, 17,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("brink");
+        let events_in = Family::<FunctionTrigger, Counter>::default();
+        let events_out = Family::<FunctionLabel, Counter>::default();
+        let errors = Family::<FunctionError, Counter>::default();
+        let latency: Family<FunctionLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let queue_depth = Family::<FunctionLabel, Gauge>::default();
+        registry.register(
+            "events_in",
+            "Events delivered to a function, by trigger",
+            events_in.clone(),
+        );
+        registry.register(
+            "events_out",
+            "Events a function emitted",
+            events_out.clone(),
+        );
+        registry.register("errors", "Failed invocations, by kind", errors.clone());
+        registry.register(
+            "invocation_duration_seconds",
+            "Time from instantiation to checked outputs",
+            latency.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Events waiting for a free instance slot",
+            queue_depth.clone(),
+        );
+        Self {
+            registry,
+            events_in,
+            events_out,
+            errors,
+            latency,
+            queue_depth,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
