@@ -56,3 +56,6 @@ pub fn json_data(event: &CloudEvent) -> anyhow::Result<serde_json::Value> {
         event.data.as_deref().unwrap_or_default(),
     )?)
 }
+
+#[path = "mqtt_support.rs"]
+pub mod mqtt;

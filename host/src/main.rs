@@ -15,7 +15,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "brink", version, about, long_about = None)]
 struct Cli {
     /// Log filter, in `tracing` syntax (e.g. `info`, `brink_host=debug,guest=trace`).
-    #[arg(long, global = true, env = "BRINK_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRINK_LOG",
+        default_value = "info,rumqttd=warn"
+    )]
     log: String,
 
     #[command(subcommand)]

@@ -64,16 +64,21 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
-    /// `listen = "127.0.0.1:1883"`: where the embedded broker listens, when no `url` is set.
+    /// `listen = "127.0.0.1:1883"`: where the embedded broker serves MQTT 3.1.1, when no `url` is set.
     #[serde(default = "default_mqtt_listen")]
     pub listen: SocketAddr,
+    /// `listen_v5 = "127.0.0.1:1884"`: where the embedded broker serves MQTT 5 (its
+    /// listeners speak one protocol version each).
+    #[serde(default = "default_mqtt_listen_v5")]
+    pub listen_v5: SocketAddr,
     /// `url = "mqtt://broker.local:1883"` (or `mqtts://`): an external broker instead of the embedded one.
     pub url: Option<String>,
     /// `username = "edge"`
     pub username: Option<String>,
     /// `password = "…"`
     pub password: Option<String>,
-    /// `client_id = "brink-gw-7"` [default: `brink-<random>`]
+    /// `client_id = "brink-gw-7"` [default: `brink-<random>`]. With a fixed id the
+    /// broker keeps the node's session (and queues its QoS 1 messages) across restarts.
     pub client_id: Option<String>,
     /// `protocol = "v5"` or `"v311"`.
     #[serde(default)]
@@ -95,6 +100,7 @@ impl Default for MqttSection {
     fn default() -> Self {
         Self {
             listen: default_mqtt_listen(),
+            listen_v5: default_mqtt_listen_v5(),
             url: None,
             username: None,
             password: None,
@@ -110,6 +116,10 @@ impl Default for MqttSection {
 
 fn default_mqtt_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+fn default_mqtt_listen_v5() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1884))
 }
 
 fn default_plain_event_type() -> String {

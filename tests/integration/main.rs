@@ -5,5 +5,6 @@ mod functions;
 mod limits;
 mod loading;
 mod manifests;
+mod mqtt;
 mod node;
 mod test_coverage;

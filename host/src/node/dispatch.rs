@@ -40,6 +40,25 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
+    /// Whether trying the same event again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DispatchError::UnknownFunction(_) => false,
+            DispatchError::Overloaded { .. } | DispatchError::Output { .. } => true,
+            DispatchError::Invoke(e) => e.is_retryable(),
+        }
+    }
+
+    /// A short name for metrics and dead letters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DispatchError::UnknownFunction(_) => "unknown_function",
+            DispatchError::Overloaded { .. } => "overloaded",
+            DispatchError::Output { .. } => "output",
+            DispatchError::Invoke(e) => e.kind(),
+        }
+    }
+
     /// Whether the event itself is at fault (a client error), not the host or the function.
     pub fn is_bad_event(&self) -> bool {
         matches!(
@@ -54,6 +73,7 @@ impl DispatchError {
 
 struct Stage {
     function: Function,
+    concurrency: u32,
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
     permits: Semaphore,
@@ -69,6 +89,25 @@ pub trait Sink: Send + Sync + 'static {
         url: &'a str,
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+    /// Publishes `event` on the MQTT topic the template `topic` names; done
+    /// when the broker acknowledged it.
+    fn mqtt<'a>(
+        &'a self,
+        topic: &'a str,
+        event: &'a CloudEvent,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// How an event waits for a slot of a busy function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Wait in a bounded queue, and fail with [`DispatchError::Overloaded`]
+    /// when it is full (HTTP answers 503 with Retry-After).
+    Bounded,
+    /// Wait as long as it takes: the caller bounds what it has in flight
+    /// (the MQTT trigger stops reading instead).
+    Wait,
 }
 
 /// The routing table of a running node.
@@ -115,6 +154,7 @@ impl Dispatcher {
                     r.function.spec().name.clone(),
                     Stage {
                         function: r.function,
+                        concurrency,
                         triggers: r.triggers,
                         outputs: r.outputs,
                         permits: Semaphore::new(concurrency as usize),
@@ -146,6 +186,48 @@ impl Dispatcher {
         })
     }
 
+    /// Functions with an MQTT trigger whose filter matches `topic`.
+    pub fn mqtt_targets(&self, topic: &str) -> Vec<String> {
+        self.targets(|t| match t {
+            Trigger::Mqtt(filter) => topic_matches(filter, topic),
+            _ => false,
+        })
+    }
+
+    /// Functions with at least one MQTT trigger.
+    pub fn mqtt_functions(&self) -> Vec<String> {
+        self.targets(|t| matches!(t, Trigger::Mqtt(_)))
+    }
+
+    /// The concurrency limit of `function`.
+    pub fn concurrency(&self, function: &str) -> Option<u32> {
+        self.stages.get(function).map(|s| s.concurrency)
+    }
+
+    /// Every MQTT topic filter the functions subscribe to, without repeats.
+    pub fn mqtt_filters(&self) -> Vec<String> {
+        let mut filters: Vec<String> = self
+            .stages
+            .values()
+            .flat_map(|s| &s.triggers)
+            .filter_map(|t| match t {
+                Trigger::Mqtt(filter) => Some(filter.clone()),
+                _ => None,
+            })
+            .collect();
+        filters.sort();
+        filters.dedup();
+        filters
+    }
+
+    /// Whether any function publishes to MQTT.
+    pub fn has_mqtt_outputs(&self) -> bool {
+        self.stages
+            .values()
+            .flat_map(|s| &s.outputs)
+            .any(|o| matches!(o, Output::Mqtt(_)))
+    }
+
     fn targets(&self, matches: impl Fn(&Trigger) -> bool) -> Vec<String> {
         self.stages
             .iter()
@@ -160,6 +242,19 @@ impl Dispatcher {
         function: &str,
         trigger: &str,
         event: CloudEvent,
+    ) -> Result<Vec<CloudEvent>, DispatchError> {
+        self.dispatch_with(function, trigger, event, Admission::Bounded)
+            .await
+    }
+
+    /// [`Dispatcher::dispatch`], waiting for a slot as `admission` says;
+    /// pipeline stages downstream wait the same way.
+    pub async fn dispatch_with(
+        &self,
+        function: &str,
+        trigger: &str,
+        event: CloudEvent,
+        admission: Admission,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
         let stage = self
             .stages
@@ -181,7 +276,7 @@ impl Dispatcher {
             Err(_) => {
                 let waiting = stage.waiting.fetch_add(1, Ordering::SeqCst) + 1;
                 let guard = WaitGuard(&stage.waiting);
-                if waiting > stage.max_waiting {
+                if admission == Admission::Bounded && waiting > stage.max_waiting {
                     drop(guard);
                     self.count_error(function, "overloaded");
                     return Err(DispatchError::Overloaded {
@@ -216,11 +311,29 @@ impl Dispatcher {
             .events_out
             .get_or_create(&label)
             .inc_by(outputs.len() as u64);
-        self.route(function, &stage.outputs, &outputs).await?;
+        self.route(function, &stage.outputs, &outputs, admission)
+            .await?;
         Ok(outputs)
     }
 
-    fn count_error(&self, function: &str, kind: &str) {
+    fn output_result(
+        &self,
+        function: &str,
+        target: &str,
+        sent: anyhow::Result<()>,
+    ) -> Result<(), DispatchError> {
+        sent.map_err(|e| {
+            self.count_error(function, "output");
+            DispatchError::Output {
+                function: function.to_owned(),
+                target: target.to_owned(),
+                reason: format!("{e:#}"),
+            }
+        })
+    }
+
+    /// Counts an error of `kind` against `function`.
+    pub fn count_error(&self, function: &str, kind: &str) {
         self.metrics
             .errors
             .get_or_create(&FunctionError {
@@ -236,30 +349,23 @@ impl Dispatcher {
         function: &'a str,
         outputs: &'a [Output],
         events: &'a [CloudEvent],
+        admission: Admission,
     ) -> Pin<Box<dyn Future<Output = Result<(), DispatchError>> + Send + 'a>> {
         Box::pin(async move {
             for output in outputs {
                 for event in events {
                     match output {
                         Output::Function(next) => {
-                            self.dispatch(next, "function", event.clone()).await?;
+                            self.dispatch_with(next, "function", event.clone(), admission)
+                                .await?;
                         }
                         Output::Webhook(url) => {
-                            self.sink.webhook(url, event).await.map_err(|e| {
-                                self.count_error(function, "output");
-                                DispatchError::Output {
-                                    function: function.to_owned(),
-                                    target: url.clone(),
-                                    reason: format!("{e:#}"),
-                                }
-                            })?;
+                            let sent = self.sink.webhook(url, event).await;
+                            self.output_result(function, url, sent)?;
                         }
                         Output::Mqtt(topic) => {
-                            return Err(DispatchError::Output {
-                                function: function.to_owned(),
-                                target: format!("MQTT topic {topic:?}"),
-                                reason: "this node has no MQTT connection".to_owned(),
-                            });
+                            let sent = self.sink.mqtt(topic, event).await;
+                            self.output_result(function, &format!("MQTT topic {topic:?}"), sent)?;
                         }
                     }
                 }
@@ -267,6 +373,31 @@ impl Dispatcher {
             Ok(())
         })
     }
+}
+
+/// Whether the MQTT topic filter `filter` (with `+` and `#`) matches `topic`.
+/// Wildcards at the start do not match topics beginning with `$`, as MQTT says.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for part in filter.split('/') {
+        match part {
+            "#" => return true,
+            "+" => {
+                if levels.next().is_none() {
+                    return false;
+                }
+            }
+            exact => {
+                if levels.next() != Some(exact) {
+                    return false;
+                }
+            }
+        }
+    }
+    levels.next().is_none()
 }
 
 /// Leaves the wait queue however the wait ends (a dropped request included).
@@ -280,7 +411,28 @@ impl Drop for WaitGuard<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::type_matches;
+    use super::{topic_matches, type_matches};
+
+    #[test]
+    fn topic_filters_match_as_mqtt_defines_wildcards() {
+        assert!(topic_matches(
+            "sensors/+/temperature",
+            "sensors/7/temperature"
+        ));
+        assert!(!topic_matches(
+            "sensors/+/temperature",
+            "sensors/7/humidity"
+        ));
+        assert!(!topic_matches("sensors/+", "sensors/7/temperature"));
+        assert!(topic_matches("sensors/#", "sensors"));
+        assert!(topic_matches("sensors/#", "sensors/7/temperature"));
+        assert!(topic_matches("#", "anything/at/all"));
+        assert!(!topic_matches("#", "$SYS/broker/load"));
+        assert!(!topic_matches("+/broker", "$SYS/broker"));
+        assert!(topic_matches("$SYS/#", "$SYS/broker"));
+        assert!(topic_matches("a/+/+", "a//x"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+    }
 
     #[test]
     fn event_type_patterns_match_exactly_or_by_prefix() {

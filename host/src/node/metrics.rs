@@ -33,6 +33,8 @@ pub struct Metrics {
     pub errors: Family<FunctionError, Counter>,
     pub latency: Family<FunctionLabel, Histogram, fn() -> Histogram>,
     pub queue_depth: Family<FunctionLabel, Gauge>,
+    pub dead_letters: Family<FunctionLabel, Counter>,
+    pub mqtt_connected: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -51,6 +53,8 @@ impl Default for Metrics {
         let latency: Family<FunctionLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let queue_depth = Family::<FunctionLabel, Gauge>::default();
+        let dead_letters = Family::<FunctionLabel, Counter>::default();
+        let mqtt_connected = Gauge::default();
         registry.register(
             "events_in",
             "Events delivered to a function, by trigger",
@@ -72,8 +76,20 @@ impl Default for Metrics {
             "Events waiting for a free instance slot",
             queue_depth.clone(),
         );
+        registry.register(
+            "dead_letters",
+            "MQTT events given up on and published to brink/dead-letter/<function>",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while the node's MQTT subscriber is connected to its broker",
+            mqtt_connected.clone(),
+        );
         Self {
             registry,
+            dead_letters,
+            mqtt_connected,
             events_in,
             events_out,
             errors,

@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,13 +23,29 @@ use crate::manifest::{Manifest, Output, Trigger};
 use dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Sink};
 use metrics::Metrics;
 
-/// Delivers webhook outputs over HTTP in binary mode.
+/// Delivers outputs that leave the node: webhooks over HTTP in binary mode,
+/// MQTT topics through the publisher.
 #[derive(Debug, Clone)]
-struct HttpSink {
+struct NodeSink {
     client: reqwest::Client,
+    mqtt: Option<mqtt::Publisher>,
 }
 
-impl Sink for HttpSink {
+impl Sink for NodeSink {
+    fn mqtt<'a>(
+        &'a self,
+        template: &'a str,
+        event: &'a CloudEvent,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let topic = mqtt::render_topic(template, event)?;
+            match &self.mqtt {
+                Some(publisher) => publisher.publish(&topic, event).await,
+                None => bail!("this node has no MQTT connection"),
+            }
+        })
+    }
+
     fn webhook<'a>(
         &'a self,
         url: &'a str,
@@ -83,6 +100,8 @@ pub struct Node {
     dispatcher: Dispatcher,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    mqtt: Option<mqtt::Mqtt>,
+    mqtt_broker: Option<String>,
 }
 
 impl Node {
@@ -91,29 +110,20 @@ impl Node {
     /// not load.
     pub async fn start(manifest: Manifest, base: &Path, engine: &Engine) -> anyhow::Result<Self> {
         let mut routes = Vec::new();
+        let mut uses_mqtt = false;
         for (name, section) in &manifest.function {
-            if let Some(Trigger::Mqtt(filter)) = section
+            uses_mqtt |= section
                 .triggers
                 .iter()
-                .find(|t| matches!(t, Trigger::Mqtt(_)))
-            {
-                bail!(
-                    "function `{name}`: MQTT triggers ({filter:?}) are not served by this build yet"
-                );
-            }
+                .any(|t| matches!(t, Trigger::Mqtt(_)))
+                || section.outputs.iter().any(|o| matches!(o, Output::Mqtt(_)));
             for output in &section.outputs {
-                match output {
-                    Output::Mqtt(topic) => {
-                        bail!(
-                            "function `{name}`: MQTT outputs ({topic:?}) are not served by this build yet"
-                        )
-                    }
-                    Output::Webhook(url) if url.starts_with("https://") => {
-                        bail!(
-                            "function `{name}`: webhook {url:?} needs TLS, which this build does not include; use http://"
-                        )
-                    }
-                    _ => {}
+                if let Output::Webhook(url) = output
+                    && url.starts_with("https://")
+                {
+                    bail!(
+                        "function `{name}`: webhook {url:?} needs TLS, which this build does not include; use http://"
+                    )
                 }
             }
             let base = base.to_owned();
@@ -131,13 +141,30 @@ impl Node {
                 concurrency: section.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             });
         }
-        let sink = HttpSink {
+        // MQTT only when a function uses it, so an HTTP-only app binds no broker ports.
+        let (mut mqtt, settings) = if uses_mqtt {
+            let settings = mqtt::Settings::from_section(&manifest.mqtt)?;
+            if manifest.mqtt.url.is_none() {
+                mqtt::start_embedded_broker(&manifest.mqtt)?;
+            }
+            (
+                Some(mqtt::Mqtt::connect(settings.clone()).await?),
+                Some(settings),
+            )
+        } else {
+            (None, None)
+        };
+        let sink = NodeSink {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
                 .context("creating the webhook client")?,
+            mqtt: mqtt.as_ref().map(mqtt::Mqtt::publisher),
         };
         let dispatcher = Dispatcher::new(routes, Arc::new(Metrics::default()), Arc::new(sink));
+        if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
+            mqtt.subscribe(settings.clone(), dispatcher.clone()).await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(manifest.http.listen)
             .await
@@ -155,13 +182,26 @@ impl Node {
                 })
                 .await
         });
-        tracing::info!(%http_addr, functions = manifest.function.len(), "brink node ready");
+        let mqtt_broker = settings.map(|s| format!("{}:{}", s.host, s.port));
+        tracing::info!(
+            %http_addr,
+            mqtt = mqtt_broker.as_deref().unwrap_or("off"),
+            functions = manifest.function.len(),
+            "brink node ready"
+        );
         Ok(Self {
             http_addr,
             dispatcher,
             shutdown,
             server,
+            mqtt,
+            mqtt_broker,
         })
+    }
+
+    /// The MQTT broker the node uses (`host:port`), if any function uses MQTT.
+    pub fn mqtt_broker(&self) -> Option<&str> {
+        self.mqtt_broker.as_deref()
     }
 
     /// Where the HTTP trigger listens.
@@ -174,10 +214,20 @@ impl Node {
         &self.dispatcher
     }
 
-    /// Stops accepting, lets in-flight requests finish, then returns.
+    /// Stops accepting, lets in-flight requests and messages finish (MQTT
+    /// messages are acknowledged), then returns.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server.await?.context("HTTP server")?;
+        let mut mqtt = self.mqtt;
+        if let Some(mqtt) = &mut mqtt {
+            mqtt.stop_subscriber().await;
+        }
+        // HTTP requests in flight may still publish to MQTT.
+        let served = self.server.await;
+        if let Some(mqtt) = mqtt {
+            mqtt.shutdown().await;
+        }
+        served?.context("HTTP server")?;
         Ok(())
     }
 }

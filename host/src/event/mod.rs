@@ -6,6 +6,9 @@ use cloudevents::{EventBuilder, EventBuilderV10};
 
 use crate::bindings::CloudEvent;
 
+pub mod http;
+pub mod mqtt;
+
 /// Why bytes are not a usable CloudEvent.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -177,6 +180,124 @@ pub fn from_wit(event: &CloudEvent) -> Result<cloudevents::Event, EventError> {
     Ok(out)
 }
 
+/// Attributes the binary modes carry one by one (all but `datacontenttype`,
+/// which travels as the binding's content type), in a stable order.
+pub(crate) fn binary_attributes(event: &CloudEvent) -> Vec<(&str, &str)> {
+    let mut attrs = vec![
+        ("specversion", event.specversion.as_str()),
+        ("id", event.id.as_str()),
+        ("source", event.source.as_str()),
+        ("type", event.type_.as_str()),
+    ];
+    for (name, value) in [
+        ("subject", &event.subject),
+        ("time", &event.time),
+        ("dataschema", &event.dataschema),
+    ] {
+        if let Some(value) = value {
+            attrs.push((name, value.as_str()));
+        }
+    }
+    attrs.extend(
+        event
+            .extensions
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    attrs
+}
+
+/// How a binding names an attribute in errors, e.g. ``header `ce-id` `` or
+/// ``user property `id` ``, and what to add when a required one is missing.
+pub(crate) struct BindingNames {
+    pub name: fn(&str) -> String,
+    pub missing_hint: &'static str,
+}
+
+/// Builds an event from binary-mode attributes (already decoded to text),
+/// the binding's content type and the payload.
+pub(crate) fn decode_binary(
+    attrs: &[(String, String)],
+    content_type: Option<&str>,
+    body: &[u8],
+    names: &BindingNames,
+) -> Result<cloudevents::Event, EventError> {
+    let get = |attr: &str| {
+        attrs
+            .iter()
+            .find(|(name, _)| name == attr)
+            .map(|(_, v)| v.clone())
+    };
+    let required = |attr: &str| {
+        get(attr).ok_or_else(|| {
+            EventError::Invalid(format!(
+                "missing {}{}",
+                (names.name)(attr),
+                names.missing_hint
+            ))
+        })
+    };
+    let specversion = required("specversion")?;
+    if specversion != "1.0" {
+        return Err(EventError::Invalid(format!(
+            "unsupported {} {specversion:?}; this host reads \"1.0\"",
+            (names.name)("specversion")
+        )));
+    }
+    let mut builder = EventBuilderV10::new()
+        .id(required("id")?)
+        .source(required("source")?)
+        .ty(required("type")?);
+    if let Some(subject) = get("subject") {
+        builder = builder.subject(subject);
+    }
+    if let Some(time) = get("time") {
+        builder = builder.time(time);
+    }
+    for (attr, value) in attrs {
+        if matches!(
+            attr.as_str(),
+            "id" | "source" | "type" | "specversion" | "subject" | "time" | "dataschema"
+        ) {
+            continue;
+        }
+        check_extension_name(attr)
+            .map_err(|e| EventError::Invalid(format!("{}: {e}", (names.name)(attr))))?;
+        builder = builder.extension(attr, ExtensionValue::String(value.clone()));
+    }
+    let mut event = builder
+        .build()
+        .map_err(|e| EventError::Invalid(e.to_string()))?;
+    if let Some(schema) = get("dataschema") {
+        let url = schema.parse::<url::Url>().map_err(|e| {
+            EventError::Invalid(format!("{} {schema:?}: {e}", (names.name)("dataschema")))
+        })?;
+        cloudevents::event::AttributesWriter::set_dataschema(&mut event, Some(url));
+    }
+    if !body.is_empty() || content_type.is_some() {
+        let data = match content_type {
+            Some(ct) if is_json_type(ct) => {
+                Data::Json(serde_json::from_slice(body).map_err(|e| {
+                    EventError::Invalid(format!("data is declared {ct} but is not valid JSON: {e}"))
+                })?)
+            }
+            Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(body) {
+                Ok(text) => Data::String(text.to_owned()),
+                Err(_) => Data::Binary(body.to_vec()),
+            },
+            _ => Data::Binary(body.to_vec()),
+        };
+        event.set_data_unchecked(data);
+        if let Some(ct) = content_type {
+            cloudevents::event::AttributesWriter::set_datacontenttype(
+                &mut event,
+                Some(ct.to_owned()),
+            );
+        }
+    }
+    Ok(event)
+}
+
 /// The approximate wire size of a record: its attributes plus its data.
 pub fn size_of(event: &CloudEvent) -> usize {
     let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
@@ -264,228 +385,5 @@ mod tests {
         bad.data = Some(b"not json".to_vec());
         assert!(from_wit(&bad).is_err());
         Ok(())
-    }
-}
-
-/// The CloudEvents HTTP binding: structured, batched and binary modes.
-pub mod http {
-    use cloudevents::event::{Data, ExtensionValue};
-    use cloudevents::{EventBuilder, EventBuilderV10};
-    use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-
-    use super::{EventError, check_extension_name, is_json_type};
-
-    /// Media type of the structured mode.
-    pub const STRUCTURED: &str = "application/cloudevents+json";
-    /// Media type of the batched mode.
-    pub const BATCH: &str = "application/cloudevents-batch+json";
-
-    /// How a request carried its events.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Mode {
-        Binary,
-        Structured,
-        Batched,
-    }
-
-    /// Tells the modes apart by `Content-Type`, as the binding says.
-    pub fn mode(headers: &HeaderMap) -> Mode {
-        let ct = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if ct.starts_with("application/cloudevents-batch") {
-            Mode::Batched
-        } else if ct.starts_with("application/cloudevents") {
-            Mode::Structured
-        } else {
-            Mode::Binary
-        }
-    }
-
-    /// Decodes a request's events (one, or several in batched mode).
-    pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<cloudevents::Event>, EventError> {
-        match mode(headers) {
-            Mode::Batched => {
-                let value: serde_json::Value = serde_json::from_slice(body)?;
-                if !value.is_array() {
-                    return Err(EventError::Invalid(
-                        "a batched request's body must be a JSON array of events".into(),
-                    ));
-                }
-                super::parse_json(body)
-            }
-            Mode::Structured => {
-                let value: serde_json::Value = serde_json::from_slice(body)?;
-                if !value.is_object() {
-                    return Err(EventError::Invalid(
-                        "a structured request's body must be one JSON event object".into(),
-                    ));
-                }
-                Ok(vec![serde_json::from_value(value)?])
-            }
-            Mode::Binary => Ok(vec![decode_binary(headers, body)?]),
-        }
-    }
-
-    /// A `ce-` header value: percent-decoded (UTF-8), legacy quotes removed.
-    fn header_value(name: &str, value: &HeaderValue) -> Result<String, EventError> {
-        let raw = value.as_bytes();
-        let raw = match raw {
-            [b'"', inner @ .., b'"'] => inner,
-            other => other,
-        };
-        percent_encoding::percent_decode(raw)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| {
-                EventError::Invalid(format!(
-                    "header `{name}` is not valid percent-encoded UTF-8"
-                ))
-            })
-    }
-
-    fn decode_binary(headers: &HeaderMap, body: &[u8]) -> Result<cloudevents::Event, EventError> {
-        let get = |attr: &'static str| -> Result<Option<String>, EventError> {
-            let name = format!("ce-{attr}");
-            headers
-                .get(&name)
-                .map(|v| header_value(&name, v))
-                .transpose()
-        };
-        let required = |attr: &'static str| -> Result<String, EventError> {
-            get(attr)?.ok_or_else(|| {
-                EventError::Invalid(format!(
-                    "missing header `ce-{attr}` (binary mode; for structured mode send Content-Type: {STRUCTURED})"
-                ))
-            })
-        };
-        let specversion = required("specversion")?;
-        if specversion != "1.0" {
-            return Err(EventError::Invalid(format!(
-                "unsupported `ce-specversion` {specversion:?}; this host reads \"1.0\""
-            )));
-        }
-        let mut builder = EventBuilderV10::new()
-            .id(required("id")?)
-            .source(required("source")?)
-            .ty(required("type")?);
-        if let Some(subject) = get("subject")? {
-            builder = builder.subject(subject);
-        }
-        if let Some(time) = get("time")? {
-            builder = builder.time(time);
-        }
-        if headers.contains_key("ce-datacontenttype") {
-            return Err(EventError::Invalid(
-                "binary mode carries the data's type in Content-Type; `ce-datacontenttype` must not be sent".into(),
-            ));
-        }
-        for (name, value) in headers {
-            let Some(attr) = name.as_str().strip_prefix("ce-") else {
-                continue;
-            };
-            if matches!(
-                attr,
-                "id" | "source" | "type" | "specversion" | "subject" | "time" | "dataschema"
-            ) {
-                continue;
-            }
-            check_extension_name(attr).map_err(EventError::Invalid)?;
-            let value = header_value(name.as_str(), value)?;
-            builder = builder.extension(attr, ExtensionValue::String(value));
-        }
-        let mut event = builder
-            .build()
-            .map_err(|e| EventError::Invalid(e.to_string()))?;
-        if let Some(schema) = get("dataschema")? {
-            let url = schema
-                .parse::<url::Url>()
-                .map_err(|e| EventError::Invalid(format!("`ce-dataschema` {schema:?}: {e}")))?;
-            cloudevents::event::AttributesWriter::set_dataschema(&mut event, Some(url));
-        }
-        let ct = headers
-            .get(CONTENT_TYPE)
-            .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| EventError::Invalid("Content-Type is not ASCII".into()))
-            })
-            .transpose()?;
-        if !body.is_empty() || ct.is_some() {
-            let data = match ct.as_deref() {
-                Some(ct) if is_json_type(ct) => {
-                    Data::Json(serde_json::from_slice(body).map_err(|e| {
-                        EventError::Invalid(format!(
-                            "body is declared {ct} but is not valid JSON: {e}"
-                        ))
-                    })?)
-                }
-                Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(body) {
-                    Ok(text) => Data::String(text.to_owned()),
-                    Err(_) => Data::Binary(body.to_vec()),
-                },
-                _ => Data::Binary(body.to_vec()),
-            };
-            event.set_data_unchecked(data);
-            if let Some(ct) = ct {
-                cloudevents::event::AttributesWriter::set_datacontenttype(&mut event, Some(ct));
-            }
-        }
-        Ok(event)
-    }
-
-    /// Characters a `ce-` header value must percent-encode: space, `"`, `%`
-    /// and everything outside printable ASCII.
-    const HEADER_ESCAPES: &percent_encoding::AsciiSet =
-        &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
-
-    /// One event in binary mode: `ce-` headers, `Content-Type` and the data as body.
-    pub fn encode_binary(
-        event: &crate::bindings::CloudEvent,
-    ) -> Result<(HeaderMap, Vec<u8>), EventError> {
-        let mut headers = HeaderMap::new();
-        let mut put = |name: &str, value: &str| -> Result<(), EventError> {
-            let encoded = percent_encoding::utf8_percent_encode(value, HEADER_ESCAPES).to_string();
-            let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
-                .map_err(|e| EventError::Invalid(format!("attribute name {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(&encoded)
-                .map_err(|e| EventError::Invalid(format!("attribute value {value:?}: {e}")))?;
-            headers.insert(name, value);
-            Ok(())
-        };
-        put("specversion", &event.specversion)?;
-        put("id", &event.id)?;
-        put("source", &event.source)?;
-        put("type", &event.type_)?;
-        for (name, value) in [
-            ("subject", &event.subject),
-            ("time", &event.time),
-            ("dataschema", &event.dataschema),
-        ] {
-            if let Some(value) = value {
-                put(name, value)?;
-            }
-        }
-        for (name, value) in &event.extensions {
-            put(name, value)?;
-        }
-        if let Some(ct) = &event.datacontenttype {
-            let value = HeaderValue::from_str(ct)
-                .map_err(|e| EventError::Invalid(format!("datacontenttype {ct:?}: {e}")))?;
-            headers.insert(CONTENT_TYPE, value);
-        }
-        Ok((headers, event.data.clone().unwrap_or_default()))
-    }
-
-    /// Several events in the batched format.
-    pub fn encode_batch(events: &[crate::bindings::CloudEvent]) -> Result<Vec<u8>, EventError> {
-        let events = events
-            .iter()
-            .map(super::from_wit)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(serde_json::to_vec(&events)?)
     }
 }

@@ -1,0 +1,143 @@
+//! The CloudEvents HTTP binding: binary, structured and batched modes.
+
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::{BindingNames, EventError};
+
+/// Media type of the structured mode.
+pub const STRUCTURED: &str = "application/cloudevents+json";
+/// Media type of the batched mode.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+/// How a request carried its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Binary,
+    Structured,
+    Batched,
+}
+
+/// Tells the modes apart by `Content-Type`, as the binding says.
+pub fn mode(headers: &HeaderMap) -> Mode {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if ct.starts_with("application/cloudevents-batch") {
+        Mode::Batched
+    } else if ct.starts_with("application/cloudevents") {
+        Mode::Structured
+    } else {
+        Mode::Binary
+    }
+}
+
+/// Decodes a request's events (one, or several in batched mode).
+pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<cloudevents::Event>, EventError> {
+    match mode(headers) {
+        Mode::Batched => {
+            let value: serde_json::Value = serde_json::from_slice(body)?;
+            if !value.is_array() {
+                return Err(EventError::Invalid(
+                    "a batched request's body must be a JSON array of events".into(),
+                ));
+            }
+            super::parse_json(body)
+        }
+        Mode::Structured => {
+            let value: serde_json::Value = serde_json::from_slice(body)?;
+            if !value.is_object() {
+                return Err(EventError::Invalid(
+                    "a structured request's body must be one JSON event object".into(),
+                ));
+            }
+            Ok(vec![serde_json::from_value(value)?])
+        }
+        Mode::Binary => Ok(vec![decode_binary(headers, body)?]),
+    }
+}
+
+/// A `ce-` header value: percent-decoded (UTF-8), legacy quotes removed.
+fn header_value(name: &str, value: &HeaderValue) -> Result<String, EventError> {
+    let raw = value.as_bytes();
+    let raw = match raw {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    };
+    percent_encoding::percent_decode(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| {
+            EventError::Invalid(format!(
+                "header `{name}` is not valid percent-encoded UTF-8"
+            ))
+        })
+}
+
+fn decode_binary(headers: &HeaderMap, body: &[u8]) -> Result<cloudevents::Event, EventError> {
+    if headers.contains_key("ce-datacontenttype") {
+        return Err(EventError::Invalid(
+            "binary mode carries the data's type in Content-Type; `ce-datacontenttype` must not be sent".into(),
+        ));
+    }
+    let mut attrs = Vec::new();
+    for (name, value) in headers {
+        if let Some(attr) = name.as_str().strip_prefix("ce-") {
+            attrs.push((attr.to_owned(), header_value(name.as_str(), value)?));
+        }
+    }
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| EventError::Invalid("Content-Type is not ASCII".into()))
+        })
+        .transpose()?;
+    super::decode_binary(&attrs, ct, body, &HEADER_NAMES)
+}
+
+const HEADER_NAMES: BindingNames = BindingNames {
+    name: |attr| format!("header `ce-{attr}`"),
+    missing_hint: " (binary mode; for structured mode send Content-Type: application/cloudevents+json)",
+};
+
+/// Characters a `ce-` header value must percent-encode: space, `"`, `%`
+/// and everything outside printable ASCII.
+const HEADER_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// One event in binary mode: `ce-` headers, `Content-Type` and the data as body.
+pub fn encode_binary(
+    event: &crate::bindings::CloudEvent,
+) -> Result<(HeaderMap, Vec<u8>), EventError> {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &str, value: &str| -> Result<(), EventError> {
+        let encoded = percent_encoding::utf8_percent_encode(value, HEADER_ESCAPES).to_string();
+        let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
+            .map_err(|e| EventError::Invalid(format!("attribute name {name:?}: {e}")))?;
+        let value = HeaderValue::from_str(&encoded)
+            .map_err(|e| EventError::Invalid(format!("attribute value {value:?}: {e}")))?;
+        headers.insert(name, value);
+        Ok(())
+    };
+    for (name, value) in super::binary_attributes(event) {
+        put(name, value)?;
+    }
+    if let Some(ct) = &event.datacontenttype {
+        let value = HeaderValue::from_str(ct)
+            .map_err(|e| EventError::Invalid(format!("datacontenttype {ct:?}: {e}")))?;
+        headers.insert(CONTENT_TYPE, value);
+    }
+    Ok((headers, event.data.clone().unwrap_or_default()))
+}
+
+/// Several events in the batched format.
+pub fn encode_batch(events: &[crate::bindings::CloudEvent]) -> Result<Vec<u8>, EventError> {
+    let events = events
+        .iter()
+        .map(super::from_wit)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(serde_json::to_vec(&events)?)
+}

@@ -1,0 +1,331 @@
+//! The CloudEvents MQTT binding: MQTT 5 binary and structured modes, MQTT
+//! 3.1.1 structured mode, and plain device payloads wrapped into events.
+
+use cloudevents::event::Data;
+use cloudevents::{EventBuilder, EventBuilderV10};
+
+use super::http::{BATCH, STRUCTURED};
+use super::{BindingNames, EventError, is_json_type};
+use crate::bindings::CloudEvent;
+
+/// A message as the broker delivered it, whatever the protocol version.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    /// MQTT 5 `Content Type`; always `None` on MQTT 3.1.1.
+    pub content_type: Option<&'a str>,
+    /// MQTT 5 User Properties; always empty on MQTT 3.1.1.
+    pub user_properties: &'a [(String, String)],
+}
+
+/// How an incoming message carried its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    Binary,
+    Structured,
+    /// Not a CloudEvent: the host wrapped the payload into one.
+    Plain,
+}
+
+/// What a plain payload becomes: the `type` given to it.
+#[derive(Debug, Clone)]
+pub struct PlainPolicy {
+    pub event_type: String,
+}
+
+const USER_PROPERTY_NAMES: BindingNames = BindingNames {
+    name: |attr| format!("user property `{attr}`"),
+    missing_hint: " (MQTT 5 binary mode)",
+};
+
+/// Whether `payload` is a JSON object with a `specversion` member: a
+/// structured event sent without the content type (MQTT 3.1.1 cannot send one).
+fn looks_structured(payload: &[u8]) -> bool {
+    let start = payload.iter().position(|b| !b.is_ascii_whitespace());
+    if start.map(|i| payload[i]) != Some(b'{') {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+        .is_ok_and(|object| object.contains_key("specversion"))
+}
+
+fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, EventError> {
+    let value: serde_json::Value = serde_json::from_slice(payload)?;
+    if !value.is_object() {
+        return Err(EventError::Invalid(
+            "a structured MQTT message must carry one JSON event object".into(),
+        ));
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Decodes an incoming message as the binding says; a payload that is not
+/// a CloudEvent at all is wrapped (generated id, the topic as subject).
+pub fn decode(
+    message: Message<'_>,
+    plain: &PlainPolicy,
+) -> Result<(cloudevents::Event, Carried), EventError> {
+    let ct = message.content_type.map(str::to_ascii_lowercase);
+    if let Some(ct) = &ct {
+        if ct.starts_with(BATCH) {
+            return Err(EventError::Invalid(
+                "the MQTT binding has no batched mode; publish one event per message".into(),
+            ));
+        }
+        if ct.starts_with("application/cloudevents") {
+            return Ok((decode_structured(message.payload)?, Carried::Structured));
+        }
+    }
+    if message
+        .user_properties
+        .iter()
+        .any(|(name, _)| name == "specversion")
+    {
+        let event = super::decode_binary(
+            message.user_properties,
+            message.content_type,
+            message.payload,
+            &USER_PROPERTY_NAMES,
+        )?;
+        return Ok((event, Carried::Binary));
+    }
+    if message.content_type.is_none() && looks_structured(message.payload) {
+        return Ok((decode_structured(message.payload)?, Carried::Structured));
+    }
+    Ok((wrap_plain(message, plain)?, Carried::Plain))
+}
+
+/// Wraps a device payload: JSON stays JSON, UTF-8 text becomes text, anything
+/// else is kept as bytes.
+fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> Result<cloudevents::Event, EventError> {
+    let mut event = EventBuilderV10::new()
+        .id(uuid::Uuid::new_v4().to_string())
+        .source("/brink/mqtt")
+        .ty(plain.event_type.clone())
+        .subject(message.topic)
+        .time(chrono::Utc::now())
+        .build()
+        .map_err(|e| EventError::Invalid(e.to_string()))?;
+    let payload = message.payload;
+    let (ct, data) = match message.content_type {
+        Some(ct) if is_json_type(ct) => match serde_json::from_slice(payload) {
+            Ok(value) => (ct.to_owned(), Data::Json(value)),
+            Err(_) => (ct.to_owned(), Data::Binary(payload.to_vec())),
+        },
+        Some(ct) => (ct.to_owned(), Data::Binary(payload.to_vec())),
+        None => match serde_json::from_slice(payload) {
+            Ok(value) => ("application/json".to_owned(), Data::Json(value)),
+            Err(_) => match std::str::from_utf8(payload) {
+                Ok(text) => ("text/plain".to_owned(), Data::String(text.to_owned())),
+                Err(_) => (
+                    "application/octet-stream".to_owned(),
+                    Data::Binary(payload.to_vec()),
+                ),
+            },
+        },
+    };
+    if !payload.is_empty() {
+        event.set_data(ct, data);
+    }
+    Ok(event)
+}
+
+/// How outgoing events are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// MQTT 5 only: the data as payload, attributes as User Properties.
+    Binary,
+    /// The JSON event format as payload.
+    Structured,
+}
+
+/// An event ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub payload: Vec<u8>,
+    pub content_type: Option<String>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// Encodes `event` in `mode`; `v5` says whether properties can be sent.
+pub fn encode(event: &CloudEvent, mode: OutputMode, v5: bool) -> Result<Outgoing, EventError> {
+    match mode {
+        OutputMode::Binary if v5 => Ok(Outgoing {
+            payload: event.data.clone().unwrap_or_default(),
+            content_type: event.datacontenttype.clone(),
+            user_properties: super::binary_attributes(event)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }),
+        OutputMode::Binary => Err(EventError::Invalid(
+            "MQTT 3.1.1 carries CloudEvents in structured mode only".into(),
+        )),
+        OutputMode::Structured => Ok(Outgoing {
+            payload: serde_json::to_vec(&super::from_wit(event)?)?,
+            content_type: v5.then(|| STRUCTURED.to_owned()),
+            user_properties: Vec::new(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::event::AttributesReader;
+
+    fn plain() -> PlainPolicy {
+        PlainPolicy {
+            event_type: "com.example.plain".into(),
+        }
+    }
+
+    fn message<'a>(
+        payload: &'a [u8],
+        content_type: Option<&'a str>,
+        user_properties: &'a [(String, String)],
+    ) -> Message<'a> {
+        Message {
+            topic: "sensors/7/temperature",
+            payload,
+            content_type,
+            user_properties,
+        }
+    }
+
+    fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn binary_mode_reads_user_properties_and_content_type() -> anyhow::Result<()> {
+        let props = props(&[
+            ("specversion", "1.0"),
+            ("id", "r-1"),
+            ("source", "/sensors/7"),
+            ("type", "com.example.reading"),
+            ("subject", "7"),
+            ("site", "plant-3"),
+        ]);
+        let (event, carried) = decode(
+            message(br#"{"celsius":31}"#, Some("application/json"), &props),
+            &plain(),
+        )?;
+        assert_eq!(carried, Carried::Binary);
+        let wit = super::super::to_wit(&event);
+        assert_eq!(wit.id, "r-1");
+        assert_eq!(wit.subject.as_deref(), Some("7"));
+        assert_eq!(wit.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(wit.extensions, vec![("site".into(), "plant-3".into())]);
+        let out = encode(&wit, OutputMode::Binary, true)?;
+        let (again, _) = decode(
+            message(
+                &out.payload,
+                out.content_type.as_deref(),
+                &out.user_properties,
+            ),
+            &plain(),
+        )?;
+        assert_eq!(super::super::to_wit(&again), wit);
+        Ok(())
+    }
+
+    #[test]
+    fn binary_mode_without_an_id_names_the_missing_user_property() {
+        let props = props(&[("specversion", "1.0"), ("source", "/s"), ("type", "t")]);
+        let err = decode(message(b"{}", None, &props), &plain())
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid CloudEvent: missing user property `id` (MQTT 5 binary mode)")
+        );
+    }
+
+    #[test]
+    fn structured_mode_is_read_with_or_without_the_content_type() -> anyhow::Result<()> {
+        let json = br#"{"specversion":"1.0","id":"s-1","source":"/s","type":"t","data":{"v":1}}"#;
+        for ct in [Some(STRUCTURED), None] {
+            let (event, carried) = decode(message(json, ct, &[]), &plain())?;
+            assert_eq!(carried, Carried::Structured);
+            assert_eq!(event.id(), "s-1");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_broken_structured_event_is_an_error_not_a_plain_payload() {
+        let err = decode(
+            message(b"{\"specversion\":", Some(STRUCTURED), &[]),
+            &plain(),
+        );
+        assert!(matches!(err, Err(EventError::Json(_))), "{err:?}");
+        let missing = decode(
+            message(
+                br#"{"specversion":"1.0","source":"/s","type":"t"}"#,
+                None,
+                &[],
+            ),
+            &plain(),
+        );
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("missing field `id`")),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn plain_payloads_are_wrapped_with_the_topic_as_subject() -> anyhow::Result<()> {
+        let (event, carried) = decode(message(b"{\"celsius\":31}", None, &[]), &plain())?;
+        assert_eq!(carried, Carried::Plain);
+        assert_eq!(event.ty(), "com.example.plain");
+        assert_eq!(event.subject(), Some("sensors/7/temperature"));
+        assert_eq!(event.datacontenttype(), Some("application/json"));
+        let (text, _) = decode(message(b"31.5", None, &[]), &plain())?;
+        assert_eq!(text.datacontenttype(), Some("application/json"));
+        let (raw, _) = decode(message(&[0xff, 0x00], None, &[]), &plain())?;
+        assert_eq!(raw.datacontenttype(), Some("application/octet-stream"));
+        let (first, _) = decode(message(b"x", None, &[]), &plain())?;
+        let (second, _) = decode(message(b"x", None, &[]), &plain())?;
+        assert_ne!(first.id(), second.id());
+        Ok(())
+    }
+
+    #[test]
+    fn batches_are_refused_because_the_binding_has_none() {
+        let err = decode(message(b"[]", Some(BATCH), &[]), &plain());
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("no batched mode")),
+            "batch accepted"
+        );
+    }
+
+    #[test]
+    fn mqtt_3_cannot_publish_binary_mode() -> anyhow::Result<()> {
+        let event = CloudEvent {
+            id: "1".into(),
+            source: "/s".into(),
+            type_: "t".into(),
+            specversion: "1.0".into(),
+            subject: None,
+            time: None,
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            extensions: vec![],
+            data: Some(b"{\"a\":1}".to_vec()),
+        };
+        assert!(encode(&event, OutputMode::Binary, false).is_err());
+        let out = encode(&event, OutputMode::Structured, false)?;
+        assert_eq!(out.content_type, None);
+        let (back, carried) = decode(message(&out.payload, None, &[]), &plain())?;
+        assert_eq!(carried, Carried::Structured);
+        assert_eq!(super::super::to_wit(&back), event);
+        Ok(())
+    }
+}

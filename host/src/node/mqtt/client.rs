@@ -1,0 +1,293 @@
+//! One face over rumqttc's MQTT 3.1.1 and MQTT 5 clients, so the trigger and
+//! the publisher are written once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5 as c5;
+use rumqttc::v5::mqttbytes::v5 as p5;
+
+use crate::event::mqtt::Outgoing;
+
+/// Packets one connection may have unacknowledged in each direction.
+pub const INFLIGHT: u16 = 256;
+/// Requests (publishes, acks) queued towards the event loop.
+const REQUEST_CAPACITY: usize = 4096;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub v5: bool,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    /// Keep the broker-side session (subscriptions and queued QoS 1
+    /// messages) across reconnects.
+    pub persistent: bool,
+    /// Acknowledge incoming QoS 1 messages by hand, after handling.
+    pub manual_acks: bool,
+    pub max_packet: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(c5::AsyncClient),
+}
+
+pub enum EventLoop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<c5::EventLoop>),
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventLoop::V4(_) => "EventLoop::V4",
+            EventLoop::V5(_) => "EventLoop::V5",
+        })
+    }
+}
+
+/// A received PUBLISH, kept whole so it can be acknowledged.
+#[derive(Debug, Clone)]
+pub enum Raw {
+    V4(rumqttc::Publish),
+    V5(p5::Publish),
+}
+
+/// A received message.
+#[derive(Debug)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    pub user_properties: Vec<(String, String)>,
+    pub raw: Raw,
+}
+
+/// What one turn of the event loop produced.
+#[derive(Debug)]
+pub enum Polled {
+    Connected {
+        session_present: bool,
+    },
+    /// Indexes of the subscription's filters that the broker refused.
+    SubAck {
+        refused: Vec<usize>,
+    },
+    Message(Box<Received>),
+    /// A QoS 1 publish went out with packet id `pkid`.
+    Sent(u16),
+    /// The broker acknowledged `pkid` (or refused it, with a reason).
+    PubAck {
+        pkid: u16,
+        refused: Option<String>,
+    },
+    Disconnected,
+    Other,
+}
+
+/// A fresh client and its event loop.
+pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
+    let keep_alive = Duration::from_secs(30);
+    if options.v5 {
+        let mut o = c5::MqttOptions::new(&options.client_id, &options.host, options.port);
+        o.set_keep_alive(keep_alive)
+            .set_clean_start(!options.persistent)
+            .set_manual_acks(options.manual_acks)
+            .set_max_packet_size(Some(u32::try_from(options.max_packet).unwrap_or(u32::MAX)))
+            .set_receive_maximum(Some(INFLIGHT))
+            .set_outgoing_inflight_upper_limit(INFLIGHT)
+            .set_connection_timeout(5);
+        if options.persistent {
+            // Long enough to ride out a restart or an outage; short enough
+            // that brokers forget random ids.
+            o.set_session_expiry_interval(Some(24 * 3600));
+        }
+        if let Some((user, pass)) = &options.credentials {
+            o.set_credentials(user, pass);
+        }
+        let (client, eventloop) = c5::AsyncClient::new(o, REQUEST_CAPACITY);
+        (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+    } else {
+        let mut o = rumqttc::MqttOptions::new(&options.client_id, &options.host, options.port);
+        o.set_keep_alive(keep_alive)
+            .set_clean_session(!options.persistent)
+            .set_manual_acks(options.manual_acks)
+            .set_max_packet_size(options.max_packet, options.max_packet)
+            .set_inflight(INFLIGHT);
+        if let Some((user, pass)) = &options.credentials {
+            o.set_credentials(user, pass);
+        }
+        let (client, eventloop) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
+    }
+}
+
+impl Client {
+    /// Subscribes to `filters` at QoS 1, in one SUBSCRIBE.
+    pub async fn subscribe(&self, filters: &[String]) -> anyhow::Result<()> {
+        match self {
+            Client::V4(c) => {
+                c.subscribe_many(
+                    filters.iter().map(|f| {
+                        rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
+                    }),
+                )
+                .await?
+            }
+            Client::V5(c) => {
+                c.subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| p5::Filter::new(f.clone(), c5::mqttbytes::QoS::AtLeastOnce)),
+                )
+                .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a QoS 1 publish; [`Polled::Sent`] and [`Polled::PubAck`] follow.
+    pub async fn publish(&self, topic: &str, message: Outgoing) -> anyhow::Result<()> {
+        match self {
+            Client::V4(c) => {
+                c.publish(topic, rumqttc::QoS::AtLeastOnce, false, message.payload)
+                    .await?
+            }
+            Client::V5(c) => {
+                let properties = p5::PublishProperties {
+                    content_type: message.content_type,
+                    user_properties: message.user_properties,
+                    ..Default::default()
+                };
+                c.publish_with_properties(
+                    topic,
+                    c5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    message.payload,
+                    properties,
+                )
+                .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges a received message (nothing to do for QoS 0).
+    pub async fn ack(&self, raw: &Raw) -> anyhow::Result<()> {
+        match (self, raw) {
+            (Client::V4(c), Raw::V4(p)) => c.ack(p).await?,
+            (Client::V5(c), Raw::V5(p)) => c.ack(p).await?,
+            _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
+        }
+        Ok(())
+    }
+
+    /// [`Client::ack`] without waiting: fails when the request queue is full or closed.
+    pub fn try_ack(&self, raw: &Raw) -> anyhow::Result<()> {
+        match (self, raw) {
+            (Client::V4(c), Raw::V4(p)) => c.try_ack(p)?,
+            (Client::V5(c), Raw::V5(p)) => c.try_ack(p)?,
+            _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
+        }
+        Ok(())
+    }
+
+    pub async fn disconnect(&self) -> anyhow::Result<()> {
+        match self {
+            Client::V4(c) => c.disconnect().await?,
+            Client::V5(c) => c.disconnect().await?,
+        }
+        Ok(())
+    }
+}
+
+impl EventLoop {
+    /// One turn: connects when not connected, else the next packet in or out.
+    pub async fn poll(&mut self) -> anyhow::Result<Polled> {
+        match self {
+            EventLoop::V4(lp) => {
+                use rumqttc::{Event, Outgoing, Packet};
+                Ok(match lp.poll().await? {
+                    Event::Incoming(Packet::ConnAck(ack)) => Polled::Connected {
+                        session_present: ack.session_present,
+                    },
+                    Event::Incoming(Packet::SubAck(ack)) => Polled::SubAck {
+                        refused: refused(
+                            ack.return_codes
+                                .iter()
+                                .map(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                        ),
+                    },
+                    Event::Incoming(Packet::Publish(p)) => Polled::Message(Box::new(Received {
+                        topic: p.topic.clone(),
+                        payload: p.payload.clone(),
+                        content_type: None,
+                        user_properties: Vec::new(),
+                        raw: Raw::V4(p),
+                    })),
+                    Event::Incoming(Packet::PubAck(ack)) => Polled::PubAck {
+                        pkid: ack.pkid,
+                        refused: None,
+                    },
+                    Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Polled::Sent(pkid),
+                    Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
+                    _ => Polled::Other,
+                })
+            }
+            EventLoop::V5(lp) => {
+                use c5::{Event, Incoming};
+                use rumqttc::Outgoing;
+                Ok(match lp.poll().await? {
+                    Event::Incoming(Incoming::ConnAck(ack)) => Polled::Connected {
+                        session_present: ack.session_present,
+                    },
+                    Event::Incoming(Incoming::SubAck(ack)) => Polled::SubAck {
+                        refused: refused(
+                            ack.return_codes
+                                .iter()
+                                .map(|c| !matches!(c, p5::SubscribeReasonCode::Success(_))),
+                        ),
+                    },
+                    Event::Incoming(Incoming::Publish(p)) => {
+                        let (content_type, user_properties) = match &p.properties {
+                            Some(props) => {
+                                (props.content_type.clone(), props.user_properties.clone())
+                            }
+                            None => (None, Vec::new()),
+                        };
+                        Polled::Message(Box::new(Received {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.clone(),
+                            content_type,
+                            user_properties,
+                            raw: Raw::V5(p),
+                        }))
+                    }
+                    Event::Incoming(Incoming::PubAck(ack)) => Polled::PubAck {
+                        pkid: ack.pkid,
+                        refused: match ack.reason {
+                            p5::PubAckReason::Success | p5::PubAckReason::NoMatchingSubscribers => {
+                                None
+                            }
+                            other => Some(format!("the broker refused the message: {other:?}")),
+                        },
+                    },
+                    Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Polled::Sent(pkid),
+                    Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
+                    _ => Polled::Other,
+                })
+            }
+        }
+    }
+}
+
+fn refused(failed: impl Iterator<Item = bool>) -> Vec<usize> {
+    failed
+        .enumerate()
+        .filter_map(|(i, failed)| failed.then_some(i))
+        .collect()
+}

@@ -1,0 +1,931 @@
+//! The MQTT trigger and outputs.
+//!
+//! Two connections to one broker (the embedded rumqttd, or an external one):
+//! a *subscriber* that runs functions on incoming messages and acknowledges
+//! each QoS 1 message only once it is handled, and a *publisher* for outputs
+//! and dead letters whose every publish waits for the broker's PUBACK. They
+//! are separate so the subscriber can stop reading under load (back-pressure
+//! towards the broker) while PUBACKs for outputs keep flowing.
+
+mod broker;
+pub mod client;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::dispatch::{Admission, Dispatcher};
+use crate::bindings::CloudEvent;
+use crate::event::mqtt::{self as binding, Carried, Message, OutputMode, PlainPolicy};
+use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
+use client::{Client, ConnectOptions, EventLoop, Polled, Received};
+
+/// How long a publish may wait for its PUBACK.
+const PUBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first connection may take before `brink up` gives up.
+const FIRST_CONNECT: Duration = Duration::from_secs(5);
+/// Dead letters of function `f` go to `brink/dead-letter/f`.
+pub const DEAD_LETTER_PREFIX: &str = "brink/dead-letter/";
+/// Largest message the node accepts or sends.
+const MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;
+
+/// The settings a connection needs, from `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub v5: bool,
+    pub client_id: String,
+    pub persistent: bool,
+    pub credentials: Option<(String, String)>,
+    pub mode: OutputMode,
+    pub shared_group: Option<String>,
+    pub plain: PlainPolicy,
+    pub max_retries: u32,
+}
+
+impl Settings {
+    /// Resolves `[mqtt]`; the broker is `section.url`, or the embedded one.
+    pub fn from_section(section: &MqttSection) -> anyhow::Result<Self> {
+        let v5 = section.protocol == MqttProtocol::V5;
+        let (host, port) = match &section.url {
+            Some(url) => {
+                let parsed = url::Url::parse(url).with_context(|| format!("mqtt.url {url:?}"))?;
+                if parsed.scheme() == "mqtts" {
+                    bail!(
+                        "mqtt.url {url:?}: TLS to the broker is not included in this build; use mqtt:// on a trusted network"
+                    );
+                }
+                let host = parsed
+                    .host_str()
+                    .with_context(|| format!("mqtt.url {url:?} names no host"))?
+                    .to_owned();
+                (host, parsed.port().unwrap_or(1883))
+            }
+            None => {
+                let addr = if v5 {
+                    section.listen_v5
+                } else {
+                    section.listen
+                };
+                let host = if addr.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    addr.ip().to_string()
+                };
+                (host, addr.port())
+            }
+        };
+        let credentials = match (&section.username, &section.password) {
+            (Some(user), pass) => Some((user.clone(), pass.clone().unwrap_or_default())),
+            (None, Some(_)) => bail!("mqtt.password is set without mqtt.username"),
+            (None, None) => None,
+        };
+        Ok(Self {
+            host,
+            port,
+            v5,
+            persistent: section.client_id.is_some() || v5,
+            client_id: section.client_id.clone().unwrap_or_else(|| {
+                format!("brink-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+            }),
+            credentials,
+            mode: match section.output_mode {
+                MqttOutputMode::Binary => OutputMode::Binary,
+                MqttOutputMode::Structured => OutputMode::Structured,
+            },
+            shared_group: section.shared_group.clone(),
+            plain: PlainPolicy {
+                event_type: section.plain_event_type.clone(),
+            },
+            max_retries: section.max_retries,
+        })
+    }
+
+    fn connect_options(&self, suffix: &str, subscriber: bool) -> ConnectOptions {
+        ConnectOptions {
+            host: self.host.clone(),
+            port: self.port,
+            v5: self.v5,
+            client_id: format!("{}{suffix}", self.client_id),
+            credentials: self.credentials.clone(),
+            persistent: subscriber && self.persistent,
+            manual_acks: subscriber,
+            max_packet: MAX_PACKET,
+        }
+    }
+
+    fn broker(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Starts the embedded broker on `section`'s addresses.
+pub fn start_embedded_broker(section: &MqttSection) -> anyhow::Result<()> {
+    broker::start(section.listen, section.listen_v5, MAX_PACKET)
+}
+
+/// Fills a topic template's `{subject}`, `{type}`, `{source}` and `{id}`.
+pub fn render_topic(template: &str, event: &CloudEvent) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .with_context(|| format!("topic template {template:?} has an unclosed '{{'"))?;
+        let field = &after[..close];
+        let value = match field {
+            "subject" => event.subject.as_deref(),
+            "type" => Some(event.type_.as_str()),
+            "source" => Some(event.source.as_str()),
+            "id" => Some(event.id.as_str()),
+            other => bail!("topic template {template:?} uses unknown placeholder {{{other}}}"),
+        };
+        let value = value.filter(|v| !v.is_empty()).with_context(|| {
+            format!("topic template {template:?} needs the event's {field}, which is empty")
+        })?;
+        if value.contains(['+', '#', '\0']) {
+            bail!(
+                "the event's {field} {value:?} cannot be part of a topic (it holds '+', '#' or NUL)"
+            );
+        }
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+#[derive(Default)]
+struct Pending {
+    /// Publishes handed to the event loop, oldest first, not yet given a packet id.
+    queued: VecDeque<Waiter>,
+    /// Publishes on the wire, by packet id.
+    inflight: HashMap<u16, Waiter>,
+}
+
+impl Pending {
+    fn fail_all(&mut self, why: &str) {
+        for waiter in self
+            .queued
+            .drain(..)
+            .chain(self.inflight.drain().map(|(_, w)| w))
+        {
+            let _ = waiter.send(Err(why.to_owned()));
+        }
+    }
+}
+
+/// Publishes events with QoS 1 and reports each one's PUBACK.
+///
+/// rumqttc assigns packet ids inside its event loop and reports them, in
+/// request order, as `Outgoing::Publish(pkid)`; waiters queue in that same
+/// order, so each id is matched to its waiter. A connection that drops is
+/// replaced by a fresh client, failing every waiter of the old one (the
+/// callers retry), so no id of an old connection is ever matched.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Arc<tokio::sync::Mutex<Client>>,
+    pending: Arc<Mutex<Pending>>,
+    v5: bool,
+    mode: OutputMode,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("v5", &self.v5)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Publishes `event` to `topic` and waits for the broker's PUBACK.
+    pub async fn publish(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<()> {
+        let message = binding::encode(event, self.mode, self.v5)
+            .with_context(|| format!("encoding event {:?}", event.id))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let client = self.client.lock().await;
+            lock(&self.pending).queued.push_back(tx);
+            if let Err(e) = client.publish(topic, message).await {
+                lock(&self.pending).queued.pop_back();
+                return Err(e).context("the MQTT connection is closed");
+            }
+        }
+        match tokio::time::timeout(PUBACK_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => bail!("publishing to {topic:?}: {why}"),
+            Ok(Err(_)) => bail!("publishing to {topic:?}: the MQTT connection closed"),
+            Err(_) => bail!(
+                "publishing to {topic:?}: no PUBACK within {}s",
+                PUBACK_TIMEOUT.as_secs()
+            ),
+        }
+    }
+
+    fn on_polled(&self, polled: &Polled) {
+        match polled {
+            Polled::Sent(pkid) => {
+                let mut pending = lock(&self.pending);
+                if !pending.inflight.contains_key(pkid)
+                    && let Some(waiter) = pending.queued.pop_front()
+                {
+                    pending.inflight.insert(*pkid, waiter);
+                }
+            }
+            Polled::PubAck { pkid, refused } => {
+                if let Some(waiter) = lock(&self.pending).inflight.remove(pkid) {
+                    let _ = waiter.send(refused.clone().map_or(Ok(()), Err));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A std mutex that shrugs off poisoning: the data stays consistent because
+/// no code panics while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Backoff before reconnect attempt `attempt`: 250 ms doubling to 30 s, with
+/// up to 50% jitter so a fleet does not reconnect in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let base = 250u64.saturating_mul(1 << attempt.min(7)).min(30_000);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(base + random % (base / 2 + 1))
+}
+
+/// Reports the first connection's outcome to `start`.
+type Ready = Option<oneshot::Sender<anyhow::Result<()>>>;
+
+/// Drives one connection: reconnects with backoff, replacing the client
+/// after a drop, and hands every polled event to `on_event`.
+struct Connection {
+    settings: Settings,
+    options: ConnectOptions,
+    client: Arc<tokio::sync::Mutex<Client>>,
+    eventloop: EventLoop,
+}
+
+impl Connection {
+    fn new(settings: &Settings, suffix: &str, subscriber: bool) -> Self {
+        let options = settings.connect_options(suffix, subscriber);
+        let (client, eventloop) = client::connect(&options);
+        Self {
+            settings: settings.clone(),
+            options,
+            client: Arc::new(tokio::sync::Mutex::new(client)),
+            eventloop,
+        }
+    }
+
+    /// After a drop: a fresh client and event loop, so nothing queued on the
+    /// old one (acks with stale packet ids, publishes) ever reaches the wire.
+    async fn replace(&mut self) {
+        let (client, eventloop) = client::connect(&self.options);
+        self.eventloop = eventloop;
+        *self.client.lock().await = client;
+    }
+}
+
+/// The node's MQTT side.
+#[derive(Debug)]
+pub struct Mqtt {
+    publisher: Publisher,
+    stop_subscriber: watch::Sender<bool>,
+    stop_publisher: watch::Sender<bool>,
+    subscriber: Option<JoinHandle<()>>,
+    publisher_task: JoinHandle<()>,
+    broker: String,
+}
+
+impl Mqtt {
+    /// Connects the publisher, so outputs can be sent; call
+    /// [`Mqtt::subscribe`] once the dispatcher exists.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let (stop_publisher, stop_rx) = watch::channel(false);
+        let mut connection = Connection::new(&settings, "-out", false);
+        let publisher = Publisher {
+            client: connection.client.clone(),
+            pending: Arc::new(Mutex::new(Pending::default())),
+            v5: settings.v5,
+            mode: settings.mode,
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let driver = publisher.clone();
+        let publisher_task = tokio::spawn(async move {
+            run_publisher(&mut connection, driver, stop_rx, Some(ready_tx)).await;
+        });
+        wait_ready(ready_rx, &settings, "publisher").await?;
+        Ok(Self {
+            publisher,
+            stop_subscriber: watch::channel(false).0,
+            stop_publisher,
+            subscriber: None,
+            publisher_task,
+            broker: settings.broker(),
+        })
+    }
+
+    /// The publisher for outputs.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Subscribes to every MQTT trigger of `dispatcher` and starts handling
+    /// messages; returns once the broker granted the subscriptions.
+    pub async fn subscribe(
+        &mut self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+    ) -> anyhow::Result<()> {
+        let filters: Vec<String> = dispatcher
+            .mqtt_filters()
+            .into_iter()
+            .map(|f| match &settings.shared_group {
+                Some(group) => format!("$share/{group}/{f}"),
+                None => f,
+            })
+            .collect();
+        if filters.is_empty() {
+            return Ok(());
+        }
+        let mut ordered = BTreeMap::new();
+        let trigger = Arc::new(TriggerCtx {
+            dispatcher: dispatcher.clone(),
+            publisher: self.publisher.clone(),
+            plain: settings.plain.clone(),
+            max_retries: settings.max_retries,
+        });
+        for function in dispatcher.mqtt_functions() {
+            if dispatcher.concurrency(&function) == Some(1) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(ordered_worker(trigger.clone(), function.clone(), rx));
+                ordered.insert(function, tx);
+            }
+        }
+        let connection = Connection::new(&settings, "", true);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let stop = self.stop_subscriber.subscribe();
+        self.subscriber = Some(tokio::spawn(run_subscriber(
+            connection,
+            Subscriber {
+                trigger,
+                ordered,
+                filters,
+                inflight: Arc::new(Semaphore::new(usize::from(client::INFLIGHT))),
+            },
+            stop,
+            Some(ready_tx),
+        )));
+        wait_ready(ready_rx, &settings, "subscriber").await
+    }
+
+    /// Stops reading, lets in-flight messages finish and be acknowledged,
+    /// then disconnects the subscriber. Outputs can still be published.
+    pub async fn stop_subscriber(&mut self) {
+        let _ = self.stop_subscriber.send(true);
+        if let Some(subscriber) = self.subscriber.take()
+            && let Err(e) = subscriber.await
+        {
+            tracing::warn!("MQTT subscriber: {e}");
+        }
+    }
+
+    /// [`Mqtt::stop_subscriber`], then disconnects the publisher once what it
+    /// was given has gone out.
+    pub async fn shutdown(mut self) {
+        self.stop_subscriber().await;
+        let _ = self.stop_publisher.send(true);
+        if let Err(e) = self.publisher_task.await {
+            tracing::warn!("MQTT publisher: {e}");
+        }
+        tracing::info!(broker = %self.broker, "MQTT disconnected");
+    }
+}
+
+/// Resolves once `stop` says true (holding no borrow of it afterwards).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn wait_ready(
+    ready: oneshot::Receiver<anyhow::Result<()>>,
+    settings: &Settings,
+    which: &str,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(FIRST_CONNECT + Duration::from_secs(5), ready).await {
+        Ok(Ok(result)) => result.with_context(|| {
+            format!(
+                "MQTT {which} could not connect to the broker at {}",
+                settings.broker()
+            )
+        }),
+        Ok(Err(_)) => bail!("MQTT {which} stopped before connecting"),
+        Err(_) => bail!(
+            "MQTT {which}: the broker at {} did not answer in time",
+            settings.broker()
+        ),
+    }
+}
+
+/// Polls `connection`, retrying the first connect until [`FIRST_CONNECT`]
+/// has passed, and after that forever with backoff. Returns `None` when it
+/// gave up on the first connect.
+async fn poll_connection(
+    connection: &mut Connection,
+    connected: &mut bool,
+    attempt: &mut u32,
+    started: std::time::Instant,
+    ready: &mut Ready,
+    on_drop: impl FnOnce(),
+) -> Option<Polled> {
+    match connection.eventloop.poll().await {
+        Ok(polled) => {
+            if let Polled::Connected { .. } = polled {
+                *connected = true;
+                *attempt = 0;
+            }
+            Some(polled)
+        }
+        Err(e) => {
+            if ready.is_some() && started.elapsed() >= FIRST_CONNECT {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(e));
+                }
+                return None;
+            }
+            if ready.is_none() {
+                tracing::warn!(
+                    broker = %connection.settings.broker(),
+                    client_id = %connection.options.client_id,
+                    "MQTT connection: {e:#}"
+                );
+            }
+            if *connected {
+                *connected = false;
+                on_drop();
+                connection.replace().await;
+            }
+            let delay = if ready.is_some() {
+                Duration::from_millis(100)
+            } else {
+                backoff(*attempt)
+            };
+            *attempt = attempt.saturating_add(1);
+            tokio::time::sleep(delay).await;
+            Some(Polled::Other)
+        }
+    }
+}
+
+async fn run_publisher(
+    connection: &mut Connection,
+    publisher: Publisher,
+    mut stop: watch::Receiver<bool>,
+    mut ready: Ready,
+) {
+    let started = std::time::Instant::now();
+    let (mut connected, mut attempt) = (false, 0);
+    let mut stopping = false;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = stopped(&mut stop), if !stopping => None,
+            polled = poll_connection(connection, &mut connected, &mut attempt, started, &mut ready, || {
+                lock(&publisher.pending).fail_all("the MQTT connection dropped before the broker acknowledged the message");
+            }) => Some(polled),
+        };
+        let Some(polled) = polled else {
+            stopping = true;
+            // Queued after every publish already handed over, so those go out first.
+            let client = connection.client.lock().await.clone();
+            if !connected || client.disconnect().await.is_err() {
+                break;
+            }
+            continue;
+        };
+        let Some(polled) = polled else { return };
+        if let Polled::Connected { .. } = polled
+            && let Some(ready) = ready.take()
+        {
+            let _ = ready.send(Ok(()));
+        }
+        if stopping && (!connected || matches!(polled, Polled::Disconnected)) {
+            break;
+        }
+        publisher.on_polled(&polled);
+    }
+    lock(&publisher.pending).fail_all("the node is shutting down");
+}
+
+/// What the subscriber needs to handle messages.
+struct TriggerCtx {
+    dispatcher: Dispatcher,
+    publisher: Publisher,
+    plain: PlainPolicy,
+    max_retries: u32,
+}
+
+struct Subscriber {
+    trigger: Arc<TriggerCtx>,
+    /// Workers of functions with concurrency 1, which take events in arrival order.
+    ordered: BTreeMap<String, mpsc::UnboundedSender<Job>>,
+    filters: Vec<String>,
+    /// Messages being handled; reading stops while none is free.
+    inflight: Arc<Semaphore>,
+}
+
+struct Job {
+    event: CloudEvent,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+async fn ordered_worker(
+    trigger: Arc<TriggerCtx>,
+    function: String,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let result = trigger.deliver(&function, job.event).await;
+        let _ = job.done.send(result);
+    }
+}
+
+impl TriggerCtx {
+    /// Runs `event` through `function`, retrying retryable failures with
+    /// backoff; a failure that remains goes to the dead-letter topic.
+    /// `Err` only when even the dead letter could not be published: the
+    /// message then stays unacknowledged and the broker delivers it again.
+    async fn deliver(&self, function: &str, event: CloudEvent) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .dispatcher
+                .dispatch_with(function, "mqtt", event.clone(), Admission::Wait)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < self.max_retries => {
+                    let delay = Duration::from_millis(100 * (1 << attempt.min(6)));
+                    tracing::debug!(function, attempt, "retrying in {delay:?}: {e}");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    return self
+                        .dead_letter(function, event, &e.to_string(), e.kind())
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        function: &str,
+        mut event: CloudEvent,
+        error: &str,
+        kind: &str,
+    ) -> Result<(), String> {
+        let mut message = error.to_owned();
+        if message.len() > 1024 {
+            let mut cut = 1024;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        event
+            .extensions
+            .retain(|(name, _)| name != "brinkerror" && name != "brinkerrorkind");
+        event.extensions.push(("brinkerror".into(), message));
+        event
+            .extensions
+            .push(("brinkerrorkind".into(), kind.into()));
+        let topic = format!("{DEAD_LETTER_PREFIX}{function}");
+        tracing::warn!(function, event_id = %event.id, %topic, "dead-lettered: {error}");
+        self.publisher
+            .publish(&topic, &event)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        self.dispatcher
+            .metrics()
+            .dead_letters
+            .get_or_create(&super::metrics::FunctionLabel {
+                function: function.to_owned(),
+            })
+            .inc();
+        Ok(())
+    }
+}
+
+impl Subscriber {
+    /// Starts handling one message; the caller has already taken `permit`.
+    fn handle(
+        &self,
+        acks: Arc<AckOrder>,
+        message: Received,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let seq = acks.enqueue();
+        let trigger = self.trigger.clone();
+        let targets = trigger.dispatcher.mqtt_targets(&message.topic);
+        let decoded = binding::decode(
+            Message {
+                topic: &message.topic,
+                payload: &message.payload,
+                content_type: message.content_type.as_deref(),
+                user_properties: &message.user_properties,
+            },
+            &trigger.plain,
+        );
+        let event = match decoded {
+            Ok((event, carried)) => {
+                if carried == Carried::Plain {
+                    tracing::trace!(topic = %message.topic, "wrapped a plain payload");
+                }
+                crate::event::to_wit(&event)
+            }
+            Err(e) => {
+                tracing::warn!(topic = %message.topic, "malformed CloudEvent: {e}");
+                let event = malformed(&message);
+                let error = format!("malformed CloudEvent on {:?}: {e}", message.topic);
+                tokio::spawn(async move {
+                    let mut delivered = true;
+                    for function in &targets {
+                        trigger.dispatcher.count_error(function, "invalid_event");
+                        if let Err(why) = trigger
+                            .dead_letter(function, event.clone(), &error, "invalid_event")
+                            .await
+                        {
+                            tracing::warn!(function, "dead letter not published: {why}");
+                            delivered = false;
+                        }
+                    }
+                    drop(permit);
+                    acks.complete(seq, delivered.then_some(message.raw));
+                });
+                return;
+            }
+        };
+        // Ordered functions are queued here, in arrival order, before any task runs.
+        let mut waits = Vec::new();
+        let mut concurrent = Vec::new();
+        for function in targets {
+            match self.ordered.get(&function) {
+                Some(worker) => {
+                    let (done, wait) = oneshot::channel();
+                    if worker
+                        .send(Job {
+                            event: event.clone(),
+                            done,
+                        })
+                        .is_ok()
+                    {
+                        waits.push(wait);
+                    }
+                }
+                None => concurrent.push(function),
+            }
+        }
+        tokio::spawn(async move {
+            let mut delivered = true;
+            for function in &concurrent {
+                // Each function's retries run on their own; all must end before the ack.
+                if let Err(why) = trigger.deliver(function, event.clone()).await {
+                    tracing::warn!(
+                        function,
+                        "not acknowledged, the broker will redeliver: {why}"
+                    );
+                    delivered = false;
+                }
+            }
+            for wait in waits {
+                if !matches!(wait.await, Ok(Ok(()))) {
+                    delivered = false;
+                }
+            }
+            drop(permit);
+            acks.complete(seq, delivered.then_some(message.raw));
+        });
+    }
+}
+
+/// Acknowledges messages in the order they arrived, as MQTT requires (and
+/// rumqttd enforces) however the handlers finish. One per connection: acks
+/// for a connection that has gone are dropped, since the broker delivers
+/// those messages again.
+struct AckOrder {
+    client: Client,
+    state: Mutex<AckState>,
+    /// Told when a message will never be acknowledged: only a reconnect gets
+    /// it (and everything after it) delivered again.
+    broken: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct AckState {
+    next: u64,
+    head: u64,
+    /// Finished messages waiting for earlier ones: `None` when not to be acknowledged.
+    done: BTreeMap<u64, Option<client::Raw>>,
+    stuck: bool,
+}
+
+impl AckOrder {
+    fn new(client: Client) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            state: Mutex::new(AckState::default()),
+            broken: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The next arrival's place in line.
+    fn enqueue(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.next += 1;
+        state.next - 1
+    }
+
+    /// Records how message `seq` ended; sends every ack now in order.
+    fn complete(&self, seq: u64, ack: Option<client::Raw>) {
+        let mut state = lock(&self.state);
+        state.done.insert(seq, ack);
+        while !state.stuck {
+            let head = state.head;
+            let Some(entry) = state.done.remove(&head) else {
+                break;
+            };
+            match entry {
+                Some(raw) => {
+                    // Sent under the lock, so acks enter the queue in order.
+                    if self.client.try_ack(&raw).is_err() {
+                        tracing::debug!("ack dropped: its connection is gone");
+                    }
+                    state.head += 1;
+                }
+                None => {
+                    state.stuck = true;
+                    self.broken.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// The dead letter for a message that is not a valid CloudEvent: its bytes, as they came.
+fn malformed(message: &Received) -> CloudEvent {
+    CloudEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "/brink/mqtt".into(),
+        type_: "com.brink.mqtt.malformed".into(),
+        specversion: "1.0".into(),
+        subject: Some(message.topic.clone()),
+        time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        datacontenttype: Some("application/octet-stream".into()),
+        dataschema: None,
+        extensions: Vec::new(),
+        data: Some(message.payload.to_vec()),
+    }
+}
+
+async fn run_subscriber(
+    mut connection: Connection,
+    subscriber: Subscriber,
+    mut stop: watch::Receiver<bool>,
+    mut ready: Ready,
+) {
+    let started = std::time::Instant::now();
+    let (mut connected, mut attempt) = (false, 0);
+    let metrics = subscriber.trigger.dispatcher.metrics();
+    let mut acks = AckOrder::new(connection.client.lock().await.clone());
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            _ = acks.broken.notified() => {
+                tracing::warn!("a message could not be handled or dead-lettered; reconnecting so the broker delivers it again");
+                connection.replace().await;
+                connected = false;
+                continue;
+            }
+            polled = poll_connection(&mut connection, &mut connected, &mut attempt, started, &mut ready, || {}) => polled,
+        };
+        let Some(polled) = polled else { return };
+        metrics.mqtt_connected.set(i64::from(connected));
+        let client = connection.client.lock().await.clone();
+        match polled {
+            Polled::Connected { session_present } => {
+                acks = AckOrder::new(client.clone());
+                tracing::info!(
+                    broker = %connection.settings.broker(),
+                    session_present,
+                    filters = ?subscriber.filters,
+                    "MQTT connected"
+                );
+                if let Err(e) = client.subscribe(&subscriber.filters).await {
+                    tracing::warn!("subscribing: {e:#}");
+                }
+            }
+            Polled::SubAck { refused } => {
+                let refused: Vec<&String> = refused
+                    .iter()
+                    .filter_map(|i| subscriber.filters.get(*i))
+                    .collect();
+                let outcome = if refused.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "the broker refused the subscription to {refused:?}"
+                    ))
+                };
+                match ready.take() {
+                    Some(ready) => {
+                        let failed = outcome.is_err();
+                        let _ = ready.send(outcome);
+                        if failed {
+                            return;
+                        }
+                    }
+                    None => {
+                        if let Err(e) = outcome {
+                            tracing::error!("{e}");
+                        }
+                    }
+                }
+            }
+            Polled::Message(message) => {
+                // Back-pressure: with every slot taken, stop reading until one frees.
+                let permit = tokio::select! {
+                    permit = subscriber.inflight.clone().acquire_owned() => permit,
+                    _ = stopped(&mut stop) => break,
+                };
+                let Ok(permit) = permit else { return };
+                subscriber.handle(acks.clone(), *message, permit);
+            }
+            _ => {}
+        }
+    }
+    drain(&mut connection, &subscriber, connected).await;
+    metrics.mqtt_connected.set(0);
+}
+
+/// Shutting down: messages that arrive now stay unacknowledged (the broker
+/// delivers them again later); the ones in hand finish and their acks go
+/// out; then DISCONNECT.
+async fn drain(connection: &mut Connection, subscriber: &Subscriber, mut connected: bool) {
+    let all = u32::from(client::INFLIGHT);
+    loop {
+        tokio::select! {
+            permits = subscriber.inflight.acquire_many(all) => {
+                if permits.is_err() {
+                    return;
+                }
+                break;
+            }
+            polled = connection.eventloop.poll() => match polled {
+                Ok(Polled::Connected { .. }) => connected = true,
+                Ok(_) => {}
+                Err(e) => {
+                    connected = false;
+                    tracing::warn!("MQTT connection while draining: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    let client = connection.client.lock().await.clone();
+    if !connected || client.disconnect().await.is_err() {
+        return;
+    }
+    let flushed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match connection.eventloop.poll().await {
+                Ok(Polled::Disconnected) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    if flushed.await.is_err() {
+        tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+    }
+}

@@ -1,0 +1,261 @@
+//! MQTT test parts: free loopback ports, an external mosquitto, and real
+//! rumqttc clients (MQTT 5 and 3.1.1) that publish and collect messages.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rumqttc::v5::mqttbytes::v5::{Filter, PublishProperties};
+use rumqttc::v5::{self as c5, mqttbytes::QoS};
+use tokio::sync::mpsc;
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A mosquitto broker on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` (installed by `.ci/run` from apt) and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf: PathBuf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 100000\n"
+            ),
+        )?;
+        let binary = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| !b.contains('/') || std::path::Path::new(b).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (apt-get install mosquitto)")?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("mosquitto did not listen on {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A message a test client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub content_type: Option<String>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+}
+
+/// An MQTT 5 client: publishes with properties, and receives on `messages`.
+#[derive(Debug)]
+pub struct Client5 {
+    client: c5::AsyncClient,
+    pub messages: mpsc::UnboundedReceiver<Received>,
+    acked: mpsc::UnboundedReceiver<u16>,
+}
+
+impl Client5 {
+    /// Connects to `127.0.0.1:port` and subscribes to `filters` (QoS 1).
+    pub async fn connect(port: u16, filters: &[&str]) -> anyhow::Result<Self> {
+        let id = format!("test-{}", free_port()?);
+        let mut options = c5::MqttOptions::new(id, "127.0.0.1", port);
+        options.set_max_packet_size(Some(2 << 20));
+        let (client, mut eventloop) = c5::AsyncClient::new(options, 100_000);
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (ack_tx, acked) = mpsc::unbounded_channel();
+        let (sub_tx, mut subscribed) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(c5::Event::Incoming(c5::Incoming::Publish(p))) => {
+                        let (content_type, user_properties) = p
+                            .properties
+                            .map(|pr| (pr.content_type, pr.user_properties))
+                            .unwrap_or_default();
+                        let _ = tx.send(Received {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            content_type,
+                            user_properties,
+                        });
+                    }
+                    Ok(c5::Event::Incoming(c5::Incoming::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(c5::Event::Incoming(c5::Incoming::PubAck(ack))) => {
+                        let _ = ack_tx.send(ack.pkid);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        if !filters.is_empty() {
+            client
+                .subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| Filter::new((*f).to_owned(), QoS::AtLeastOnce)),
+                )
+                .await?;
+            tokio::time::timeout(Duration::from_secs(10), subscribed.recv())
+                .await
+                .context("no SUBACK")?;
+        }
+        Ok(Self {
+            client,
+            messages,
+            acked,
+        })
+    }
+
+    /// Publishes at QoS 1 with a content type and user properties.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+        user_properties: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let properties = PublishProperties {
+            content_type: content_type.map(str::to_owned),
+            user_properties: user_properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), properties)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the broker acknowledged `n` publishes.
+    pub async fn wait_acked(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(20), self.acked.recv())
+                .await
+                .context("no PUBACK")?;
+        }
+        Ok(())
+    }
+
+    /// The next message, within `secs` seconds.
+    pub async fn next(&mut self, secs: u64) -> anyhow::Result<Received> {
+        tokio::time::timeout(Duration::from_secs(secs), self.messages.recv())
+            .await
+            .context("no message arrived")?
+            .context("client closed")
+    }
+
+    /// Collects messages until `n` arrived or `secs` passed.
+    pub async fn collect(&mut self, n: usize, secs: u64) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
+                Ok(Some(m)) => out.push(m),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Whether a message arrives within `millis`.
+    pub async fn quiet_for(&mut self, millis: u64) -> Option<Received> {
+        tokio::time::timeout(Duration::from_millis(millis), self.messages.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// An MQTT 3.1.1 device: publishes at QoS 1.
+#[derive(Debug)]
+pub struct Client311 {
+    client: rumqttc::AsyncClient,
+    acked: mpsc::UnboundedReceiver<u16>,
+}
+
+impl Client311 {
+    pub async fn connect(port: u16) -> anyhow::Result<Self> {
+        let id = format!("device-{}", free_port()?);
+        let (client, mut eventloop) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(id, "127.0.0.1", port), 100_000);
+        let (ack_tx, acked) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
+                        let _ = ack_tx.send(ack.pkid);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Ok(Self { client, acked })
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn wait_acked(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(20), self.acked.recv())
+                .await
+                .context("no PUBACK")?;
+        }
+        Ok(())
+    }
+}
