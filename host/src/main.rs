@@ -41,6 +41,12 @@ enum Command {
     /// `GET /metrics`) on the manifest's `[http] listen` address until
     /// SIGTERM or Ctrl-C, then drains in-flight requests and exits 0.
     Up(UpArgs),
+    /// Publish one message to the node's MQTT broker, with QoS 1.
+    ///
+    /// The broker is the manifest's (`[mqtt] url`, or the embedded broker's
+    /// address); `--url` names another. The payload is sent as is: plain
+    /// JSON from a device, or a CloudEvent in the JSON format.
+    Publish(PublishArgs),
     /// Build a function crate (or a workspace of them) for wasm32-wasip2.
     ///
     /// Adds the wasm32-wasip2 target with rustup when it is missing, then
@@ -90,6 +96,33 @@ struct UpArgs {
     /// Where compiled code is cached [default: the user's cache dir, brink/compiled].
     #[arg(long, env = "BRINK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Print every MQTT message on this topic filter to stdout (repeatable), e.g. `alerts/#`.
+    #[arg(long, value_name = "FILTER")]
+    tail: Vec<String>,
+    /// Run three simulated temperature sensors that publish plain JSON to
+    /// `sensors/t-N/temperature` on the node's broker.
+    #[arg(long)]
+    simulate: bool,
+    /// How often each simulated sensor publishes, in milliseconds.
+    #[arg(long, default_value_t = 1000, requires = "simulate")]
+    simulate_interval_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// The topic, e.g. `sensors/t-1/temperature`.
+    topic: String,
+    /// The payload, e.g. `{"device":"t-1","value":35.2}`; `-` reads standard input.
+    payload: String,
+    /// The app manifest whose broker to use.
+    #[arg(long, default_value = "brink.toml")]
+    manifest: PathBuf,
+    /// The broker, e.g. `mqtt://127.0.0.1:1883`, instead of the manifest's.
+    #[arg(long)]
+    url: Option<String>,
+    /// MQTT 5 Content Type of the message (e.g. `application/cloudevents+json`).
+    #[arg(long)]
+    content_type: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +158,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Up(args) => up(args),
+        Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
     };
     match result {
@@ -220,7 +254,21 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             cache_dir: args.cache_dir.or_else(brink_host::cache::default_dir),
             ..EngineConfig::default()
         })?;
+        let mqtt_section = manifest.mqtt.clone();
         let node = brink_host::node::Node::start(manifest, &base, &engine).await?;
+        if (args.simulate || !args.tail.is_empty()) && node.mqtt_broker().is_none() {
+            anyhow::bail!("--simulate and --tail need a manifest whose functions use MQTT");
+        }
+        let settings = brink_host::node::mqtt::Settings::from_section(&mqtt_section)?;
+        if !args.tail.is_empty() {
+            tokio::spawn(brink_host::node::tools::tail(settings.clone(), args.tail.clone()));
+        }
+        if args.simulate {
+            tokio::spawn(brink_host::node::tools::simulate(
+                settings,
+                Duration::from_millis(args.simulate_interval_ms.max(1)),
+            ));
+        }
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
@@ -232,6 +280,42 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let mut section = if args.manifest.is_file() {
+        brink_host::manifest::Manifest::load(&args.manifest)?.mqtt
+    } else {
+        brink_host::manifest::MqttSection::default()
+    };
+    if args.url.is_some() {
+        section.url = args.url;
+    }
+    let payload = if args.payload == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the payload from standard input")?;
+        buf
+    } else {
+        args.payload.into_bytes()
+    };
+    let settings = brink_host::node::mqtt::Settings::from_section(&section)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(brink_host::node::tools::publish_once(
+        &settings,
+        &args.topic,
+        payload,
+        args.content_type,
+    ))?;
+    eprintln!(
+        "published to {} on {}:{}",
+        args.topic, settings.host, settings.port
+    );
+    Ok(())
 }
 
 /// Builds the function crate in `dir` and returns its component.

@@ -292,3 +292,94 @@ fn build_of_a_directory_without_a_crate_fails_clearly() -> anyhow::Result<()> {
     assert_clean_failure(&out, "no Cargo.toml at");
     Ok(())
 }
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[test]
+fn up_with_simulated_sensors_prints_alerts_and_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+
+    let dir = tempfile::tempdir()?;
+    let (http, v4, v5) = (free_port()?, free_port()?, free_port()?);
+    let manifest = dir.path().join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:{http}"
+[mqtt]
+listen = "127.0.0.1:{v4}"
+listen_v5 = "127.0.0.1:{v5}"
+plain_event_type = "com.example.reading"
+
+[function.filter]
+source = {filter:?}
+triggers = [{{ mqtt = "sensors/+/temperature" }}]
+outputs = [{{ function = "transform" }}]
+config = {{ threshold = "30" }}
+
+[function.transform]
+source = {transform:?}
+outputs = [{{ mqtt = "alerts/{{subject}}" }}]
+"#,
+            filter = artifacts::FILTER,
+            transform = artifacts::TRANSFORM,
+        ),
+    )?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brink"))
+        .arg("up")
+        .arg(&manifest)
+        .args(["--simulate", "--simulate-interval-ms", "20"])
+        .args(["--tail", "alerts/#"])
+        .env("BRINK_CACHE_DIR", dir.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(60));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(killed.success());
+    let status = child.wait()?;
+    let line = line?;
+    assert!(
+        line.starts_with("alerts/t-") && line.contains("type=com.brink.temperature.fahrenheit"),
+        "{line}"
+    );
+    assert_eq!(status.code(), Some(0), "SIGTERM must drain and exit 0");
+    Ok(())
+}
+
+#[test]
+fn publish_to_an_unreachable_broker_fails_with_one_clear_line() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let port = free_port()?.to_string();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let out = brink(
+        cache.path(),
+        &["publish", "--url", &url, "sensors/t-1/temperature", "{}"],
+    )?;
+    assert_clean_failure(&out, &format!("publishing to 127.0.0.1:{port}"));
+    let out = brink(cache.path(), &["publish", "--url", &url, "sensors/+", "{}"])?;
+    assert_clean_failure(&out, "has no wildcards");
+    Ok(())
+}

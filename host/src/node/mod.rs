@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod tools;
 
 use std::future::Future;
 use std::net::SocketAddr;
