@@ -261,7 +261,10 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         let settings = brink_host::node::mqtt::Settings::from_section(&mqtt_section)?;
         if !args.tail.is_empty() {
-            tokio::spawn(brink_host::node::tools::tail(settings.clone(), args.tail.clone()));
+            tokio::spawn(brink_host::node::tools::tail(
+                settings.clone(),
+                args.tail.clone(),
+            ));
         }
         if args.simulate {
             tokio::spawn(brink_host::node::tools::simulate(

@@ -41,10 +41,7 @@ pub fn describe(received: &client::Received) -> String {
         Some(event) => (
             event["type"].as_str().map(str::to_owned),
             event["subject"].as_str().map(str::to_owned),
-            event
-                .get("data")
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
+            event.get("data").map(|d| d.to_string()).unwrap_or_default(),
         ),
         None => (prop("type"), prop("subject"), text),
     };
@@ -113,7 +110,12 @@ pub async fn publish_once(
     };
     tokio::time::timeout(Duration::from_secs(10), acked)
         .await
-        .with_context(|| format!("no PUBACK from {}:{} within 10 s", settings.host, settings.port))?
+        .with_context(|| {
+            format!(
+                "no PUBACK from {}:{} within 10 s",
+                settings.host, settings.port
+            )
+        })?
         .with_context(|| format!("publishing to {}:{}", settings.host, settings.port))?;
     let _ = client.disconnect().await;
     Ok(())
@@ -140,7 +142,11 @@ pub async fn simulate(settings: Settings, interval: Duration) {
         for (i, value) in values.iter_mut().enumerate() {
             // A deterministic wobble plus a heat spike every so often.
             let wobble = ((tick as f64) * 0.7 + i as f64 * 2.1).sin() * 1.5;
-            let spike = if (tick + i as u64 * 3) % 9 == 0 { 6.0 } else { 0.0 };
+            let spike = if (tick + i as u64 * 3).is_multiple_of(9) {
+                6.0
+            } else {
+                0.0
+            };
             let reading = ((*value + wobble + spike) * 10.0).round() / 10.0;
             *value = (*value + wobble * 0.1).clamp(18.0, 32.0);
             let device = format!("t-{}", i + 1);
