@@ -69,6 +69,15 @@ impl Drop for Mosquitto {
     }
 }
 
+async fn wait_acked(acked: &mut mpsc::UnboundedReceiver<u16>, n: usize) -> anyhow::Result<()> {
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(20), acked.recv())
+            .await
+            .context("no PUBACK")?;
+    }
+    Ok(())
+}
+
 /// A message a test client received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -178,12 +187,7 @@ impl Client5 {
 
     /// Waits until the broker acknowledged `n` publishes.
     pub async fn wait_acked(&mut self, n: usize) -> anyhow::Result<()> {
-        for _ in 0..n {
-            tokio::time::timeout(Duration::from_secs(20), self.acked.recv())
-                .await
-                .context("no PUBACK")?;
-        }
-        Ok(())
+        wait_acked(&mut self.acked, n).await
     }
 
     /// The next message, within `secs` seconds.
@@ -250,12 +254,8 @@ impl Client311 {
         Ok(())
     }
 
+    /// Waits until the broker acknowledged `n` publishes.
     pub async fn wait_acked(&mut self, n: usize) -> anyhow::Result<()> {
-        for _ in 0..n {
-            tokio::time::timeout(Duration::from_secs(20), self.acked.recv())
-                .await
-                .context("no PUBACK")?;
-        }
-        Ok(())
+        wait_acked(&mut self.acked, n).await
     }
 }

@@ -283,6 +283,24 @@ limits = {{ concurrency = {concurrency} }}
     )
 }
 
+/// Publishes events numbered 0..n to `in/x` and waits for the broker's PUBACKs.
+async fn publish_numbered(producer: &mut Client5, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        producer
+            .publish("in/x", numbered(i, "x"), None, &[])
+            .await?;
+    }
+    producer.wait_acked(n).await
+}
+
+/// The distinct numbers the echoed events carry.
+fn numbers(received: &[brink_tests::mqtt::Received]) -> BTreeSet<u64> {
+    received
+        .iter()
+        .filter_map(|m| m.json().ok()?["n"].as_u64())
+        .collect()
+}
+
 fn numbered(i: usize, subject: &str) -> String {
     serde_json::json!({
         "specversion": "1.0", "id": format!("m-{i}"), "source": "/test", "type": "t",
@@ -329,17 +347,9 @@ async fn a_burst_beyond_the_inflight_window_is_absorbed_with_nothing_lost() -> a
     let mut producer = Client5::connect(v5, &[]).await?;
     // Ten times the node's in-flight window, into a function that runs two at a time.
     let n = 2560;
-    for i in 0..n {
-        producer
-            .publish("in/x", numbered(i, "x"), None, &[])
-            .await?;
-    }
-    producer.wait_acked(n).await?;
+    publish_numbered(&mut producer, n).await?;
     let received = out.collect(n, 60).await;
-    let ids: BTreeSet<u64> = received
-        .iter()
-        .filter_map(|m| m.json().ok()?["n"].as_u64())
-        .collect();
+    let ids = numbers(&received);
     let text = metrics(&node).await?;
     assert_eq!(ids.len(), n, "lost {} events {text}", n - ids.len());
     assert!(!text.contains("brink_dead_letters_total{"), "{text}");
@@ -359,17 +369,9 @@ async fn two_hosts_on_one_mosquitto_split_a_shared_subscription_with_none_lost()
     let mut out = Client5::connect(broker.port, &["out/#"]).await?;
     let mut producer = Client5::connect(broker.port, &[]).await?;
     let n = 400;
-    for i in 0..n {
-        producer
-            .publish("in/x", numbered(i, "x"), None, &[])
-            .await?;
-    }
-    producer.wait_acked(n).await?;
+    publish_numbered(&mut producer, n).await?;
     let received = out.collect(n, 30).await;
-    let ids: BTreeSet<u64> = received
-        .iter()
-        .filter_map(|m| m.json().ok()?["n"].as_u64())
-        .collect();
+    let ids = numbers(&received);
     assert_eq!(ids.len(), n, "lost {} events", n - ids.len());
     assert_eq!(received.len(), n, "a shared subscription delivered twice");
     for node in [&first, &second] {
@@ -413,10 +415,7 @@ async fn graceful_shutdown_and_restart_lose_no_acknowledged_event() -> anyhow::R
     }
     let restarted = start(&echo_app(&mqtt, 4)).await?;
     let received = out.collect(n, 60).await;
-    let ids: BTreeSet<u64> = received
-        .iter()
-        .filter_map(|m| m.json().ok()?["n"].as_u64())
-        .collect();
+    let ids = numbers(&received);
     assert_eq!(ids.len(), n, "lost {} events", n - ids.len());
     restarted.shutdown().await
 }
