@@ -220,31 +220,60 @@ impl Client5 {
     }
 }
 
-/// An MQTT 3.1.1 device: publishes at QoS 1.
+/// An MQTT 3.1.1 device: publishes at QoS 1, and receives on `messages`.
 #[derive(Debug)]
 pub struct Client311 {
     client: rumqttc::AsyncClient,
     acked: mpsc::UnboundedReceiver<u16>,
+    pub messages: mpsc::UnboundedReceiver<Received>,
 }
 
 impl Client311 {
     pub async fn connect(port: u16) -> anyhow::Result<Self> {
+        Self::subscribed(port, &[]).await
+    }
+
+    /// Connects and subscribes to `filters` (QoS 1).
+    pub async fn subscribed(port: u16, filters: &[&str]) -> anyhow::Result<Self> {
         let id = format!("device-{}", free_port()?);
         let (client, mut eventloop) =
             rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(id, "127.0.0.1", port), 100_000);
         let (ack_tx, acked) = mpsc::unbounded_channel();
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (sub_tx, mut subscribed) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
                         let _ = ack_tx.send(ack.pkid);
                     }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            content_type: None,
+                            user_properties: Vec::new(),
+                        });
+                    }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
         });
-        Ok(Self { client, acked })
+        for filter in filters {
+            client.subscribe(*filter, rumqttc::QoS::AtLeastOnce).await?;
+            tokio::time::timeout(Duration::from_secs(10), subscribed.recv())
+                .await
+                .context("no SUBACK")?;
+        }
+        Ok(Self {
+            client,
+            acked,
+            messages,
+        })
     }
 
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! external mosquitto, driven by real MQTT 5 and 3.1.1 clients.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use brink_host::manifest::Manifest;
 use brink_host::node::Node;
@@ -97,6 +98,37 @@ async fn plain_device_readings_flow_through_the_embedded_broker_to_an_alerts_top
         "{text}"
     );
     assert!(text.contains("brink_mqtt_connected 1"), "{text}");
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn mqtt_3_subscribers_receive_messages_published_with_mqtt_5_properties() -> anyhow::Result<()>
+{
+    // Guards the vendored rumqttd patch: this used to kill the embedded
+    // broker's 3.1.1 listener for every device.
+    let (mqtt, v4, _) = embedded()?;
+    let node = start(&pipeline(&mqtt)).await?;
+    let mut old_device = Client311::subscribed(v4, &["alerts/#"]).await?;
+    let mut sensor = Client311::connect(v4).await?;
+    sensor
+        .publish("sensors/t-5/temperature", reading("t-5", 33.0))
+        .await?;
+    sensor.wait_acked(1).await?;
+    let alert = tokio::time::timeout(Duration::from_secs(10), old_device.messages.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscriber closed"))?;
+    // Binary mode's attributes cannot cross to MQTT 3.1.1; the data does.
+    assert_eq!(alert.topic, "alerts/t-5");
+    assert_eq!(alert.json()?["device_id"], "t-5");
+    // And the listener still serves new devices.
+    let mut late = Client311::connect(v4).await?;
+    late.publish("sensors/t-6/temperature", reading("t-6", 35.0))
+        .await?;
+    late.wait_acked(1).await?;
+    let next = tokio::time::timeout(Duration::from_secs(10), old_device.messages.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscriber closed"))?;
+    assert_eq!(next.topic, "alerts/t-6");
     node.shutdown().await
 }
 
