@@ -5,8 +5,11 @@
 //! end-to-end latency at a fixed 10k events/s (each reading carries its send
 //! time; the filter passes it through unchanged).
 //!
+//! Both with a fresh instance per event (the default) and with warm
+//! instances (`instance_reuse`), and the broker alone for comparison.
+//!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
-//! change the burst size).
+//! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -44,6 +47,9 @@ async fn client(
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 100_000);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -80,15 +86,24 @@ fn payload(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn burst(port: u16, n: usize, qos: QoS, run: &str) -> f64 {
-    let (_sub, mut out) = client(port, &format!("bench-sub-{run}"), Some("out/#")).await;
+/// Publishes `n` readings to `<prefix>/<device>/temperature` as fast as the
+/// client can and counts what arrives on `listen`.
+async fn burst(
+    port: u16,
+    n: usize,
+    qos: QoS,
+    run: &str,
+    prefix: &'static str,
+    listen: &str,
+) -> f64 {
+    let (_sub, mut out) = client(port, &format!("bench-sub-{run}"), Some(listen)).await;
     let (publisher, _) = client(port, &format!("bench-pub-{run}"), None).await;
     let started = Instant::now();
     let sender = tokio::spawn(async move {
         for i in 0..n {
             publisher
                 .publish(
-                    format!("sensors/d-{}/temperature", i % 16),
+                    format!("{prefix}/d-{}/temperature", i % 16),
                     qos,
                     false,
                     payload(i),
@@ -156,19 +171,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn main() {
-    let n: usize = std::env::var("BRINK_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (http, v4, v5) = (free_port(), free_port(), free_port());
-        let text = format!(
-            r#"brink_manifest_version = 1
+/// Starts a node whose `filter` keeps `instance_reuse` events per instance,
+/// then measures it.
+async fn run(n: usize, instance_reuse: u32) {
+    let (http, v4, v5) = (free_port(), free_port(), free_port());
+    let text = format!(
+        r#"brink_manifest_version = 1
 [http]
 listen = "127.0.0.1:{http}"
 [mqtt]
@@ -184,33 +192,71 @@ triggers = [{{ mqtt = "sensors/+/temperature" }}]
 outputs = [{{ mqtt = "out/{{subject}}" }}]
 config = {{ threshold = "30" }}
 limits = {{ concurrency = 16 }}
+instance_reuse = {instance_reuse}
 "#,
-            filter = brink_test_artifacts::FILTER,
+        filter = brink_test_artifacts::FILTER,
+    );
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let node = Node::start(
+        Manifest::parse(&text, "bench.toml").unwrap(),
+        std::path::Path::new("."),
+        &engine,
+    )
+    .await
+    .unwrap();
+    // Warm up: compiled code, pooled slots, connections.
+    burst(v4, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
+    let label = if instance_reuse > 1 {
+        format!("warm instances (instance_reuse = {instance_reuse})")
+    } else {
+        "a fresh instance per event (the default)".to_owned()
+    };
+    println!("mqtt in -> filter -> mqtt out, embedded broker, {n} events per burst, {label}");
+    for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
+        let rate = burst(v4, n, qos, name, "sensors", "out/#").await;
+        println!("  sustained {name}: {rate:.0} events/s");
+    }
+    let mut latencies = paced(v4, 10_000, 5).await;
+    latencies.sort_by(f64::total_cmp);
+    if latencies.is_empty() {
+        println!("  latency at 10k/s: no outputs arrived");
+    } else {
+        println!(
+            "  latency at 10k events/s (QoS 1, {} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies[latencies.len() - 1]
         );
-        let engine = Engine::new(EngineConfig::default()).unwrap();
-        let node = Node::start(Manifest::parse(&text, "bench.toml").unwrap(), std::path::Path::new("."), &engine)
-            .await
-            .unwrap();
-        // Warm up: compiled code, pooled slots, connections.
-        burst(v4, 2_000, QoS::AtLeastOnce, "warmup").await;
-        println!("mqtt in -> filter -> mqtt out, embedded broker, {n} events per burst");
+    }
+    if instance_reuse <= 1 {
+        // The same clients and broker with no function between them, on
+        // topics no function subscribes to.
         for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
-            let rate = burst(v4, n, qos, name).await;
-            println!("  sustained {name}: {rate:.0} events/s");
+            let rate = burst(v4, n, qos, &format!("broker-only-{name}"), "raw", "raw/#").await;
+            println!("  broker only (no function, one hop) {name}: {rate:.0} events/s");
         }
-        let mut latencies = paced(v4, 10_000, 5).await;
-        latencies.sort_by(f64::total_cmp);
-        if latencies.is_empty() {
-            println!("  latency at 10k/s: no outputs arrived");
-        } else {
-            println!(
-                "  latency at 10k events/s (QoS 1, {} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                latencies.len(),
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.99),
-                latencies[latencies.len() - 1]
-            );
+    }
+    node.shutdown().await.unwrap();
+}
+
+fn main() {
+    let n: usize = std::env::var("BRINK_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // `BRINK_BENCH_ONLY=fresh` or `=warm` runs one half (for profiling).
+    let only = std::env::var("BRINK_BENCH_ONLY").unwrap_or_default();
+    runtime.block_on(async {
+        if only != "warm" {
+            run(n, 1).await;
         }
-        node.shutdown().await.unwrap();
+        if only != "fresh" {
+            run(n, 1000).await;
+        }
     });
 }

@@ -1,9 +1,10 @@
 //! The engine: compiles and links components once, then runs each event in a
-//! fresh, limited instance.
+//! fresh, limited instance, or in a warm one where the function allows reuse.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -23,6 +24,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 const MIB: u64 = 1 << 20;
 /// Bytes of each pooled memory and table kept resident between instances.
 const KEEP_RESIDENT: usize = 64 * 1024;
+/// A warm instance left unused this long is dropped instead of reused.
+const IDLE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Host-wide settings of the engine.
 #[derive(Debug, Clone)]
@@ -77,6 +80,9 @@ pub struct FunctionSpec {
     pub config: BTreeMap<String, String>,
     /// Capabilities granted beyond the ones every function gets.
     pub grants: BTreeSet<String>,
+    /// Events one instance may handle before it is dropped. 0 or 1: a fresh
+    /// instance for every event, so events never share guest memory.
+    pub instance_reuse: u32,
 }
 
 impl FunctionSpec {
@@ -96,6 +102,8 @@ pub struct Engine {
     linker: Arc<Linker<HostState>>,
     cache: CompileCache,
     config: EngineConfig,
+    /// Warm instances kept idle across all functions, each holding a pool slot.
+    idle: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -151,6 +159,7 @@ impl Engine {
             linker: Arc::new(linker),
             cache: CompileCache::new(config.cache_dir.clone()),
             config,
+            idle: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -242,6 +251,11 @@ impl Engine {
                 compiled,
                 pre,
                 engine: self.engine.clone(),
+                warm: Mutex::new(Vec::new()),
+                idle: self.idle.clone(),
+                // Half the pool at most, so idle instances never starve a
+                // function that needs a fresh one.
+                max_idle: (self.config.max_instances as usize / 2).max(1),
             }),
         })
     }
@@ -301,6 +315,27 @@ struct FunctionInner {
     compiled: Compiled,
     pre: FunctionPre<HostState>,
     engine: wasmtime::Engine,
+    /// Warm instances waiting for the next event, most recently used last.
+    warm: Mutex<Vec<Idle>>,
+    idle: Arc<AtomicUsize>,
+    max_idle: usize,
+}
+
+/// A warm instance in a function's pool; leaving it (reused or dropped)
+/// frees its place in the engine-wide count.
+struct Idle {
+    parts: Parts,
+    since: Instant,
+    _slot: IdleSlot,
+}
+
+/// One place in the engine-wide count of idle instances.
+struct IdleSlot(Arc<AtomicUsize>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Function {
@@ -329,15 +364,69 @@ impl Function {
         self.inner.compiled
     }
 
-    /// Runs `event` through a fresh instance, which is dropped afterwards:
-    /// events never share guest memory.
+    /// Runs `event` through a fresh instance, which is dropped afterwards, so
+    /// events never share guest memory; or, where the spec allows reuse,
+    /// through a warm instance of this function.
     pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let reuse = self.inner.spec.instance_reuse;
         // One timer for the whole invocation: instantiation counts against the limit too.
         with_timeout(self, self.inner.spec.limits.timeout, async {
-            let mut instance = self.instantiate_unbounded(&event.id).await?;
-            instance.call_unbounded(event).await
+            let mut instance = match self.take_warm() {
+                Some(parts) => Instance {
+                    function: self.clone(),
+                    parts,
+                },
+                None => self.instantiate_unbounded(&event.id).await?,
+            };
+            instance.parts.begin(&event.id);
+            let result = instance.call_unbounded(event).await;
+            instance.parts.used += 1;
+            if reuse > 1 && instance.parts.used < reuse && returned_normally(&result) {
+                self.put_warm(instance.parts);
+            }
+            result
         })
         .await?
+    }
+
+    /// The most recently used warm instance, if one is waiting.
+    fn take_warm(&self) -> Option<Parts> {
+        if self.inner.spec.instance_reuse <= 1 {
+            return None;
+        }
+        let mut warm = self
+            .inner
+            .warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        warm.pop().map(|idle| idle.parts)
+    }
+
+    /// Keeps `parts` for the next event, unless the engine already holds as
+    /// many idle instances as it allows; drops instances idle too long.
+    fn put_warm(&self, parts: Parts) {
+        let f = &self.inner;
+        if f.idle.fetch_add(1, Ordering::Relaxed) >= f.max_idle {
+            f.idle.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let idle = Idle {
+            parts,
+            since: Instant::now(),
+            _slot: IdleSlot(f.idle.clone()),
+        };
+        let stale = {
+            let mut warm = f.warm.lock().unwrap_or_else(PoisonError::into_inner);
+            let fresh_from = warm
+                .iter()
+                .position(|i| i.since.elapsed() < IDLE_LIFETIME)
+                .unwrap_or(warm.len());
+            let stale: Vec<Idle> = warm.drain(..fresh_from).collect();
+            warm.push(idle);
+            stale
+        };
+        // Dropped outside the lock: freeing a pool slot takes a while.
+        drop(stale);
     }
 
     /// A fresh instance, for callers that run several events through one
@@ -355,7 +444,7 @@ impl Function {
     async fn instantiate_unbounded(&self, event_id: &str) -> Result<Instance, InvokeError> {
         let f = &self.inner;
         let event_id: Arc<str> = Arc::from(event_id);
-        let (wasi, stderr) = capability::wasi::ctx(&f.name, &event_id);
+        let (wasi, stdout, stderr) = capability::wasi::ctx(&f.name, &event_id);
         let state = HostState {
             table: ResourceTable::new(),
             wasi,
@@ -383,9 +472,13 @@ impl Function {
         };
         Ok(Instance {
             function: self.clone(),
-            store,
-            bindings,
-            stderr,
+            parts: Parts {
+                store,
+                bindings,
+                stdout,
+                stderr,
+                used: 0,
+            },
         })
     }
 }
@@ -455,12 +548,47 @@ fn classify(function: &Function, error: wasmtime::Error, stderr: &GuestOutput) -
     }
 }
 
+/// Whether the guest came back from the call by itself (with outputs or an
+/// error of its own), so its instance is still sound; a trap, a limit or a
+/// timeout leaves it unusable.
+fn returned_normally(result: &Result<Vec<CloudEvent>, InvokeError>) -> bool {
+    matches!(
+        result,
+        Ok(_)
+            | Err(InvokeError::Handler { .. }
+                | InvokeError::InvalidOutput { .. }
+                | InvokeError::OutputTooLarge { .. })
+    )
+}
+
 /// A live instance of a function.
 pub struct Instance {
     function: Function,
+    parts: Parts,
+}
+
+/// What an instance is made of, without the function that owns it (warm
+/// instances sit in their function's pool).
+struct Parts {
     store: Store<HostState>,
     bindings: FunctionBindings,
+    stdout: GuestOutput,
     stderr: GuestOutput,
+    /// Events this instance has handled.
+    used: u32,
+}
+
+impl Parts {
+    /// Tags the host-side contexts with the event about to be handled.
+    fn begin(&mut self, event_id: &str) {
+        if self.used == 0 {
+            return;
+        }
+        let event_id: Arc<str> = Arc::from(event_id);
+        self.stdout.begin(&event_id);
+        self.stderr.begin(&event_id);
+        self.store.data_mut().log.event_id = event_id;
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -476,21 +604,25 @@ impl Instance {
     pub async fn call(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let function = self.function.clone();
         let timeout = function.inner.spec.limits.timeout;
+        self.parts.begin(&event.id);
         let result = with_timeout(&function, timeout, self.call_unbounded(event)).await;
-        self.stderr.finish();
+        self.parts.stderr.finish();
+        self.parts.used += 1;
         result?
     }
 
     /// [`Instance::call`] bounded by the epoch deadline alone.
     async fn call_unbounded(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let f = &self.function.inner;
-        arm_deadline(&mut self.store, f.spec.limits.timeout);
-        let result = self
+        let parts = &mut self.parts;
+        arm_deadline(&mut parts.store, f.spec.limits.timeout);
+        let result = parts
             .bindings
             .brink_edge_handler()
-            .call_handle(&mut self.store, &event)
+            .call_handle(&mut parts.store, &event)
             .await;
-        self.stderr.finish();
+        parts.stdout.finish();
+        parts.stderr.finish();
         match result {
             Ok(Ok(outputs)) => self.check_outputs(outputs),
             Ok(Err(e)) => Err(InvokeError::Handler {
@@ -498,7 +630,7 @@ impl Instance {
                 kind: e.kind,
                 message: e.message,
             }),
-            Err(e) => Err(classify(&self.function, e, &self.stderr)),
+            Err(e) => Err(classify(&self.function, e, &self.parts.stderr)),
         }
     }
 

@@ -204,6 +204,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         config: args.config.into_iter().collect(),
         grants: Default::default(),
+        instance_reuse: 1,
     };
     let engine = Engine::new(EngineConfig {
         max_instances: 4,

@@ -199,6 +199,14 @@ pub struct FunctionSection {
     /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `instance_reuse = 1000`: events one instance may handle before it is
+    /// dropped. Unset or 1: a fresh instance for every event, so no event
+    /// sees another's guest memory. Above 1: warm instances are kept between
+    /// events of this function (as AWS Lambda keeps warm containers), several
+    /// times cheaper per event, but guest globals and heap carry over from
+    /// one event to the next. An instance that trapped, timed out or hit a
+    /// limit is never reused.
+    pub instance_reuse: Option<u32>,
 }
 
 /// One trigger: `{ mqtt = "<topic filter>" }`, `{ http = "<path>" }` or `{ event_type = "<pattern>" }`.
@@ -362,6 +370,12 @@ impl Manifest {
             if l.concurrency == Some(0) {
                 return Err(format!("{}: concurrency must be above 0", at("limits")));
             }
+            if f.instance_reuse == Some(0) {
+                return Err(format!(
+                    "{}: must be at least 1 (1 gives every event a fresh instance)",
+                    at("instance_reuse")
+                ));
+            }
         }
         if let Some(cycle) = self.find_cycle() {
             return Err(format!(
@@ -446,6 +460,7 @@ impl FunctionSection {
             },
             config: self.config.clone(),
             grants: self.grants.clone(),
+            instance_reuse: self.instance_reuse.unwrap_or(1),
         }
     }
 }

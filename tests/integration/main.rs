@@ -7,4 +7,5 @@ mod loading;
 mod manifests;
 mod mqtt;
 mod node;
+mod reuse;
 mod test_coverage;

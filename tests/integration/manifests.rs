@@ -84,6 +84,14 @@ fn the_pipeline_manifest_maps_to_engine_specs() -> anyhow::Result<()> {
     assert_eq!(filter.limits.timeout, std::time::Duration::from_millis(200));
     assert_eq!(filter.limits.memory_bytes, 32 << 20);
     assert_eq!(filter.config["threshold"], "30");
+    assert_eq!(filter.instance_reuse, 1000);
+    // Unset: a fresh instance for every event.
+    assert_eq!(
+        manifest.function["transform"]
+            .spec("transform")
+            .instance_reuse,
+        1
+    );
     assert_eq!(manifest.http.max_body_kb, 256);
     Ok(())
 }

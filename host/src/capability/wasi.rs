@@ -39,8 +39,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)
 }
 
-/// The WASI context for one invocation, and its stderr capture.
-pub fn ctx(function: &Arc<str>, event_id: &Arc<str>) -> (WasiCtx, GuestOutput) {
+/// The WASI context for one instance, and its stdout and stderr captures.
+pub fn ctx(function: &Arc<str>, event_id: &Arc<str>) -> (WasiCtx, GuestOutput, GuestOutput) {
     let stdout = GuestOutput::new(function, event_id, Stream::Stdout);
     let stderr = GuestOutput::new(function, event_id, Stream::Stderr);
     let ctx = WasiCtxBuilder::new()
@@ -48,7 +48,7 @@ pub fn ctx(function: &Arc<str>, event_id: &Arc<str>) -> (WasiCtx, GuestOutput) {
         .stderr(stderr.clone())
         .allow_blocking_current_thread(false)
         .build();
-    (ctx, stderr)
+    (ctx, stdout, stderr)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +138,18 @@ impl GuestOutput {
     fn with<R>(&self, f: impl FnOnce(&mut Capture) -> R) -> R {
         // A poisoned lock only means a logging call panicked; the buffer is still usable.
         f(&mut self.capture.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Starts capturing for the next event a warm instance handles: its
+    /// lines are tagged with `event_id`, and the per-event cap starts over.
+    pub fn begin(&self, event_id: &Arc<str>) {
+        self.with(|c| {
+            c.event_id = event_id.clone();
+            c.partial.clear();
+            c.written = 0;
+            c.truncated = false;
+            c.tail.clear();
+        });
     }
 
     /// Logs an unterminated last line, if any.

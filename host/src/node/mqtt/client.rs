@@ -89,6 +89,16 @@ pub enum Polled {
     Other,
 }
 
+/// TCP settings of every connection: acks and small publishes go out at
+/// once instead of waiting for Nagle's algorithm (tens of ms behind a
+/// delayed ACK).
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options.set_connection_timeout(5);
+    options
+}
+
 /// A fresh client and its event loop.
 pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
     let keep_alive = Duration::from_secs(30);
@@ -100,7 +110,8 @@ pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
             .set_max_packet_size(Some(u32::try_from(options.max_packet).unwrap_or(u32::MAX)))
             .set_receive_maximum(Some(INFLIGHT))
             .set_outgoing_inflight_upper_limit(INFLIGHT)
-            .set_connection_timeout(5);
+            .set_connection_timeout(5)
+            .set_network_options(network_options());
         if options.persistent {
             // Long enough to ride out a restart or an outage; short enough
             // that brokers forget random ids.
@@ -121,7 +132,8 @@ pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
         if let Some((user, pass)) = &options.credentials {
             o.set_credentials(user, pass);
         }
-        let (client, eventloop) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+        eventloop.set_network_options(network_options());
         (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
     }
 }

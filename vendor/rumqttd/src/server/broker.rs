@@ -399,6 +399,11 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                     continue;
                 }
             };
+            // brink patch: small MQTT packets must not wait for Nagle's algorithm
+            // (40 ms stalls against delayed ACKs).
+            if let Err(e) = stream.set_nodelay(true) {
+                error!(error=?e, "Unable to set TCP_NODELAY.");
+            }
 
             let (network, tenant_id) = match self.tls_accept(stream).await {
                 Ok(o) => o,
