@@ -4,22 +4,41 @@
 #   bash benches/footprint.sh
 #
 # "ready" is the first 200 from GET /healthz, which `brink up` serves only
-# after every function loaded and the MQTT subscriptions were granted. The
-# first start compiles the functions (empty cache); the others load the
-# compile cache. Sources are crate directories, so every start also runs
-# `cargo build` on them (a no-op build, included in the figure).
+# after every function loaded and the MQTT subscriptions were granted.
+# Two forms of the demo:
+# - as committed: sources are crate directories, so every start runs
+#   `cargo build` on them (a no-op build once built, included in the figure);
+# - prebuilt: the same manifest pointing at the built .wasm components, as a
+#   deployed node runs it.
+# The first start of each compiles the functions (empty compile cache); the
+# next ones load the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 cargo build -q --release -p brink-host
-CACHE=$(mktemp -d)
-trap 'rm -rf "$CACHE"' EXIT
-for run in cold warm warm; do
-  start=$(date +%s%N)
-  BRINK_LOG=warn BRINK_CACHE_DIR=$CACHE target/release/brink up examples/demo/brink.toml & PID=$!
-  until curl -sf -o /dev/null http://127.0.0.1:8080/healthz; do sleep 0.005; done
-  ready=$(( ($(date +%s%N) - start) / 1000000 ))
-  sleep 3
-  rss=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
-  kill -TERM $PID; wait $PID
-  echo "$run start: ready in ${ready} ms, idle RSS $((rss / 1024)) MiB"
-done
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo build -q --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml \
+  --target-dir target/functions -p filter -p transform
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+WASM=$ROOT/target/functions/wasm32-wasip2/release
+sed -e "s#\"../../functions/filter\"#\"$WASM/filter.wasm\"#" \
+    -e "s#\"../../functions/transform\"#\"$WASM/transform.wasm\"#" \
+    examples/demo/brink.toml > "$WORK/prebuilt.toml"
+grep -q "$WASM/filter.wasm" "$WORK/prebuilt.toml"
+
+measure() { # form manifest cache
+  for run in cold warm warm; do
+    [ "$run" = cold ] && rm -rf "$3"
+    start=$(date +%s%N)
+    BRINK_LOG=warn BRINK_CACHE_DIR=$3 target/release/brink up "$2" & PID=$!
+    until curl -sf -o /dev/null http://127.0.0.1:8080/healthz; do sleep 0.005; done
+    ready=$(( ($(date +%s%N) - start) / 1000000 ))
+    sleep 3
+    rss=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+    kill -TERM $PID; wait $PID
+    echo "$1, $run start: ready in ${ready} ms, idle RSS $((rss / 1024)) MiB"
+  done
+}
+measure "crate sources" examples/demo/brink.toml "$WORK/cache-crates"
+measure "prebuilt .wasm" "$WORK/prebuilt.toml" "$WORK/cache-prebuilt"

@@ -5,6 +5,8 @@
 #
 #   bash benches/http-vs-wasmtime-serve.sh
 #
+# `-S cli` links wasi:cli, which Rust's std imports (brink links it too).
+#
 # Installs what it needs (not part of CI): wrk from apt, wasmtime-cli from
 # crates.io (same version as our wasmtime) under target/bench-tools.
 set -euo pipefail
@@ -30,7 +32,7 @@ cargo build -q --release --target wasm32-wasip2 --manifest-path benches/hello-ht
 HELLO=$ROOT/target/bench-hello/wasm32-wasip2/release/hello_http.wasm
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BRINK_PORT=$(free_port); SERVE_PORT=$(free_port)
+BRINK_PORT=$(free_port); SERVE_PORT=$(free_port); POOL_PORT=$(free_port)
 WORK=$(mktemp -d)
 cat > "$WORK/brink.toml" <<TOML
 brink_manifest_version = 1
@@ -39,6 +41,10 @@ listen = "127.0.0.1:$BRINK_PORT"
 [function.echo]
 source = "$ROOT/functions/echo"
 limits = { concurrency = 64 }
+[function.echo-warm]
+source = "$ROOT/functions/echo"
+limits = { concurrency = 64 }
+instance_reuse = 1000
 TOML
 cat > "$WORK/brink.lua" <<'LUA'
 wrk.method = "POST"
@@ -56,25 +62,36 @@ wrk.headers["content-type"] = "application/json"
 LUA
 
 BRINK_LOG=warn BRINK_CACHE_DIR=$WORK/cache target/release/brink up "$WORK/brink.toml" & BRINK_PID=$!
-"$WASMTIME" serve --addr "127.0.0.1:$SERVE_PORT" "$HELLO" >/dev/null 2>&1 & SERVE_PID=$!
-trap 'kill $BRINK_PID $SERVE_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-for port in $BRINK_PORT $SERVE_PORT; do
+"$WASMTIME" serve -S cli --addr "127.0.0.1:$SERVE_PORT" "$HELLO" >/dev/null 2>&1 & SERVE_PID=$!
+# The same with wasmtime's pooling allocator, which brink uses too.
+"$WASMTIME" serve -S cli -O pooling-allocator --addr "127.0.0.1:$POOL_PORT" "$HELLO" >/dev/null 2>&1 & POOL_PID=$!
+trap 'kill $BRINK_PID $SERVE_PID $POOL_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+for port in $BRINK_PORT $SERVE_PORT $POOL_PORT; do
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 # Both answer correctly before anything is timed.
 curl -sf -X POST "http://127.0.0.1:$BRINK_PORT/functions/echo" -H 'content-type: application/json' \
   -H 'ce-specversion: 1.0' -H 'ce-id: x' -H 'ce-source: /b' -H 'ce-type: t' -d '{"a":1}' >/dev/null
 curl -sf -X POST "http://127.0.0.1:$SERVE_PORT/" -d '{"a":1}' >/dev/null
+curl -sf -X POST "http://127.0.0.1:$POOL_PORT/" -d '{"a":1}' >/dev/null
 
 rps() { wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$2" "$1" | awk '/Requests\/sec/ {print $2}'; }
 wrk -t2 -c"$CONNECTIONS" -d3s -s "$WORK/brink.lua" "http://127.0.0.1:$BRINK_PORT/functions/echo" >/dev/null
 wrk -t2 -c"$CONNECTIONS" -d3s -s "$WORK/serve.lua" "http://127.0.0.1:$SERVE_PORT/" >/dev/null
-B=(); S=()
+wrk -t2 -c"$CONNECTIONS" -d3s -s "$WORK/brink.lua" "http://127.0.0.1:$BRINK_PORT/functions/echo-warm" >/dev/null
+wrk -t2 -c"$CONNECTIONS" -d3s -s "$WORK/serve.lua" "http://127.0.0.1:$POOL_PORT/" >/dev/null
+# Interleaved rounds, so drift on this shared machine hits all alike.
+B=(); W=(); S=(); P=()
 for round in $(seq "$ROUNDS"); do
   B+=("$(rps "http://127.0.0.1:$BRINK_PORT/functions/echo" "$WORK/brink.lua")")
   S+=("$(rps "http://127.0.0.1:$SERVE_PORT/" "$WORK/serve.lua")")
-  echo "round $round: brink ${B[-1]} req/s, wasmtime serve ${S[-1]} req/s"
+  W+=("$(rps "http://127.0.0.1:$BRINK_PORT/functions/echo-warm" "$WORK/brink.lua")")
+  P+=("$(rps "http://127.0.0.1:$POOL_PORT/" "$WORK/serve.lua")")
+  echo "round $round: brink ${B[-1]} req/s (fresh instances), ${W[-1]} (warm instances); wasmtime serve ${S[-1]} req/s (defaults), ${P[-1]} (pooling allocator)"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-MB=$(median "${B[@]}"); MS=$(median "${S[@]}")
-echo "median: brink $MB req/s, wasmtime serve $MS req/s, ratio $(awk -v b="$MB" -v s="$MS" 'BEGIN {printf "%.2f", b/s}')x"
+ratio() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.2f", b/s}'; }
+MB=$(median "${B[@]}"); MW=$(median "${W[@]}"); MS=$(median "${S[@]}"); MP=$(median "${P[@]}")
+echo "median req/s: brink fresh $MB, brink warm $MW, wasmtime serve $MS, wasmtime serve pooling $MP"
+echo "brink fresh / wasmtime serve: $(ratio "$MB" "$MS")x (pooling: $(ratio "$MB" "$MP")x)"
+echo "brink warm / wasmtime serve: $(ratio "$MW" "$MS")x (pooling: $(ratio "$MW" "$MP")x)"

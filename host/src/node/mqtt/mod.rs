@@ -484,8 +484,10 @@ async fn poll_connection(
                 on_drop();
                 connection.replace().await;
             }
+            // While starting, retry soon: the embedded broker's listeners
+            // come up on their own thread a few ms after `brink up` starts it.
             let delay = if ready.is_some() {
-                Duration::from_millis(100)
+                Duration::from_millis(5)
             } else {
                 backoff(*attempt)
             };

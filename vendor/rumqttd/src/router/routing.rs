@@ -413,7 +413,9 @@ impl Router {
         let client_id = match &self.obufs.get(id) {
             Some(v) => v.client_id.clone(),
             None => {
-                error!("no-connection id {} is already gone", id);
+                // brink patch: a client that sent DISCONNECT and then closed its
+                // socket arrives here twice; that is normal, not an error.
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };
@@ -433,7 +435,7 @@ impl Router {
             let outgoing = match self.obufs.get_mut(id) {
                 Some(v) => v,
                 None => {
-                    error!("no-connection id {} is already gone", id);
+                    debug!("no-connection id {} is already gone", id);
                     return;
                 }
             };
