@@ -29,36 +29,136 @@ impl Mosquitto {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        Self::launch(dir, port, "", &[port])
+    }
+
+    /// Starts `mosquitto` with a plain listener on `port` and two TLS
+    /// listeners whose certificate `pki` issued: `tls_port` (server
+    /// authentication) and `mtls_port` (client certificates required).
+    pub fn start_tls(pki: &TestPki) -> anyhow::Result<TlsMosquitto> {
+        let dir = tempfile::tempdir()?;
+        let (port, tls_port, mtls_port) = (free_port()?, free_port()?, free_port()?);
+        let files = |name: &str| pki.dir.path().join(name).display().to_string();
+        let tls = |p: u16| {
+            format!(
+                "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                files("ca.pem"),
+                files("server.pem"),
+                files("server.key")
+            )
+        };
+        let extra = format!(
+            "{}{}require_certificate true\n",
+            tls(tls_port),
+            tls(mtls_port)
+        );
+        let broker = Self::launch(dir, port, &extra, &[port, tls_port, mtls_port])?;
+        Ok(TlsMosquitto {
+            broker,
+            tls_port,
+            mtls_port,
+        })
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &str,
+        wait_for: &[u16],
+    ) -> anyhow::Result<Self> {
         let conf: PathBuf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 100000\n"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )?;
         let binary = ["/usr/sbin/mosquitto", "mosquitto"]
             .into_iter()
             .find(|b| !b.contains('/') || std::path::Path::new(b).exists())
             .unwrap_or("mosquitto");
-        let child = Command::new(binary)
+        // Its log goes to a file: a pipe nobody drains would fill and stall the broker.
+        let log = dir.path().join("mosquitto.log");
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting mosquitto (apt-get install mosquitto)")?;
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("mosquitto did not listen on {port} within 10 s");
+        for &p in wait_for {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let err = std::fs::read_to_string(&log).unwrap_or_default();
+                    bail!("mosquitto exited ({status}): {err}");
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    bail!("mosquitto did not listen on {p} within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Self {
             port,
             child,
             _dir: dir,
         })
+    }
+}
+
+/// A mosquitto with TLS listeners besides its plain one.
+#[derive(Debug)]
+pub struct TlsMosquitto {
+    /// The broker; its plain listener is `broker.port`.
+    pub broker: Mosquitto,
+    pub tls_port: u16,
+    pub mtls_port: u16,
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate,
+/// as PEM files in a temporary folder: `ca.pem`, `server.pem`/`server.key`,
+/// `client.pem`/`client.key`, and `other-ca.pem` (a CA that issued nothing here).
+#[derive(Debug)]
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn generate() -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir()?;
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text);
+        let ca = |name: &str| -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            Ok((params.self_signed(&key)?, key))
+        };
+        let (ca_cert, ca_key) = ca("brink test CA")?;
+        let (other_ca, _) = ca("some other CA")?;
+        let leaf = |names: Vec<String>, cn: &str| -> anyhow::Result<(String, String)> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(names)?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        let (server, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker")?;
+        let (client, client_key) = leaf(vec!["gateway-7".into()], "gateway-7")?;
+        write("ca.pem", ca_cert.pem())?;
+        write("other-ca.pem", other_ca.pem())?;
+        write("server.pem", server)?;
+        write("server.key", server_key)?;
+        write("client.pem", client)?;
+        write("client.key", client_key)?;
+        Ok(Self { dir })
+    }
+
+    /// The path of one of the files, as a TOML string.
+    pub fn path(&self, name: &str) -> String {
+        format!("{:?}", self.dir.path().join(name).display().to_string())
     }
 }
 

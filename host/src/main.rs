@@ -260,7 +260,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         if (args.simulate || !args.tail.is_empty()) && node.mqtt_broker().is_none() {
             anyhow::bail!("--simulate and --tail need a manifest whose functions use MQTT");
         }
-        let settings = brink_host::node::mqtt::Settings::from_section(&mqtt_section)?;
+        let settings = brink_host::node::mqtt::Settings::from_section(&mqtt_section, &base)?;
         if !args.tail.is_empty() {
             tokio::spawn(brink_host::node::tools::tail(
                 settings.clone(),
@@ -287,10 +287,21 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let mut section = if args.manifest.is_file() {
-        brink_host::manifest::Manifest::load(&args.manifest)?.mqtt
+    let (mut section, base) = if args.manifest.is_file() {
+        let base = args
+            .manifest
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        (
+            brink_host::manifest::Manifest::load(&args.manifest)?.mqtt,
+            base,
+        )
     } else {
-        brink_host::manifest::MqttSection::default()
+        (
+            brink_host::manifest::MqttSection::default(),
+            std::path::PathBuf::new(),
+        )
     };
     if args.url.is_some() {
         section.url = args.url;
@@ -304,7 +315,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<()> {
     } else {
         args.payload.into_bytes()
     };
-    let settings = brink_host::node::mqtt::Settings::from_section(&section)?;
+    let settings = brink_host::node::mqtt::Settings::from_section(&section, &base)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

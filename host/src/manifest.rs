@@ -71,8 +71,18 @@ pub struct MqttSection {
     /// listeners speak one protocol version each).
     #[serde(default = "default_mqtt_listen_v5")]
     pub listen_v5: SocketAddr,
-    /// `url = "mqtt://broker.local:1883"` (or `mqtts://`): an external broker instead of the embedded one.
+    /// `url = "mqtt://broker.local:1883"` or `url = "mqtts://broker.local:8883"`
+    /// (TLS): an external broker instead of the embedded one.
     pub url: Option<String>,
+    /// `ca_file = "certs/ca.pem"`: with `mqtts://`, the CA certificates (PEM)
+    /// the broker's certificate must chain to [default: the system's trusted
+    /// roots]. Relative to the manifest.
+    pub ca_file: Option<PathBuf>,
+    /// `client_cert = "certs/gw-7.pem"`: with `mqtts://`, a client certificate
+    /// chain (PEM) for brokers that require mutual TLS; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// `client_key = "certs/gw-7.key"`: the client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
     /// `username = "edge"`
     pub username: Option<String>,
     /// `password = "…"`
@@ -102,6 +112,9 @@ impl Default for MqttSection {
             listen: default_mqtt_listen(),
             listen_v5: default_mqtt_listen_v5(),
             url: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             username: None,
             password: None,
             client_id: None,
@@ -296,6 +309,28 @@ impl Manifest {
             return Err(format!(
                 "mqtt.url {url:?} must start with mqtt:// or mqtts://"
             ));
+        }
+        let tls = self
+            .mqtt
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("mqtts://"));
+        for (field, set) in [
+            ("ca_file", self.mqtt.ca_file.is_some()),
+            ("client_cert", self.mqtt.client_cert.is_some()),
+            ("client_key", self.mqtt.client_key.is_some()),
+        ] {
+            if set && !tls {
+                return Err(format!(
+                    "mqtt.{field} is set, but mqtt.url is not an mqtts:// URL: TLS settings need a TLS broker"
+                ));
+            }
+        }
+        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
+            return Err(
+                "mqtt.client_cert and mqtt.client_key go together: set both for mutual TLS, or neither"
+                    .to_owned(),
+            );
         }
         if self.mqtt.protocol == MqttProtocol::V311
             && self.mqtt.output_mode == MqttOutputMode::Binary

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use brink_host::manifest::Manifest;
 use brink_host::node::Node;
-use brink_tests::mqtt::{Client5, Client311, Mosquitto, free_port};
+use brink_tests::mqtt::{Client5, Client311, Mosquitto, TestPki, free_port};
 use brink_tests::{artifacts, engine};
 
 const STRUCTURED: &str = "application/cloudevents+json";
@@ -450,4 +450,107 @@ async fn graceful_shutdown_and_restart_lose_no_acknowledged_event() -> anyhow::R
     let ids = numbers(&received);
     assert_eq!(ids.len(), n, "lost {} events", n - ids.len());
     restarted.shutdown().await
+}
+
+/// A node on one of `broker`'s TLS listeners, with `tls` settings.
+fn tls_app(port: u16, tls: &str) -> String {
+    pipeline(&format!(
+        "url = \"mqtts://127.0.0.1:{port}\"\n{tls}\nplain_event_type = \"com.example.reading\""
+    ))
+}
+
+/// Publishes a hot reading on the plain listener and expects its alert there.
+async fn reading_flows(broker: &Mosquitto, device: &str) -> anyhow::Result<()> {
+    let mut alerts = Client5::connect(broker.port, &["alerts/#"]).await?;
+    let mut producer = Client5::connect(broker.port, &[]).await?;
+    producer
+        .publish(
+            &format!("sensors/{device}/temperature"),
+            reading(device, 41.0),
+            None,
+            &[],
+        )
+        .await?;
+    producer.wait_acked(1).await?;
+    let alert = alerts.next(10).await?;
+    assert_eq!(alert.topic, format!("alerts/{device}"));
+    assert_eq!(alert.json()?["temperature"]["value"], 105.8);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_joins_a_tls_broker_that_its_ca_file_trusts() -> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let tls = Mosquitto::start_tls(&pki)?;
+    let node = start(&tls_app(
+        tls.tls_port,
+        &format!("ca_file = {}", pki.path("ca.pem")),
+    ))
+    .await?;
+    reading_flows(&tls.broker, "tls-1").await?;
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_configured_client_certificate() -> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let tls = Mosquitto::start_tls(&pki)?;
+    // Without a client certificate the broker turns the node away.
+    let refused = start(&tls_app(
+        tls.mtls_port,
+        &format!("ca_file = {}", pki.path("ca.pem")),
+    ))
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(refused.contains("could not connect"), "{refused}");
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+
+    let node = start(&tls_app(
+        tls.mtls_port,
+        &format!(
+            "ca_file = {}\nclient_cert = {}\nclient_key = {}",
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key")
+        ),
+    ))
+    .await?;
+    reading_flows(&tls.broker, "mtls-1").await?;
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_an_untrusted_ca_is_refused_with_a_clear_error()
+-> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let tls = Mosquitto::start_tls(&pki)?;
+    let err = start(&tls_app(
+        tls.tls_port,
+        &format!("ca_file = {}", pki.path("other-ca.pem")),
+    ))
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(err.contains("could not connect"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A CA file that is not PEM is named before any connection is tried.
+    let bogus = pki.dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate")?;
+    let err = start(&tls_app(
+        tls.tls_port,
+        &format!("ca_file = {:?}", bogus.display().to_string()),
+    ))
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(
+        err.contains("mqtt.ca_file") && err.contains("bogus.pem"),
+        "{err}"
+    );
+    Ok(())
 }

@@ -144,7 +144,7 @@ impl Node {
         }
         // MQTT only when a function uses it, so an HTTP-only app binds no broker ports.
         let (mut mqtt, settings) = if uses_mqtt {
-            let settings = mqtt::Settings::from_section(&manifest.mqtt)?;
+            let settings = mqtt::Settings::from_section(&manifest.mqtt, base)?;
             if manifest.mqtt.url.is_none() {
                 mqtt::start_embedded_broker(&manifest.mqtt)?;
             }

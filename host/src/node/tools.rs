@@ -21,6 +21,7 @@ fn options(settings: &Settings, role: &str) -> ConnectOptions {
         persistent: false,
         manual_acks: false,
         max_packet: 1 << 20,
+        tls: settings.tls.clone(),
     }
 }
 

@@ -28,6 +28,17 @@ pub struct ConnectOptions {
     /// Acknowledge incoming QoS 1 messages by hand, after handling.
     pub manual_acks: bool,
     pub max_packet: usize,
+    /// TLS to the broker; `None` is plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+fn transport(options: &ConnectOptions) -> rumqttc::Transport {
+    match &options.tls {
+        Some(config) => {
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config.clone()))
+        }
+        None => rumqttc::Transport::tcp(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +122,8 @@ pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
             .set_receive_maximum(Some(INFLIGHT))
             .set_outgoing_inflight_upper_limit(INFLIGHT)
             .set_connection_timeout(5)
-            .set_network_options(network_options());
+            .set_network_options(network_options())
+            .set_transport(transport(options));
         if options.persistent {
             // Long enough to ride out a restart or an outage; short enough
             // that brokers forget random ids.
@@ -128,7 +140,8 @@ pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
             .set_clean_session(!options.persistent)
             .set_manual_acks(options.manual_acks)
             .set_max_packet_size(options.max_packet, options.max_packet)
-            .set_inflight(INFLIGHT);
+            .set_inflight(INFLIGHT)
+            .set_transport(transport(options));
         if let Some((user, pass)) = &options.credentials {
             o.set_credentials(user, pass);
         }
@@ -215,6 +228,17 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Whether `error` is a TLS failure (a refused certificate, a failed handshake).
+pub fn is_tls_error(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<rumqttc::ConnectionError>(),
+        Some(rumqttc::ConnectionError::Tls(_))
+    ) || matches!(
+        error.downcast_ref::<c5::ConnectionError>(),
+        Some(c5::ConnectionError::Tls(_))
+    )
 }
 
 impl EventLoop {

@@ -9,6 +9,7 @@
 
 mod broker;
 pub mod client;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -46,25 +47,42 @@ pub struct Settings {
     pub shared_group: Option<String>,
     pub plain: PlainPolicy,
     pub max_retries: u32,
+    /// TLS to the broker, for `mqtts://` URLs.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Settings {
     /// Resolves `[mqtt]`; the broker is `section.url`, or the embedded one.
-    pub fn from_section(section: &MqttSection) -> anyhow::Result<Self> {
+    /// Files the section names are relative to `base` (the manifest's folder).
+    pub fn from_section(section: &MqttSection, base: &std::path::Path) -> anyhow::Result<Self> {
         let v5 = section.protocol == MqttProtocol::V5;
+        let mut tls = None;
         let (host, port) = match &section.url {
             Some(url) => {
                 let parsed = url::Url::parse(url).with_context(|| format!("mqtt.url {url:?}"))?;
-                if parsed.scheme() == "mqtts" {
-                    bail!(
-                        "mqtt.url {url:?}: TLS to the broker is not included in this build; use mqtt:// on a trusted network"
-                    );
-                }
                 let host = parsed
                     .host_str()
                     .with_context(|| format!("mqtt.url {url:?} names no host"))?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
                     .to_owned();
-                (host, parsed.port().unwrap_or(1883))
+                let secure = parsed.scheme() == "mqtts";
+                if secure {
+                    let (ca, cert, key) = (
+                        section.ca_file.as_ref().map(|p| base.join(p)),
+                        section.client_cert.as_ref().map(|p| base.join(p)),
+                        section.client_key.as_ref().map(|p| base.join(p)),
+                    );
+                    tls = Some(tls::client_config(&tls::TlsFiles {
+                        ca_file: ca.as_deref(),
+                        client_cert: cert.as_deref(),
+                        client_key: key.as_deref(),
+                    })?);
+                }
+                (
+                    host,
+                    parsed.port().unwrap_or(if secure { 8883 } else { 1883 }),
+                )
             }
             None => {
                 let addr = if v5 {
@@ -103,6 +121,7 @@ impl Settings {
                 event_type: section.plain_event_type.clone(),
             },
             max_retries: section.max_retries,
+            tls,
         })
     }
 
@@ -116,6 +135,7 @@ impl Settings {
             persistent: subscriber && self.persistent,
             manual_acks: subscriber,
             max_packet: MAX_PACKET,
+            tls: self.tls.clone(),
         }
     }
 
@@ -466,7 +486,9 @@ async fn poll_connection(
             Some(polled)
         }
         Err(e) => {
-            if ready.is_some() && started.elapsed() >= FIRST_CONNECT {
+            // A certificate the other side refuses will not change by
+            // retrying: `brink up` says so at once.
+            if ready.is_some() && (started.elapsed() >= FIRST_CONNECT || client::is_tls_error(&e)) {
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Err(e));
                 }
