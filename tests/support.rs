@@ -25,6 +25,13 @@ pub fn engine() -> anyhow::Result<&'static Engine> {
     Ok(ENGINE.get_or_init(|| engine))
 }
 
+/// An HTTP client for talking to nodes (with the process's TLS provider set,
+/// as `brink` itself sets it).
+pub fn http() -> reqwest::Client {
+    brink_host::node::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// Loads the component at `path` under `spec` in the shared engine.
 pub fn load(spec: FunctionSpec, path: &str) -> anyhow::Result<Function> {
     Ok(engine()?.load_file(spec, Path::new(path))?)

@@ -39,8 +39,14 @@ pub enum ManifestError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    /// A well-formed file whose content is wrong; `at` is the (line,
+    /// column) of the setting at fault, when the error names one.
+    #[error("{path}{}: {message}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Invalid {
+        path: String,
+        at: Option<(usize, usize)>,
+        message: String,
+    },
 }
 
 /// `brink.toml`, version 1.
@@ -171,6 +177,10 @@ pub struct HttpSection {
     /// `max_body_kb = 1024`: larger request bodies are refused with 413.
     #[serde(default = "default_max_body_kb")]
     pub max_body_kb: usize,
+    /// `webhook_ca_file = "certs/ca.pem"`: the CA certificates (PEM) that
+    /// `https://` webhook endpoints must chain to [default: the system's
+    /// trusted roots]. Relative to the manifest.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Default for HttpSection {
@@ -178,6 +188,7 @@ impl Default for HttpSection {
         Self {
             listen: default_http_listen(),
             max_body_kb: default_max_body_kb(),
+            webhook_ca_file: None,
         }
     }
 }
@@ -291,6 +302,7 @@ impl Manifest {
             .validate()
             .map_err(|message| ManifestError::Invalid {
                 path: path.to_owned(),
+                at: setting_named_by(&message).and_then(|setting| locate(text, setting)),
                 message,
             })?;
         Ok(manifest)
@@ -397,13 +409,13 @@ impl Manifest {
             }
             let l = &f.limits;
             if l.timeout_ms == Some(0) {
-                return Err(format!("{}: timeout_ms must be above 0", at("limits")));
+                return Err(format!("{}: must be above 0", at("limits.timeout_ms")));
             }
             if l.memory_mb == Some(0) {
-                return Err(format!("{}: memory_mb must be above 0", at("limits")));
+                return Err(format!("{}: must be above 0", at("limits.memory_mb")));
             }
             if l.concurrency == Some(0) {
-                return Err(format!("{}: concurrency must be above 0", at("limits")));
+                return Err(format!("{}: must be above 0", at("limits.concurrency")));
             }
             if f.instance_reuse == Some(0) {
                 return Err(format!(
@@ -498,6 +510,46 @@ impl FunctionSection {
             instance_reuse: self.instance_reuse.unwrap_or(1),
         }
     }
+}
+
+/// The setting a validation message starts with (`function.a.limits`,
+/// `mqtt.ca_file`, `function.a.outputs[1]`), if it names one.
+fn setting_named_by(message: &str) -> Option<&str> {
+    let end = message
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']')))
+        .unwrap_or(message.len());
+    let setting = message[..end].trim_end_matches('.');
+    (setting.contains('.') || setting == "brink_manifest_version").then_some(setting)
+}
+
+/// 1-based line and column where `setting` (dotted keys, the last one
+/// optionally indexed: `function.a.outputs[1]`) is set in `text`.
+fn locate(text: &str, setting: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut span = None;
+    let mut keys = setting.split('.').peekable();
+    while let Some(segment) = keys.next() {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let (key, mut value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+        span = Some(key.span());
+        if let (Some(i), DeValue::Array(items)) = (index, value.get_ref())
+            && let Some(item) = items.get(i)
+        {
+            span = Some(item.span());
+            value = item;
+        }
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ if keys.peek().is_some() => return None,
+            _ => {}
+        }
+    }
+    span.map(|span| line_column(text, span.start))
 }
 
 /// 1-based line and column of byte `offset` in `text`.

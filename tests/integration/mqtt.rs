@@ -17,7 +17,9 @@ async fn start(text: &str) -> anyhow::Result<Node> {
 }
 
 async fn metrics(node: &Node) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("http://{}/metrics", node.http_addr()))
+    Ok(brink_tests::http()
+        .get(format!("http://{}/metrics", node.http_addr()))
+        .send()
         .await?
         .text()
         .await?)

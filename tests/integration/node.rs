@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use brink_host::manifest::Manifest;
 use brink_host::node::Node;
+use brink_tests::mqtt::TestPki;
 use brink_tests::{artifacts, engine};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -21,8 +22,10 @@ fn reading_json(id: &str, device: &str, value: f64) -> serde_json::Value {
     })
 }
 
-/// A webhook receiver on loopback: every request's headers and body arrive on the channel.
-async fn webhook() -> anyhow::Result<(String, mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>)> {
+type Received = mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>;
+
+/// The receiver's routes: every request's headers and body arrive on the channel.
+fn hook_app() -> (axum::Router, Received) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
@@ -34,8 +37,65 @@ async fn webhook() -> anyhow::Result<(String, mpsc::UnboundedReceiver<(HeaderMap
             }
         }),
     );
+    (app, rx)
+}
+
+/// A webhook receiver on loopback.
+async fn webhook() -> anyhow::Result<(String, Received)> {
+    let (app, rx) = hook_app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, rx))
+}
+
+/// TLS in front of a TCP listener, for axum: connections whose handshake
+/// fails are dropped, and the next one is awaited.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// An `https://` webhook receiver whose certificate `pki`'s CA issued.
+async fn https_webhook(pki: &TestPki) -> anyhow::Result<(String, Received)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(pki.dir.path().join("server.pem"))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(pki.dir.path().join("server.key"))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://{}/hook", tcp.local_addr()?);
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    };
+    let (app, rx) = hook_app();
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((url, rx))
 }
@@ -82,7 +142,7 @@ source = {trap:?}
 async fn a_structured_event_flows_through_a_pipeline_to_a_webhook() -> anyhow::Result<()> {
     let (hook, mut received) = webhook().await?;
     let (node, base) = node(&pipeline_manifest(&hook)).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
 
     let hot = client
         .post(format!("{base}/events/temperature"))
@@ -131,7 +191,7 @@ async fn a_structured_event_flows_through_a_pipeline_to_a_webhook() -> anyhow::R
 async fn binary_and_batched_events_are_accepted() -> anyhow::Result<()> {
     let (hook, mut received) = webhook().await?;
     let (node, base) = node(&pipeline_manifest(&hook)).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
 
     let binary = client
         .post(format!("{base}/events"))
@@ -176,7 +236,7 @@ async fn binary_and_batched_events_are_accepted() -> anyhow::Result<()> {
 async fn invoking_a_function_answers_with_its_output_in_binary_mode() -> anyhow::Result<()> {
     let (hook, _received) = webhook().await?;
     let (node, base) = node(&pipeline_manifest(&hook)).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
     let response = client
         .post(format!("{base}/functions/echo"))
         .header("ce-specversion", "1.0")
@@ -227,7 +287,7 @@ async fn assert_problem(
 async fn malformed_requests_get_problem_bodies_and_the_node_keeps_serving() -> anyhow::Result<()> {
     let (hook, _received) = webhook().await?;
     let (node, base) = node(&pipeline_manifest(&hook)).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
     let events = format!("{base}/events");
 
     let missing_id = client
@@ -339,7 +399,7 @@ limits = {{ timeout_ms = 300, concurrency = 1 }}
         spin = artifacts::FIXTURE_SPIN_LOOP
     );
     let (node, base) = node(&text).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
     let mut requests = Vec::new();
     // One slot and four queue places: of twelve at once, some must be refused.
     for i in 0..12 {
@@ -382,7 +442,7 @@ limits = {{ timeout_ms = 400 }}
         spin = artifacts::FIXTURE_SPIN_LOOP
     );
     let (node, base) = node(&text).await?;
-    let client = reqwest::Client::new();
+    let client = brink_tests::http();
     let request = tokio::spawn(
         client
             .post(format!("{base}/functions/spin"))
@@ -403,4 +463,67 @@ limits = {{ timeout_ms = 400 }}
             .contains("time limit")
     );
     Ok(())
+}
+
+/// A pipeline whose last stage posts to `webhook`, trusting `ca_file`.
+fn https_manifest(webhook: &str, ca_file: &str) -> String {
+    format!(
+        r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:0"
+webhook_ca_file = {ca_file}
+
+[function.transform]
+source = {transform:?}
+triggers = [{{ http = "/temperature" }}]
+outputs = [{{ webhook = {webhook:?} }}]
+"#,
+        transform = artifacts::TRANSFORM,
+    )
+}
+
+#[tokio::test]
+async fn outputs_reach_an_https_webhook_whose_certificate_the_node_trusts() -> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let (hook, mut received) = https_webhook(&pki).await?;
+    let (node, base) = node(&https_manifest(&hook, &pki.path("ca.pem"))).await?;
+    let client = brink_tests::http();
+    let sent = client
+        .post(format!("{base}/functions/transform"))
+        .header("content-type", STRUCTURED)
+        .body(reading_json("s-1", "t-5", 35.0).to_string())
+        .send()
+        .await?;
+    assert_eq!(sent.status(), StatusCode::OK);
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("webhook channel closed"))?;
+    assert_eq!(headers["ce-subject"], "t-5");
+    let data: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(data["temperature"]["value"], 95.0);
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_an_untrusted_certificate_fails_the_delivery_not_the_node()
+-> anyhow::Result<()> {
+    let pki = TestPki::generate()?;
+    let (hook, mut received) = https_webhook(&pki).await?;
+    let (node, base) = node(&https_manifest(&hook, &pki.path("other-ca.pem"))).await?;
+    let client = brink_tests::http();
+    let sent = client
+        .post(format!("{base}/functions/transform"))
+        .header("content-type", STRUCTURED)
+        .body(reading_json("s-2", "t-6", 35.0).to_string())
+        .send()
+        .await?;
+    assert!(sent.status().is_server_error(), "{}", sent.status());
+    let problem: serde_json::Value = serde_json::from_slice(&sent.bytes().await?)?;
+    let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&hook), "{problem}");
+    assert!(received.try_recv().is_err());
+    // The node keeps serving.
+    let health = client.get(format!("{base}/healthz")).send().await?;
+    assert_eq!(health.status(), StatusCode::OK);
+    node.shutdown().await
 }

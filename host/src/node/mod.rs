@@ -5,6 +5,7 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod tls;
 pub mod tools;
 
 use std::future::Future;
@@ -111,22 +112,19 @@ impl Node {
     /// not load.
     pub async fn start(manifest: Manifest, base: &Path, engine: &Engine) -> anyhow::Result<Self> {
         let mut routes = Vec::new();
+        tls::install_default_provider();
         let mut uses_mqtt = false;
+        let mut uses_https = false;
         for (name, section) in &manifest.function {
             uses_mqtt |= section
                 .triggers
                 .iter()
                 .any(|t| matches!(t, Trigger::Mqtt(_)))
                 || section.outputs.iter().any(|o| matches!(o, Output::Mqtt(_)));
-            for output in &section.outputs {
-                if let Output::Webhook(url) = output
-                    && url.starts_with("https://")
-                {
-                    bail!(
-                        "function `{name}`: webhook {url:?} needs TLS, which this build does not include; use http://"
-                    )
-                }
-            }
+            uses_https |= section
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Webhook(url) if url.starts_with("https://")));
             let base = base.to_owned();
             let source = section.source.clone();
             let path = tokio::task::spawn_blocking(move || component_path(&base, &source))
@@ -155,9 +153,21 @@ impl Node {
         } else {
             (None, None)
         };
+        // TLS roots are read only when some webhook is https://.
+        let webhook_tls = if uses_https {
+            let ca = manifest.http.webhook_ca_file.as_ref().map(|p| base.join(p));
+            tls::client_config(&tls::TlsFiles {
+                ca_file: ca.as_deref().map(|p| (p, "http.webhook_ca_file")),
+                ..tls::TlsFiles::default()
+            })
+            .context("setting up TLS for https:// webhooks")?
+        } else {
+            tls::no_roots()?
+        };
         let sink = NodeSink {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
+                .tls_backend_preconfigured(Arc::unwrap_or_clone(webhook_tls))
                 .build()
                 .context("creating the webhook client")?,
             mqtt: mqtt.as_ref().map(mqtt::Mqtt::publisher),

@@ -9,7 +9,6 @@
 
 mod broker;
 pub mod client;
-mod tls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -73,10 +72,10 @@ impl Settings {
                         section.client_cert.as_ref().map(|p| base.join(p)),
                         section.client_key.as_ref().map(|p| base.join(p)),
                     );
-                    tls = Some(tls::client_config(&tls::TlsFiles {
-                        ca_file: ca.as_deref(),
-                        client_cert: cert.as_deref(),
-                        client_key: key.as_deref(),
+                    tls = Some(super::tls::client_config(&super::tls::TlsFiles {
+                        ca_file: ca.as_deref().map(|p| (p, "mqtt.ca_file")),
+                        client_cert: cert.as_deref().map(|p| (p, "mqtt.client_cert")),
+                        client_key: key.as_deref().map(|p| (p, "mqtt.client_key")),
                     })?);
                 }
                 (
