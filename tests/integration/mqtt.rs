@@ -454,6 +454,17 @@ async fn graceful_shutdown_and_restart_lose_no_acknowledged_event() -> anyhow::R
     restarted.shutdown().await
 }
 
+/// Why a node on `text` fails to start, with its causes ("" if it starts).
+async fn start_error(text: &str) -> String {
+    match start(text).await {
+        Ok(node) => {
+            let _ = node.shutdown().await;
+            String::new()
+        }
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 /// A node on one of `broker`'s TLS listeners, with `tls` settings.
 fn tls_app(port: u16, tls: &str) -> String {
     pipeline(&format!(
@@ -498,14 +509,11 @@ async fn mutual_tls_presents_the_configured_client_certificate() -> anyhow::Resu
     let pki = TestPki::generate()?;
     let tls = Mosquitto::start_tls(&pki)?;
     // Without a client certificate the broker turns the node away.
-    let refused = start(&tls_app(
+    let refused = start_error(&tls_app(
         tls.mtls_port,
         &format!("ca_file = {}", pki.path("ca.pem")),
     ))
-    .await
-    .err()
-    .map(|e| format!("{e:#}"))
-    .unwrap_or_default();
+    .await;
     assert!(refused.contains("could not connect"), "{refused}");
     assert!(refused.contains("CertificateRequired"), "{refused}");
 
@@ -528,28 +536,22 @@ async fn a_broker_certificate_from_an_untrusted_ca_is_refused_with_a_clear_error
 -> anyhow::Result<()> {
     let pki = TestPki::generate()?;
     let tls = Mosquitto::start_tls(&pki)?;
-    let err = start(&tls_app(
+    let err = start_error(&tls_app(
         tls.tls_port,
         &format!("ca_file = {}", pki.path("other-ca.pem")),
     ))
-    .await
-    .err()
-    .map(|e| format!("{e:#}"))
-    .unwrap_or_default();
+    .await;
     assert!(err.contains("could not connect"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     // A CA file that is not PEM is named before any connection is tried.
     let bogus = pki.dir.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate")?;
-    let err = start(&tls_app(
+    let err = start_error(&tls_app(
         tls.tls_port,
         &format!("ca_file = {:?}", bogus.display().to_string()),
     ))
-    .await
-    .err()
-    .map(|e| format!("{e:#}"))
-    .unwrap_or_default();
+    .await;
     assert!(
         err.contains("mqtt.ca_file") && err.contains("bogus.pem"),
         "{err}"
