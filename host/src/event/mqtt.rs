@@ -39,15 +39,18 @@ const USER_PROPERTY_NAMES: BindingNames = BindingNames {
     missing_hint: " (MQTT 5 binary mode)",
 };
 
-/// Whether `payload` is a JSON object with a `specversion` member: a
-/// structured event sent without the content type (MQTT 3.1.1 cannot send one).
-fn looks_structured(payload: &[u8]) -> bool {
-    let start = payload.iter().position(|b| !b.is_ascii_whitespace());
-    if start.map(|i| payload[i]) != Some(b'{') {
-        return false;
+/// `payload` parsed as JSON when it is a JSON object (the only shape a
+/// structured event can have), so deciding between a structured event sent
+/// without a content type (MQTT 3.1.1 cannot send one) and a plain JSON
+/// reading parses it once.
+fn json_object(payload: &[u8]) -> Option<serde_json::Value> {
+    let start = payload.iter().position(|b| !b.is_ascii_whitespace())?;
+    if payload[start] != b'{' {
+        return None;
     }
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
-        .is_ok_and(|object| object.contains_key("specversion"))
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .filter(serde_json::Value::is_object)
 }
 
 fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, EventError> {
@@ -90,15 +93,27 @@ pub fn decode(
         )?;
         return Ok((event, Carried::Binary));
     }
-    if message.content_type.is_none() && looks_structured(message.payload) {
-        return Ok((decode_structured(message.payload)?, Carried::Structured));
+    let object = match message.content_type {
+        None => json_object(message.payload),
+        Some(_) => None,
+    };
+    if let Some(value) = object {
+        if value.get("specversion").is_some() {
+            return Ok((serde_json::from_value(value)?, Carried::Structured));
+        }
+        return Ok((wrap_plain(message, plain, Some(value))?, Carried::Plain));
     }
-    Ok((wrap_plain(message, plain)?, Carried::Plain))
+    Ok((wrap_plain(message, plain, None)?, Carried::Plain))
 }
 
 /// Wraps a device payload: JSON stays JSON, UTF-8 text becomes text, anything
-/// else is kept as bytes.
-fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> Result<cloudevents::Event, EventError> {
+/// else is kept as bytes. `parsed` is the payload as JSON, when the caller
+/// already parsed it.
+fn wrap_plain(
+    message: Message<'_>,
+    plain: &PlainPolicy,
+    parsed: Option<serde_json::Value>,
+) -> Result<cloudevents::Event, EventError> {
     let mut event = EventBuilderV10::new()
         .id(uuid::Uuid::new_v4().to_string())
         .source("/brink/mqtt")
@@ -114,7 +129,7 @@ fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> Result<cloudevents::
             Err(_) => (ct.to_owned(), Data::Binary(payload.to_vec())),
         },
         Some(ct) => (ct.to_owned(), Data::Binary(payload.to_vec())),
-        None => match serde_json::from_slice(payload) {
+        None => match parsed.map_or_else(|| serde_json::from_slice(payload), Ok) {
             Ok(value) => ("application/json".to_owned(), Data::Json(value)),
             Err(_) => match std::str::from_utf8(payload) {
                 Ok(text) => ("text/plain".to_owned(), Data::String(text.to_owned())),
