@@ -255,23 +255,23 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             cache_dir: args.cache_dir.or_else(brink_host::cache::default_dir),
             ..EngineConfig::default()
         })?;
-        let mqtt_section = manifest.mqtt.clone();
         let node = brink_host::node::Node::start(manifest, &base, &engine).await?;
-        if (args.simulate || !args.tail.is_empty()) && node.mqtt_broker().is_none() {
-            anyhow::bail!("--simulate and --tail need a manifest whose functions use MQTT");
-        }
-        let settings = brink_host::node::mqtt::Settings::from_section(&mqtt_section, &base)?;
-        if !args.tail.is_empty() {
-            tokio::spawn(brink_host::node::tools::tail(
-                settings.clone(),
-                args.tail.clone(),
-            ));
-        }
-        if args.simulate {
-            tokio::spawn(brink_host::node::tools::simulate(
-                settings,
-                Duration::from_millis(args.simulate_interval_ms.max(1)),
-            ));
+        if args.simulate || !args.tail.is_empty() {
+            let Some(settings) = node.mqtt_settings().cloned() else {
+                anyhow::bail!("--simulate and --tail need a manifest whose functions use MQTT");
+            };
+            if !args.tail.is_empty() {
+                tokio::spawn(brink_host::node::tools::tail(
+                    settings.clone(),
+                    args.tail.clone(),
+                ));
+            }
+            if args.simulate {
+                tokio::spawn(brink_host::node::tools::simulate(
+                    settings,
+                    Duration::from_millis(args.simulate_interval_ms.max(1)),
+                ));
+            }
         }
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

@@ -103,6 +103,7 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     mqtt: Option<mqtt::Mqtt>,
+    mqtt_settings: Option<mqtt::Settings>,
     mqtt_broker: Option<String>,
 }
 
@@ -193,7 +194,7 @@ impl Node {
                 })
                 .await
         });
-        let mqtt_broker = settings.map(|s| format!("{}:{}", s.host, s.port));
+        let mqtt_broker = settings.as_ref().map(|s| format!("{}:{}", s.host, s.port));
         tracing::info!(
             %http_addr,
             mqtt = mqtt_broker.as_deref().unwrap_or("off"),
@@ -206,8 +207,15 @@ impl Node {
             shutdown,
             server,
             mqtt,
+            mqtt_settings: settings,
             mqtt_broker,
         })
+    }
+
+    /// The node's resolved MQTT settings (broker, TLS), if any function uses
+    /// MQTT: what tools beside the node connect with.
+    pub fn mqtt_settings(&self) -> Option<&mqtt::Settings> {
+        self.mqtt_settings.as_ref()
     }
 
     /// The MQTT broker the node uses (`host:port`), if any function uses MQTT.
