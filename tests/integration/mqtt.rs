@@ -29,16 +29,20 @@ fn reading(device: &str, value: f64) -> String {
     serde_json::json!({ "device": device, "value": value }).to_string()
 }
 
+/// A manifest with HTTP on a free port, `[mqtt]` settings `mqtt`, and the
+/// function sections `functions`.
+fn app(mqtt: &str, functions: &str) -> String {
+    format!(
+        "brink_manifest_version = 1\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\n{mqtt}\n\n{functions}"
+    )
+}
+
 /// The demo's flow: filter → transform → `alerts/{subject}`.
 fn pipeline(mqtt: &str) -> String {
-    format!(
-        r#"brink_manifest_version = 1
-[http]
-listen = "127.0.0.1:0"
-[mqtt]
-{mqtt}
-
-[function.filter]
+    app(
+        mqtt,
+        &format!(
+            r#"[function.filter]
 source = {filter:?}
 triggers = [{{ mqtt = "sensors/+/temperature" }}]
 outputs = [{{ function = "transform" }}]
@@ -48,8 +52,9 @@ config = {{ threshold = "30" }}
 source = {transform:?}
 outputs = [{{ mqtt = "alerts/{{subject}}" }}]
 "#,
-        filter = artifacts::FILTER,
-        transform = artifacts::TRANSFORM,
+            filter = artifacts::FILTER,
+            transform = artifacts::TRANSFORM,
+        ),
     )
 }
 
@@ -191,15 +196,14 @@ async fn mosquitto_carries_mqtt5_binary_and_mqtt311_structured_events() -> anyho
 async fn failing_and_malformed_events_are_dead_lettered_and_the_host_keeps_serving()
 -> anyhow::Result<()> {
     let broker = Mosquitto::start()?;
-    let text = format!(
-        r#"brink_manifest_version = 1
-[http]
-listen = "127.0.0.1:0"
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-max_retries = 2
-
-[function.trap]
+    let mqtt = format!(
+        "url = \"mqtt://127.0.0.1:{}\"\nmax_retries = 2",
+        broker.port
+    );
+    let text = app(
+        &mqtt,
+        &format!(
+            r#"[function.trap]
 source = {trap:?}
 triggers = [{{ mqtt = "trap/#" }}]
 
@@ -212,10 +216,10 @@ source = {echo:?}
 triggers = [{{ mqtt = "echo/#" }}]
 outputs = [{{ mqtt = "echoed/{{id}}" }}]
 "#,
-        port = broker.port,
-        trap = artifacts::FIXTURE_TRAP,
-        unavailable = artifacts::FIXTURE_UNAVAILABLE,
-        echo = artifacts::ECHO,
+            trap = artifacts::FIXTURE_TRAP,
+            unavailable = artifacts::FIXTURE_UNAVAILABLE,
+            echo = artifacts::ECHO,
+        ),
     );
     let node = start(&text).await?;
     let mut watch = Client5::connect(broker.port, &["brink/dead-letter/#", "echoed/#"]).await?;
@@ -300,20 +304,17 @@ outputs = [{{ mqtt = "echoed/{{id}}" }}]
 }
 
 fn echo_app(mqtt: &str, concurrency: u32) -> String {
-    format!(
-        r#"brink_manifest_version = 1
-[http]
-listen = "127.0.0.1:0"
-[mqtt]
-{mqtt}
-
-[function.echo]
+    app(
+        mqtt,
+        &format!(
+            r#"[function.echo]
 source = {echo:?}
 triggers = [{{ mqtt = "in/#" }}]
 outputs = [{{ mqtt = "out/{{subject}}" }}]
 limits = {{ concurrency = {concurrency} }}
 "#,
-        echo = artifacts::ECHO,
+            echo = artifacts::ECHO,
+        ),
     )
 }
 
