@@ -42,6 +42,8 @@
 
 extern crate self as brink_sdk;
 
+pub mod kv;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -54,6 +56,7 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "::brink_sdk::bindings",
         runtime_path: "::brink_sdk::__private::wit_bindgen::rt",
+        generate_all,
     });
 }
 

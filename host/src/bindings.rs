@@ -7,7 +7,37 @@ wasmtime::component::bindgen!({
     // traps the instance; guest-visible failures live in the WIT types.
     imports: { default: trappable },
     exports: { default: async },
-    additional_derives: [PartialEq, Eq],
+    with: {
+        "wasi:keyvalue/store.bucket": crate::capability::keyvalue::BucketHandle,
+        "wasi:keyvalue/atomics.cas": crate::capability::keyvalue::CasHandle,
+    },
 });
 
 pub use brink::edge::types::{CloudEvent, ErrorKind, HandlerError};
+
+// `additional_derives` would apply to every generated type, and the
+// `wasi:keyvalue` ones hold resources, which have no equality.
+impl PartialEq for CloudEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.source == other.source
+            && self.type_ == other.type_
+            && self.specversion == other.specversion
+            && self.subject == other.subject
+            && self.time == other.time
+            && self.datacontenttype == other.datacontenttype
+            && self.dataschema == other.dataschema
+            && self.extensions == other.extensions
+            && self.data == other.data
+    }
+}
+
+impl Eq for CloudEvent {}
+
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for HandlerError {}

@@ -13,6 +13,7 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, Updat
 use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
 use crate::cache::{self, CompileCache, Compiled};
 use crate::capability::config::ConfigCtx;
+use crate::capability::keyvalue::{KvAccess, KvCtx};
 use crate::capability::log::LogCtx;
 use crate::capability::{self, wasi::GuestOutput};
 use crate::error::{InvokeError, LimitExceeded, LoadError};
@@ -83,6 +84,8 @@ pub struct FunctionSpec {
     /// Events one instance may handle before it is dropped. 0 or 1: a fresh
     /// instance for every event, so events never share guest memory.
     pub instance_reuse: u32,
+    /// The key-value buckets the function may open; set with [`FunctionSpec::with_kv`].
+    pub kv: Option<KvAccess>,
 }
 
 impl FunctionSpec {
@@ -92,6 +95,22 @@ impl FunctionSpec {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    /// Grants the buckets `buckets` of `namespace` in `kv`.
+    pub fn with_kv(
+        mut self,
+        kv: crate::kv::Kv,
+        namespace: &str,
+        buckets: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.grants.insert(capability::keyvalue::GRANT.to_owned());
+        self.kv = Some(KvAccess {
+            kv,
+            namespace: Arc::from(namespace),
+            buckets: Arc::new(buckets.into_iter().map(Into::into).collect()),
+        });
+        self
     }
 }
 
@@ -370,23 +389,59 @@ impl Function {
     pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let reuse = self.inner.spec.instance_reuse;
         // One timer for the whole invocation: instantiation counts against the limit too.
-        with_timeout(self, self.inner.spec.limits.timeout, async {
+        let ran = with_timeout(self, self.inner.spec.limits.timeout, async {
             let mut instance = match self.take_warm() {
                 Some(parts) => Instance {
                     function: self.clone(),
                     parts,
                 },
-                None => self.instantiate_unbounded(&event.id).await?,
+                None => match self.instantiate_unbounded(&event.id).await {
+                    Ok(instance) => instance,
+                    Err(e) => return (Err(e), None),
+                },
             };
             instance.parts.begin(&event.id);
             let result = instance.call_unbounded(event).await;
             instance.parts.used += 1;
+            let written = instance.parts.store.data_mut().kv.take_dirty();
             if reuse > 1 && instance.parts.used < reuse && returned_normally(&result) {
                 self.put_warm(instance.parts);
             }
-            result
+            (result, written)
         })
-        .await?
+        .await;
+        match ran {
+            Ok((result, written)) => {
+                self.make_durable(written).await?;
+                result
+            }
+            Err(timeout) => {
+                // What the guest wrote before it was stopped is kept too.
+                let written = self.inner.spec.kv.as_ref().map(|a| a.kv.clone());
+                self.make_durable(written.filter(|kv| kv.config().durable))
+                    .await?;
+                Err(timeout)
+            }
+        }
+    }
+
+    /// Flushes the key-value writes of an invocation to disk, so they are
+    /// durable before its event is acknowledged. Concurrent invocations'
+    /// flushes share one sync.
+    async fn make_durable(&self, written: Option<crate::kv::Kv>) -> Result<(), InvokeError> {
+        let Some(kv) = written else { return Ok(()) };
+        let flushed = tokio::task::spawn_blocking(move || kv.flush()).await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(InvokeError::Durability {
+                function: self.inner.name.to_string(),
+                reason: format!("{e:#}"),
+            }),
+            Err(e) => Err(InvokeError::Durability {
+                function: self.inner.name.to_string(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The most recently used warm instance, if one is waiting.
@@ -450,6 +505,7 @@ impl Function {
             wasi,
             log: LogCtx::new(f.name.clone(), event_id),
             config: ConfigCtx::new(f.config.clone()),
+            kv: KvCtx::new(f.spec.kv.clone()),
             memory: MemoryBudget {
                 limit: f.spec.limits.memory_bytes,
                 used: 0,
@@ -608,6 +664,8 @@ impl Instance {
         let result = with_timeout(&function, timeout, self.call_unbounded(event)).await;
         self.parts.stderr.finish();
         self.parts.used += 1;
+        let written = self.parts.store.data_mut().kv.take_dirty();
+        function.make_durable(written).await?;
         result?
     }
 

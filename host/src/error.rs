@@ -44,7 +44,7 @@ pub enum LoadError {
         known: String,
     },
     #[error(
-        "function `{function}` does not export `brink:edge/handler@0.1.0`; \
+        "function `{function}` does not export `brink:edge/handler` (0.1.x); \
          is it built with brink-sdk's `handler!`? ({reason})"
     )]
     MissingExport { function: String, reason: String },
@@ -99,6 +99,8 @@ pub enum InvokeError {
     },
     #[error("function `{function}` could not be instantiated: {reason}")]
     Instantiate { function: String, reason: String },
+    #[error("the key-value writes of function `{function}` could not be made durable: {reason}")]
+    Durability { function: String, reason: String },
 }
 
 impl InvokeError {
@@ -113,6 +115,7 @@ impl InvokeError {
             InvokeError::Exit { .. } => "exit",
             InvokeError::Handler { .. } => "handler_error",
             InvokeError::Instantiate { .. } => "instantiate",
+            InvokeError::Durability { .. } => "durability",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod capability;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod kv;
 pub mod manifest;
 pub mod node;
 mod state;

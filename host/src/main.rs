@@ -52,6 +52,54 @@ enum Command {
     /// Adds the wasm32-wasip2 target with rustup when it is missing, then
     /// runs cargo and prints the path of each component built.
     Build(BuildArgs),
+    /// Inspect and seed a running node's key-value state, over its admin API.
+    ///
+    /// `brink kv ls` lists the app's buckets; `brink kv ls devices` the keys
+    /// of one; `get` writes a value's bytes to stdout; `set` stores the value
+    /// given (or `--file`); `del` removes a key.
+    Kv(KvArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KvArgs {
+    /// The node's admin API.
+    #[arg(long, env = "BRINK_ADMIN_URL", default_value = "http://127.0.0.1:7070")]
+    admin: String,
+    /// The node's admin token (`[admin] token`), if it has one.
+    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: KvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// List the app's buckets, or the keys of BUCKET (one per line).
+    Ls {
+        bucket: Option<String>,
+        /// Only keys starting with this.
+        #[arg(long, requires = "bucket")]
+        prefix: Option<String>,
+        /// Print a JSON array instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the value of KEY in BUCKET to stdout, as stored.
+    Get { bucket: String, key: String },
+    /// Set KEY in BUCKET to VALUE, or to the content of --file (`-`: stdin).
+    Set {
+        bucket: String,
+        key: String,
+        #[arg(required_unless_present = "file")]
+        value: Option<String>,
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Expire the key after this many milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+    },
+    /// Remove KEY from BUCKET.
+    Del { bucket: String, key: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +151,10 @@ struct UpArgs {
     /// `sensors/t-N/temperature` on the node's broker.
     #[arg(long)]
     simulate: bool,
+    /// Where key-value state lives, unless the manifest's `[kv] data_dir` says
+    /// [default: the user's data dir, brink/data].
+    #[arg(long, env = "BRINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// How often each simulated sensor publishes, in milliseconds.
     #[arg(long, default_value_t = 1000, requires = "simulate")]
     simulate_interval_ms: u64,
@@ -160,6 +212,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up(args),
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
+        Command::Kv(args) => kv(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +258,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config: args.config.into_iter().collect(),
         grants: Default::default(),
         instance_reuse: 1,
+        kv: None,
     };
     let engine = Engine::new(EngineConfig {
         max_instances: 4,
@@ -239,6 +293,9 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut manifest = brink_host::manifest::Manifest::load(&args.manifest)?;
     if let Some(addr) = args.http_listen {
         manifest.http.listen = addr;
+    }
+    if manifest.kv.data_dir.is_none() {
+        manifest.kv.data_dir = args.data_dir.clone();
     }
     let base = args
         .manifest
@@ -370,6 +427,155 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for a in artifacts {
         writeln!(stdout, "{}", a.path.display())?;
+    }
+    Ok(())
+}
+
+fn kv(args: KvArgs) -> anyhow::Result<()> {
+    brink_host::node::tls::install_default_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(kv_command(args))
+}
+
+/// Encodes a key for the admin API's path, keeping `/` (keys may hold it).
+fn key_path(key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, SET).to_string()
+}
+
+async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
+    let base = format!("{}/v1/kv", args.admin.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("creating the HTTP client")?;
+    let admin = args.admin.clone();
+    let token = args.token.clone();
+    let send = |request: reqwest::RequestBuilder| {
+        let admin = admin.clone();
+        let request = match &token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the admin API at {admin}"))?;
+            let status = response.status();
+            let body = response.bytes().await.context("reading the response")?;
+            if !status.is_success() {
+                let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                bail!("{status}: {detail}");
+            }
+            Ok(body)
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.command {
+        KvCommand::Ls {
+            bucket: None, json, ..
+        } => {
+            let body = send(client.get(&base)).await?;
+            let listed: serde_json::Value = serde_json::from_slice(&body)?;
+            let buckets = listed.get("buckets").cloned().unwrap_or_default();
+            print_names(&mut stdout, &buckets, json)?;
+        }
+        KvCommand::Ls {
+            bucket: Some(bucket),
+            prefix,
+            json,
+        } => {
+            let mut keys = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query.append_pair("prefix", prefix.as_deref().unwrap_or_default());
+                if let Some(c) = &cursor {
+                    query.append_pair("cursor", c);
+                }
+                let url = format!("{base}/{}?{}", key_path(&bucket), query.finish());
+                let body = send(client.get(&url)).await?;
+                let page: serde_json::Value = serde_json::from_slice(&body)?;
+                if let Some(page_keys) = page.get("keys").and_then(|k| k.as_array()) {
+                    keys.extend(page_keys.iter().cloned());
+                }
+                cursor = page
+                    .get("cursor")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            print_names(&mut stdout, &serde_json::Value::Array(keys), json)?;
+        }
+        KvCommand::Get { bucket, key } => {
+            let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
+            let body = send(client.get(&url)).await?;
+            stdout.write_all(&body)?;
+        }
+        KvCommand::Set {
+            bucket,
+            key,
+            value,
+            file,
+            ttl_ms,
+        } => {
+            let body = match (value, file) {
+                (Some(value), _) => value.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("reading the value from standard input")?;
+                    buf
+                }
+                (None, Some(path)) => {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
+                (None, None) => bail!("give a value or --file"),
+            };
+            let mut url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
+            if let Some(ttl) = ttl_ms {
+                url.push_str(&format!("?ttl_ms={ttl}"));
+            }
+            send(client.put(&url).body(body)).await?;
+        }
+        KvCommand::Del { bucket, key } => {
+            let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
+            send(client.delete(&url)).await?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+fn print_names(
+    out: &mut impl std::io::Write,
+    names: &serde_json::Value,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, names)?;
+        out.write_all(b"\n")?;
+        return Ok(());
+    }
+    for name in names.as_array().into_iter().flatten() {
+        if let Some(name) = name.as_str() {
+            writeln!(out, "{name}")?;
+        }
     }
     Ok(())
 }

@@ -55,15 +55,93 @@ pub enum ManifestError {
 pub struct Manifest {
     /// `brink_manifest_version = 1`: the format's version (required).
     pub brink_manifest_version: u32,
+    /// `app = "line-3"`: the app's name, which namespaces its key-value
+    /// buckets, so two apps' `default` buckets never meet. Default `default`.
+    #[serde(default = "default_app")]
+    pub app: String,
     /// `[mqtt]`: the broker the host uses.
     #[serde(default)]
     pub mqtt: MqttSection,
     /// `[http]`: the host's HTTP server.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[kv]`: where key-value state lives, and its limits.
+    #[serde(default)]
+    pub kv: KvSection,
+    /// `[admin]`: the admin API (`brink kv`, ...).
+    #[serde(default)]
+    pub admin: AdminSection,
     /// `[function.<name>]`: one table per function.
     #[serde(default)]
     pub function: BTreeMap<String, FunctionSection>,
+}
+
+fn default_app() -> String {
+    "default".to_owned()
+}
+
+/// `[kv]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSection {
+    /// `data_dir = "/var/lib/brink"`: the store's directory, relative to the
+    /// manifest; default `brink up --data-dir`, else the user's data
+    /// directory (`~/.local/share/brink/data` on Linux).
+    pub data_dir: Option<PathBuf>,
+    /// `max_key_bytes = 1024`: the longest key.
+    pub max_key_bytes: Option<usize>,
+    /// `max_value_kb = 1024`: the largest value, in KiB.
+    pub max_value_kb: Option<usize>,
+    /// `bucket_quota_mb = 256`: what one bucket may hold (keys and values), in MiB.
+    pub bucket_quota_mb: Option<u64>,
+    /// `durable_writes = true`: a function's writes are on disk before its
+    /// event is acknowledged. `false` trades that for speed: writes reach
+    /// disk within 0.5 s, and a power cut can lose them.
+    pub durable_writes: Option<bool>,
+    /// `sweep_interval_ms = 1000`: how often expired keys are removed.
+    pub sweep_interval_ms: Option<u64>,
+}
+
+impl KvSection {
+    /// The store's limits and policy, host defaults filling what is unset.
+    pub fn config(&self) -> crate::kv::KvConfig {
+        let defaults = crate::kv::KvConfig::default();
+        crate::kv::KvConfig {
+            max_key_bytes: self.max_key_bytes.unwrap_or(defaults.max_key_bytes),
+            max_value_bytes: self
+                .max_value_kb
+                .map_or(defaults.max_value_bytes, |kb| kb.saturating_mul(1024)),
+            bucket_quota_bytes: self
+                .bucket_quota_mb
+                .map_or(defaults.bucket_quota_bytes, |mb| mb.saturating_mul(1 << 20)),
+            durable: self.durable_writes.unwrap_or(defaults.durable),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `listen = "127.0.0.1:7070"`: where the admin API listens.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// `token = "…"`: a bearer token every admin call must carry; required
+    /// when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 
 /// `[mqtt]`
@@ -217,9 +295,14 @@ pub struct FunctionSection {
     /// `config = { threshold = "30" }`: values the function reads with `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// `grants = ["kv"]`: capabilities beyond the ones every function gets.
+    /// `grants = [...]`: capabilities beyond the ones every function gets
+    /// and the ones granted by their own settings (`kv`).
     #[serde(default)]
     pub grants: BTreeSet<String>,
+    /// `kv = ["default", "devices"]`: the key-value buckets of this app the
+    /// function may open; any other gets `access-denied`.
+    #[serde(default)]
+    pub kv: BTreeSet<String>,
     /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
     #[serde(default)]
     pub limits: LimitsSection,
@@ -352,8 +435,43 @@ impl Manifest {
                     .to_owned(),
             );
         }
+        if !crate::kv::valid_bucket_name(&self.app) {
+            return Err(format!(
+                "app {:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'",
+                self.app
+            ));
+        }
+        let k = &self.kv;
+        for (field, zero) in [
+            ("max_key_bytes", k.max_key_bytes == Some(0)),
+            ("max_value_kb", k.max_value_kb == Some(0)),
+            ("bucket_quota_mb", k.bucket_quota_mb == Some(0)),
+            ("sweep_interval_ms", k.sweep_interval_ms == Some(0)),
+        ] {
+            if zero {
+                return Err(format!("kv.{field}: must be above 0"));
+            }
+        }
+        if !self.admin.listen.ip().is_loopback() && self.admin.token.is_none() {
+            return Err(format!(
+                "admin.listen {} is not a loopback address: set admin.token, so that not anyone who can reach it can change this node's state",
+                self.admin.listen
+            ));
+        }
         for (name, f) in &self.function {
             let at = |field: &str| format!("function.{name}.{field}");
+            if let Some(bucket) = f.kv.iter().find(|b| !crate::kv::valid_bucket_name(b)) {
+                return Err(format!(
+                    "{}: bucket name {bucket:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'",
+                    at("kv")
+                ));
+            }
+            if f.grants.contains(crate::capability::keyvalue::GRANT) {
+                return Err(format!(
+                    "{}: grant key-value state by naming the buckets: kv = [\"default\"]",
+                    at("grants")
+                ));
+            }
             if name.is_empty()
                 || !name
                     .bytes()
@@ -508,6 +626,8 @@ impl FunctionSection {
             config: self.config.clone(),
             grants: self.grants.clone(),
             instance_reuse: self.instance_reuse.unwrap_or(1),
+            // The node opens the store and attaches the buckets (`FunctionSpec::with_kv`).
+            kv: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::config::ConfigCtx;
+use crate::capability::keyvalue::KvCtx;
 use crate::capability::log::LogCtx;
 use crate::error::LimitExceeded;
 
@@ -17,6 +18,7 @@ pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) log: LogCtx,
     pub(crate) config: ConfigCtx,
+    pub(crate) kv: KvCtx,
     pub(crate) memory: MemoryBudget,
 }
 

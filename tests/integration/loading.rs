@@ -37,7 +37,7 @@ fn a_component_without_the_handler_export_is_rejected() -> anyhow::Result<()> {
     .map(|e| e.to_string())
     .unwrap_or_default();
     assert!(
-        err.contains("function `nohandler` does not export `brink:edge/handler@0.1.0`"),
+        err.contains("function `nohandler` does not export `brink:edge/handler` (0.1.x)"),
         "{err}"
     );
     Ok(())

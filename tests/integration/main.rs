@@ -2,6 +2,7 @@
 //! End-to-end tests of the host with real components built from `functions/`.
 
 mod functions;
+mod kv;
 mod limits;
 mod loading;
 mod manifests;

@@ -5,6 +5,7 @@
 //! and refuses a component that imports anything else, naming the import.
 
 pub mod config;
+pub mod keyvalue;
 pub mod log;
 pub mod wasi;
 
@@ -41,7 +42,7 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "types",
         grant: None,
-        interfaces: &["brink:edge/types@0.1.0"],
+        interfaces: &["brink:edge/types@0.1.0", "brink:edge/types@0.1.1"],
         add_to_linker: add_types_to_linker,
     },
     Capability {
@@ -55,6 +56,12 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: None,
         interfaces: config::INTERFACES,
         add_to_linker: config::add_to_linker,
+    },
+    Capability {
+        name: "key-value",
+        grant: Some(keyvalue::GRANT),
+        interfaces: keyvalue::INTERFACES,
+        add_to_linker: keyvalue::add_to_linker,
     },
 ];
 

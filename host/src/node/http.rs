@@ -30,7 +30,7 @@ pub fn router(dispatcher: Dispatcher, max_body: usize) -> Router {
 }
 
 /// An RFC 9457 problem response.
-fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Display) -> Response {
+pub(super) fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Display) -> Response {
     let body = serde_json::json!({
         "type": "about:blank",
         "title": title,

@@ -1,6 +1,7 @@
 //! `brink up`: an edge node that runs a manifest's functions on the events
 //! its triggers receive.
 
+pub mod admin;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
@@ -21,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::bindings::CloudEvent;
 use crate::builder::{self, BuildRequest};
 use crate::engine::Engine;
+use crate::kv::Kv;
 use crate::manifest::{Manifest, Output, Trigger};
 use dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Sink};
 use metrics::Metrics;
@@ -105,6 +108,18 @@ pub struct Node {
     mqtt: Option<mqtt::Mqtt>,
     mqtt_settings: Option<mqtt::Settings>,
     mqtt_broker: Option<String>,
+    kv: Option<Kv>,
+    sweeper: Option<JoinHandle<()>>,
+    admin_addr: Option<SocketAddr>,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Where key-value state lives when neither the manifest nor `--data-dir` says.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("brink")
+        .join("data")
 }
 
 impl Node {
@@ -116,6 +131,25 @@ impl Node {
         tls::install_default_provider();
         let mut uses_mqtt = false;
         let mut uses_https = false;
+        // The store opens only when some function is granted a bucket, so a
+        // stateless app touches no data directory.
+        let kv = if manifest.function.values().any(|f| !f.kv.is_empty()) {
+            let dir = manifest
+                .kv
+                .data_dir
+                .as_ref()
+                .map_or_else(default_data_dir, |d| base.join(d));
+            let config = manifest.kv.config();
+            let kv = tokio::task::spawn_blocking(move || Kv::open_sled(&dir, config)).await??;
+            Some(kv)
+        } else {
+            None
+        };
+        let sweeper = kv.as_ref().map(|kv| {
+            kv.spawn_sweeper(Duration::from_millis(
+                manifest.kv.sweep_interval_ms.unwrap_or(1000),
+            ))
+        });
         for (name, section) in &manifest.function {
             uses_mqtt |= section
                 .triggers
@@ -131,8 +165,14 @@ impl Node {
             let path = tokio::task::spawn_blocking(move || component_path(&base, &source))
                 .await?
                 .with_context(|| format!("function `{name}`"))?;
+            let mut spec = section.spec(name);
+            if let Some(kv) = &kv
+                && !section.kv.is_empty()
+            {
+                spec = spec.with_kv(kv.clone(), &manifest.app, section.kv.iter().cloned());
+            }
             let function = engine
-                .load_file(section.spec(name), &path)
+                .load_file(spec, &path)
                 .with_context(|| format!("function `{name}`"))?;
             routes.push(Route {
                 function,
@@ -194,10 +234,36 @@ impl Node {
                 })
                 .await
         });
+        let (admin_addr, admin) = match &kv {
+            Some(kv) => {
+                let listener = tokio::net::TcpListener::bind(manifest.admin.listen)
+                    .await
+                    .with_context(|| {
+                        format!("binding the admin API on {}", manifest.admin.listen)
+                    })?;
+                let addr = listener.local_addr()?;
+                let app = admin::router(
+                    Some(kv.clone()),
+                    &manifest.app,
+                    manifest.admin.token.as_deref(),
+                );
+                let mut stop = shutdown.subscribe();
+                let server = tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                });
+                (Some(addr), Some(server))
+            }
+            None => (None, None),
+        };
         let mqtt_broker = settings.as_ref().map(|s| format!("{}:{}", s.host, s.port));
         tracing::info!(
             %http_addr,
             mqtt = mqtt_broker.as_deref().unwrap_or("off"),
+            admin = admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             functions = manifest.function.len(),
             "brink node ready"
         );
@@ -209,7 +275,21 @@ impl Node {
             mqtt,
             mqtt_settings: settings,
             mqtt_broker,
+            kv,
+            sweeper,
+            admin_addr,
+            admin,
         })
+    }
+
+    /// The node's key-value store, if any function is granted a bucket.
+    pub fn kv(&self) -> Option<&Kv> {
+        self.kv.as_ref()
+    }
+
+    /// Where the admin API listens, when the node has one (it has key-value state).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The node's resolved MQTT settings (broker, TLS), if any function uses
@@ -245,6 +325,17 @@ impl Node {
         let served = self.server.await;
         if let Some(mqtt) = mqtt {
             mqtt.shutdown().await;
+        }
+        if let Some(admin) = self.admin {
+            admin.await?.context("admin API")?;
+        }
+        if let Some(sweeper) = self.sweeper {
+            sweeper.abort();
+        }
+        if let Some(kv) = self.kv {
+            tokio::task::spawn_blocking(move || kv.flush())
+                .await?
+                .context("flushing the key-value store")?;
         }
         served?.context("HTTP server")?;
         Ok(())

@@ -1,0 +1,594 @@
+//! Key-value state: namespaced buckets with TTL, atomic updates and limits,
+//! on a [`Backend`] (sled by default).
+//!
+//! A bucket lives in its own tree named `<namespace>/kv/<bucket>`, where the
+//! namespace is the app (and, once tenants exist, the tenant): two apps'
+//! `default` buckets never meet. Each stored value starts with a header: `0`
+//! for a permanent value, or `1` and its expiry (milliseconds since the Unix
+//! epoch, big-endian) for one with a TTL. Expired values read as absent and
+//! are swept by [`Kv::sweep_expired`] through an index tree ordered by expiry.
+//!
+//! Counters (`increment`) are stored as decimal text, as Redis does, so
+//! `get` and the CLI show them as they are.
+
+pub mod backend;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use backend::{Backend, Sled, Tree};
+
+const MIB: usize = 1 << 20;
+/// The tree that indexes values with a TTL by expiry.
+const TTL_INDEX: &str = "__brink/ttl";
+/// Keys one `list` call returns at most.
+pub const PAGE: usize = 1000;
+
+/// Limits and policy of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvConfig {
+    /// The longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// The largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Bytes (keys and values) one bucket may hold.
+    pub bucket_quota_bytes: u64,
+    /// Whether the writes of an invocation are flushed to disk before it
+    /// returns (and so before its event is acknowledged).
+    pub durable: bool,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: MIB,
+            bucket_quota_bytes: 256 * MIB as u64,
+            durable: true,
+        }
+    }
+}
+
+/// What went wrong with a key-value operation; every one is reported to the
+/// guest, none traps it.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("bucket `{0}` is not granted to this function")]
+    AccessDenied(String),
+    #[error("`{0}` is not a valid bucket name (1 to 64 characters: a-z, 0-9, `-`, `_`, `.`)")]
+    BadBucketName(String),
+    #[error("a key of {len} bytes is over the limit of {limit} bytes")]
+    KeyTooLong { len: usize, limit: usize },
+    #[error("keys must not be empty")]
+    EmptyKey,
+    #[error("a value of {len} bytes is over the limit of {limit} bytes")]
+    ValueTooLarge { len: usize, limit: usize },
+    #[error("bucket `{bucket}` would hold {would} bytes, over its quota of {quota} bytes")]
+    QuotaExceeded {
+        bucket: String,
+        would: u64,
+        quota: u64,
+    },
+    #[error("the value of `{0}` is not a decimal 64-bit integer, so it cannot be incremented")]
+    NotAnInteger(String),
+    #[error("incrementing `{0}` overflows a 64-bit integer")]
+    Overflow(String),
+    #[error("the TTL must be above 0 ms")]
+    ZeroTtl,
+    #[error("the key-value store failed: {0:#}")]
+    Backend(#[from] anyhow::Error),
+}
+
+/// The key-value store of a host: cheap to clone, shared by every function.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    inner: Arc<KvInner>,
+}
+
+#[derive(Debug)]
+struct KvInner {
+    backend: Arc<dyn Backend>,
+    config: KvConfig,
+    ttl_index: Arc<dyn Tree>,
+    buckets: RwLock<HashMap<String, Arc<BucketState>>>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    tree: Arc<dyn Tree>,
+    /// Bytes of keys and values held, counted once at first open and then
+    /// kept up to date by every write.
+    size: AtomicI64,
+}
+
+/// One bucket of one namespace.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    kv: Kv,
+    name: Arc<str>,
+    tree_name: Arc<str>,
+    state: Arc<BucketState>,
+}
+
+/// A value as read for a later [`Bucket::swap`]: the stored bytes, header
+/// included, are what the swap compares against.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    raw: Option<Vec<u8>>,
+}
+
+impl Observed {
+    /// The value, or none when the key is absent or expired.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.raw.as_deref().and_then(live)
+    }
+}
+
+impl Kv {
+    /// The store on sled in `dir`.
+    pub fn open_sled(dir: &Path, config: KvConfig) -> anyhow::Result<Self> {
+        Self::new(Arc::new(Sled::open(dir)?), config)
+    }
+
+    /// The store on `backend`.
+    pub fn new(backend: Arc<dyn Backend>, config: KvConfig) -> anyhow::Result<Self> {
+        let ttl_index = backend.tree(TTL_INDEX)?;
+        Ok(Self {
+            inner: Arc::new(KvInner {
+                backend,
+                config,
+                ttl_index,
+                buckets: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The store's limits and policy.
+    pub fn config(&self) -> &KvConfig {
+        &self.inner.config
+    }
+
+    /// Bucket `name` of `namespace`.
+    pub fn bucket(&self, namespace: &str, name: &str) -> Result<Bucket, KvError> {
+        check_bucket_name(name)?;
+        let full_name = tree_name(namespace, name);
+        let known = self
+            .inner
+            .buckets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&full_name)
+            .cloned();
+        let state = match known {
+            Some(state) => state,
+            None => {
+                let mut buckets = self
+                    .inner
+                    .buckets
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match buckets.get(&full_name) {
+                    Some(state) => state.clone(),
+                    None => {
+                        let tree = self.inner.backend.tree(&full_name)?;
+                        let mut size = 0i64;
+                        tree.for_each(&mut |k, v| {
+                            size += (k.len() + v.len()) as i64;
+                            true
+                        })?;
+                        let state = Arc::new(BucketState {
+                            tree,
+                            size: AtomicI64::new(size),
+                        });
+                        buckets.insert(full_name.clone(), state.clone());
+                        state
+                    }
+                }
+            }
+        };
+        Ok(Bucket {
+            kv: self.clone(),
+            name: Arc::from(name),
+            tree_name: Arc::from(full_name),
+            state,
+        })
+    }
+
+    /// The buckets of `namespace` that exist.
+    pub fn buckets(&self, namespace: &str) -> Result<Vec<String>, KvError> {
+        let prefix = tree_name(namespace, "");
+        Ok(self
+            .inner
+            .backend
+            .tree_names()?
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one sync
+    /// (group commit): a caller whose writes a sync in progress already
+    /// covers waits for it instead of starting another.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.inner.backend.flush()
+    }
+
+    /// Removes every value whose TTL has passed; returns how many.
+    pub fn sweep_expired(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
+        let mut removed = 0;
+        loop {
+            let due = self.inner.ttl_index.scan(&[], None, PAGE)?;
+            let due: Vec<_> = due
+                .into_iter()
+                .take_while(|(k, _)| index_expiry(k).is_some_and(|e| e <= now))
+                .collect();
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            for (index_key, _) in due {
+                if let Some((expiry, tree, key)) = parse_index_key(&index_key) {
+                    let bucket = self
+                        .inner
+                        .buckets
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(tree)
+                        .cloned();
+                    let tree_handle = match &bucket {
+                        Some(b) => b.tree.clone(),
+                        None => self.inner.backend.tree(tree)?,
+                    };
+                    if let Some(raw) = tree_handle.get(key)?
+                        && expiry_of(&raw) == Some(expiry)
+                        && tree_handle.compare_and_swap(key, Some(&raw), None)?
+                    {
+                        removed += 1;
+                        if let Some(b) = bucket {
+                            b.size
+                                .fetch_sub((key.len() + raw.len()) as i64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.inner.ttl_index.remove(&index_key)?;
+            }
+        }
+    }
+
+    /// Sweeps expired values every `interval` until the store is dropped.
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let kv = Kv { inner };
+                match tokio::task::spawn_blocking(move || kv.sweep_expired()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::debug!(removed = n, "swept expired keys"),
+                    Ok(Err(e)) => tracing::warn!("sweeping expired keys failed: {e:#}"),
+                    Err(e) => tracing::warn!("the TTL sweeper stopped: {e}"),
+                }
+            }
+        })
+    }
+}
+
+impl Bucket {
+    /// The bucket's name (without its namespace).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes of keys and values the bucket holds.
+    pub fn size(&self) -> u64 {
+        self.state.size.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.check_key(key)?;
+        Ok(self
+            .state
+            .tree
+            .get(key.as_bytes())?
+            .and_then(|raw| live(&raw).map(<[u8]>::to_vec)))
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool, KvError> {
+        self.check_key(key)?;
+        Ok(self
+            .state
+            .tree
+            .get(key.as_bytes())?
+            .is_some_and(|raw| live(&raw).is_some()))
+    }
+
+    /// Sets `key`; with a TTL, the value expires after it.
+    pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let expiry = match ttl {
+            Some(ttl) if ttl.is_zero() => return Err(KvError::ZeroTtl),
+            Some(ttl) => Some(now_ms().saturating_add(ttl.as_millis() as u64)),
+            None => None,
+        };
+        let raw = encode(value, expiry);
+        let old_len = self.state.tree.get(key.as_bytes())?.map(|old| old.len());
+        self.check_quota(key, old_len, raw.len())?;
+        if let Some(expiry) = expiry {
+            // Indexed before the write, so a crash between the two leaves an
+            // index entry the sweeper discards, never an expired value it misses.
+            self.kv
+                .inner
+                .ttl_index
+                .insert(&index_key(expiry, &self.tree_name, key), &[])?;
+        }
+        let old = self.state.tree.insert(key.as_bytes(), &raw)?;
+        self.account(key, old.as_deref(), Some(&raw));
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.check_key(key)?;
+        let old = self.state.tree.remove(key.as_bytes())?;
+        self.account(key, old.as_deref(), None);
+        Ok(())
+    }
+
+    /// Adds `delta` to the counter at `key` (absent counts as 0) and returns
+    /// the new value; atomic across every caller. A TTL the key has is kept.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.check_key(key)?;
+        loop {
+            let old = self.state.tree.get(key.as_bytes())?;
+            let (current, expiry) = match old.as_deref() {
+                Some(raw) => match live(raw) {
+                    Some(value) => (parse_counter(key, value)?, expiry_of(raw)),
+                    None => (0, None),
+                },
+                None => (0, None),
+            };
+            let new = current
+                .checked_add(delta)
+                .ok_or_else(|| KvError::Overflow(key.to_owned()))?;
+            let raw = encode(new.to_string().as_bytes(), expiry);
+            self.check_quota(key, old.as_ref().map(Vec::len), raw.len())?;
+            if self
+                .state
+                .tree
+                .compare_and_swap(key.as_bytes(), old.as_deref(), Some(&raw))?
+            {
+                self.account(key, old.as_deref(), Some(&raw));
+                return Ok(new);
+            }
+        }
+    }
+
+    /// Reads `key` for a later [`Bucket::swap`].
+    pub fn observe(&self, key: &str) -> Result<Observed, KvError> {
+        self.check_key(key)?;
+        Ok(Observed {
+            raw: self.state.tree.get(key.as_bytes())?,
+        })
+    }
+
+    /// Sets `key` to `value` if it still holds what `observed` saw; false
+    /// (and `observed` refreshed to what it holds now) when another writer
+    /// came first. Exactly one of several racing swaps wins.
+    pub fn swap(&self, key: &str, observed: &mut Observed, value: &[u8]) -> Result<bool, KvError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let raw = encode(value, None);
+        self.check_quota(key, observed.raw.as_ref().map(Vec::len), raw.len())?;
+        if self
+            .state
+            .tree
+            .compare_and_swap(key.as_bytes(), observed.raw.as_deref(), Some(&raw))?
+        {
+            self.account(key, observed.raw.as_deref(), Some(&raw));
+            observed.raw = Some(raw);
+            Ok(true)
+        } else {
+            observed.raw = self.state.tree.get(key.as_bytes())?;
+            Ok(false)
+        }
+    }
+
+    /// Up to [`PAGE`] live keys starting with `prefix`, after `cursor`, and
+    /// the cursor of the next page (none when this was the last).
+    pub fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        let mut keys = Vec::new();
+        let mut after = cursor.map(|c| c.as_bytes().to_vec());
+        loop {
+            let page = self
+                .state
+                .tree
+                .scan(prefix.as_bytes(), after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            for (k, v) in page {
+                let is_live = live(&v).is_some();
+                let key = String::from_utf8_lossy(&k).into_owned();
+                after = Some(k);
+                if is_live {
+                    keys.push(key);
+                    if keys.len() == PAGE {
+                        let cursor = keys.last().cloned();
+                        return Ok((keys, cursor));
+                    }
+                }
+            }
+            if !full {
+                return Ok((keys, None));
+            }
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), KvError> {
+        let limit = self.kv.inner.config.max_key_bytes;
+        if key.is_empty() {
+            Err(KvError::EmptyKey)
+        } else if key.len() > limit {
+            Err(KvError::KeyTooLong {
+                len: key.len(),
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
+        let limit = self.kv.inner.config.max_value_bytes;
+        if value.len() > limit {
+            return Err(KvError::ValueTooLarge {
+                len: value.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a write that would take the bucket over its quota. Checked
+    /// before the write, so concurrent writers can overshoot it by at most
+    /// one value each.
+    fn check_quota(
+        &self,
+        key: &str,
+        old_len: Option<usize>,
+        new_len: usize,
+    ) -> Result<(), KvError> {
+        let quota = self.kv.inner.config.bucket_quota_bytes;
+        let growth = match old_len {
+            Some(old) => new_len as i64 - old as i64,
+            None => (key.len() + new_len) as i64,
+        };
+        let would = self
+            .state
+            .size
+            .load(Ordering::Relaxed)
+            .saturating_add(growth);
+        if growth > 0 && would > quota as i64 {
+            return Err(KvError::QuotaExceeded {
+                bucket: self.name.to_string(),
+                would: would as u64,
+                quota,
+            });
+        }
+        Ok(())
+    }
+
+    fn account(&self, key: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
+        let size = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as i64);
+        self.state
+            .size
+            .fetch_add(size(new) - size(old), Ordering::Relaxed);
+    }
+}
+
+fn tree_name(namespace: &str, bucket: &str) -> String {
+    format!("{namespace}/kv/{bucket}")
+}
+
+fn check_bucket_name(name: &str) -> Result<(), KvError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(KvError::BadBucketName(name.to_owned()))
+    }
+}
+
+/// Whether `name` may name a bucket.
+pub fn valid_bucket_name(name: &str) -> bool {
+    check_bucket_name(name).is_ok()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn encode(value: &[u8], expiry: Option<u64>) -> Vec<u8> {
+    match expiry {
+        None => {
+            let mut raw = Vec::with_capacity(1 + value.len());
+            raw.push(0);
+            raw.extend_from_slice(value);
+            raw
+        }
+        Some(expiry) => {
+            let mut raw = Vec::with_capacity(9 + value.len());
+            raw.push(1);
+            raw.extend_from_slice(&expiry.to_be_bytes());
+            raw.extend_from_slice(value);
+            raw
+        }
+    }
+}
+
+fn expiry_of(raw: &[u8]) -> Option<u64> {
+    match raw {
+        [1, rest @ ..] => rest
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+/// The value in `raw`, or none when it has expired.
+fn live(raw: &[u8]) -> Option<&[u8]> {
+    match raw {
+        [0, value @ ..] => Some(value),
+        [1, rest @ ..] if rest.len() >= 8 => {
+            let expiry = expiry_of(raw)?;
+            (expiry > now_ms()).then(|| &rest[8..])
+        }
+        _ => None,
+    }
+}
+
+fn parse_counter(key: &str, value: &[u8]) -> Result<i64, KvError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| KvError::NotAnInteger(key.to_owned()))
+}
+
+/// Index key: expiry (8 bytes, big-endian, so the index is ordered by it),
+/// the tree name's length (2 bytes), the tree name, the key.
+fn index_key(expiry: u64, tree: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + tree.len() + key.len());
+    k.extend_from_slice(&expiry.to_be_bytes());
+    k.extend_from_slice(&(tree.len() as u16).to_be_bytes());
+    k.extend_from_slice(tree.as_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn index_expiry(k: &[u8]) -> Option<u64> {
+    k.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+fn parse_index_key(k: &[u8]) -> Option<(u64, &str, &[u8])> {
+    let expiry = index_expiry(k)?;
+    let len = u16::from_be_bytes(k.get(8..10)?.try_into().ok()?) as usize;
+    let tree = std::str::from_utf8(k.get(10..10 + len)?).ok()?;
+    Some((expiry, tree, k.get(10 + len..)?))
+}
