@@ -386,3 +386,191 @@ fn publish_to_an_unreachable_broker_fails_with_one_clear_line() -> anyhow::Resul
     assert_clean_failure(&out, "has no wildcards");
     Ok(())
 }
+
+/// One HTTP/1.1 request over a plain socket; the status and body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A `brink up` child on `manifest`, ready to serve HTTP on `http_port`.
+fn start_node(
+    manifest: &Path,
+    cache: &Path,
+    http_port: u16,
+) -> anyhow::Result<std::process::Child> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brink"))
+        .arg("up")
+        .arg(manifest)
+        .env("BRINK_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http(http_port, "GET", "/healthz", "").map(|(s, _)| s).ok() != Some(200) {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("brink up exited early: {status}");
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "node not ready in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// A manifest with enrich (bucket `devices`) and the kv-ops fixture
+/// (bucket `default`), both invocable over HTTP; state under `dir/state`.
+fn stateful_manifest(dir: &Path, http_port: u16, admin_port: u16) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+app = "plant-7"
+[http]
+listen = "127.0.0.1:{http_port}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[kv]
+data_dir = "state"
+
+[function.enrich]
+source = {enrich:?}
+kv = ["devices"]
+
+[function.ops]
+source = {ops:?}
+kv = ["default"]
+"#,
+            enrich = artifacts::ENRICH,
+            ops = artifacts::FIXTURE_KV_OPS,
+        ),
+    )?;
+    Ok(manifest)
+}
+
+fn kv_cli(cache: &Path, admin_port: u16, args: &[&str]) -> anyhow::Result<Output> {
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let mut all = vec!["kv", "--admin", admin.as_str()];
+    all.extend_from_slice(args);
+    brink(cache, &all)
+}
+
+fn reading_event(id: &str, data: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"com.example.reading","datacontenttype":"application/json","data":{data}}}"#
+    )
+}
+
+#[test]
+fn kv_cli_seeds_and_inspects_the_state_of_a_running_node() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
+    let mut child = start_node(&manifest, &cache, http_port)?;
+    let result = (|| -> anyhow::Result<()> {
+        let meta = r#"{"location":"line 3","model":"TMP117"}"#;
+        let out = kv_cli(&cache, admin_port, &["set", "devices", "t-1", meta])?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let file = dir.path().join("t-2.json");
+        std::fs::write(&file, r#"{"location":"line 4"}"#)?;
+        let file = file.display().to_string();
+        let out = kv_cli(
+            &cache,
+            admin_port,
+            &["set", "devices", "t-2", "--file", &file],
+        )?;
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        // The function sees what the CLI loaded.
+        let (status, body) = http(
+            http_port,
+            "POST",
+            "/functions/enrich",
+            &reading_event("r1", r#"{"device":"t-1","value":21.5}"#),
+        )?;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(r#""meta":{"location":"line 3","model":"TMP117"}"#),
+            "{body}"
+        );
+
+        let out = kv_cli(&cache, admin_port, &["get", "devices", "t-1"])?;
+        assert_eq!(String::from_utf8(out.stdout)?, meta);
+        let out = kv_cli(&cache, admin_port, &["ls", "devices"])?;
+        assert_eq!(String::from_utf8(out.stdout)?, "t-1\nt-2\n");
+        let out = kv_cli(&cache, admin_port, &["ls"])?;
+        assert_eq!(String::from_utf8(out.stdout)?, "devices\n");
+        let out = kv_cli(&cache, admin_port, &["del", "devices", "t-1"])?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = kv_cli(&cache, admin_port, &["get", "devices", "t-1"])?;
+        assert_clean_failure(&out, "404 Not Found: no `t-1` in bucket `devices`");
+        let out = kv_cli(&cache, admin_port, &["get", "Devices!", "t-1"])?;
+        assert_clean_failure(&out, "is not a valid bucket name");
+        Ok(())
+    })();
+    child.kill()?;
+    child.wait()?;
+    result
+}
+
+#[test]
+fn acknowledged_writes_survive_a_host_kill() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
+    for round in 0..3 {
+        let mut child = start_node(&manifest, &cache, http_port)?;
+        for i in 0..20 {
+            let ops = format!(
+                r#"[{{"op":"set","key":"r{round}-{i}","value":"acked"}},{{"op":"increment","key":"count","delta":1}}]"#
+            );
+            let (status, body) = http(
+                http_port,
+                "POST",
+                "/functions/ops",
+                &reading_event("w", &ops),
+            )?;
+            assert_eq!(status, 200, "{body}");
+        }
+        // SIGKILL right after the last acknowledgement: no clean shutdown,
+        // no background flush; only what was flushed before each answer.
+        child.kill()?;
+        child.wait()?;
+    }
+    let mut child = start_node(&manifest, &cache, http_port)?;
+    let result = (|| -> anyhow::Result<()> {
+        let out = kv_cli(&cache, admin_port, &["get", "default", "count"])?;
+        assert_eq!(String::from_utf8(out.stdout)?, "60");
+        let out = kv_cli(&cache, admin_port, &["ls", "default", "--prefix", "r"])?;
+        assert_eq!(String::from_utf8(out.stdout)?.lines().count(), 60);
+        Ok(())
+    })();
+    child.kill()?;
+    child.wait()?;
+    result
+}

@@ -553,3 +553,68 @@ async fn a_component_built_against_the_released_0_1_0_contract_still_runs() -> a
     assert_eq!(out[0].type_, "com.example.reading.v010");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_when_one_is_set() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+token = "t0ken"
+[kv]
+data_dir = {data:?}
+
+[function.enrich]
+source = {enrich:?}
+kv = ["devices"]
+"#,
+        data = dir.path().display().to_string(),
+        enrich = artifacts::ENRICH,
+    );
+    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
+    let node =
+        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
+            .await?;
+    let admin = node
+        .admin_addr()
+        .ok_or_else(|| anyhow::anyhow!("no admin API"))?;
+    let url = format!("http://{admin}/v1/kv/devices/t-1");
+    let client = brink_tests::http();
+    for token in [None, Some("wrong")] {
+        let mut request = client.put(&url).body("{}");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers().get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+    }
+    assert_eq!(
+        node.kv().map(|kv| kv.buckets("default")).transpose()?,
+        Some(vec![])
+    );
+    let response = client
+        .put(&url)
+        .bearer_auth("t0ken")
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 204);
+    let response = client
+        .get(format!("http://{admin}/v1/kv/devices"))
+        .bearer_auth("t0ken")
+        .send()
+        .await?;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&response.bytes().await?)?,
+        json!({ "keys": ["t-1"], "cursor": null })
+    );
+    node.shutdown().await?;
+    Ok(())
+}

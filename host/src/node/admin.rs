@@ -80,27 +80,52 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn store(state: &AdminState) -> Result<&Kv, Response> {
-    state.kv.as_ref().ok_or_else(|| {
-        problem(
+/// An error answer: an RFC 9457 problem.
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        problem(self.status, self.title, self.detail)
+    }
+}
+
+impl From<KvError> for Problem {
+    fn from(e: KvError) -> Self {
+        let (status, title) = match &e {
+            KvError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
+            KvError::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded"),
+            KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Value too large"),
+            _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),
+        };
+        Self::new(status, title, e)
+    }
+}
+
+type Answer = Result<Response, Problem>;
+
+fn store(state: &AdminState) -> Result<Kv, Problem> {
+    state.kv.clone().ok_or_else(|| {
+        Problem::new(
             StatusCode::NOT_FOUND,
             "No key-value store",
             "this node has no key-value store: no function of its manifest is granted a bucket (`kv = [...]`)",
         )
     })
-}
-
-fn kv_problem(e: &KvError) -> Response {
-    match e {
-        KvError::Backend(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "Store failed", e),
-        KvError::QuotaExceeded { .. } => {
-            problem(StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded", e)
-        }
-        KvError::ValueTooLarge { .. } => {
-            problem(StatusCode::PAYLOAD_TOO_LARGE, "Value too large", e)
-        }
-        _ => problem(StatusCode::BAD_REQUEST, "Invalid key-value request", e),
-    }
 }
 
 fn json(value: &serde_json::Value) -> Response {
@@ -118,63 +143,46 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn buckets(State(state): State<AdminState>) -> Response {
-    let kv = match store(&state) {
-        Ok(kv) => kv.clone(),
-        Err(response) => return response,
-    };
+async fn buckets(State(state): State<AdminState>) -> Answer {
+    let kv = store(&state)?;
     let namespace = state.namespace.clone();
-    match blocking(move || kv.buckets(&namespace)).await {
-        Ok(buckets) => json(&serde_json::json!({ "buckets": buckets })),
-        Err(response) => response,
-    }
+    let buckets = blocking(move || kv.buckets(&namespace)).await?;
+    Ok(json(&serde_json::json!({ "buckets": buckets })))
 }
 
 async fn list(
     State(state): State<AdminState>,
     Path(bucket): Path<String>,
     RawQuery(query): RawQuery,
-) -> Response {
-    let kv = match store(&state) {
-        Ok(kv) => kv.clone(),
-        Err(response) => return response,
-    };
+) -> Answer {
+    let kv = store(&state)?;
     let prefix = query_param(query.as_deref(), "prefix").unwrap_or_default();
     let cursor = query_param(query.as_deref(), "cursor");
     let namespace = state.namespace.clone();
-    let listed = blocking(move || {
+    let (keys, cursor) = blocking(move || {
         kv.bucket(&namespace, &bucket)?
             .list(&prefix, cursor.as_deref())
     })
-    .await;
-    match listed {
-        Ok((keys, cursor)) => json(&serde_json::json!({ "keys": keys, "cursor": cursor })),
-        Err(response) => response,
-    }
+    .await?;
+    Ok(json(&serde_json::json!({ "keys": keys, "cursor": cursor })))
 }
 
 async fn get_value(
     State(state): State<AdminState>,
     Path((bucket, key)): Path<(String, String)>,
-) -> Response {
-    let kv = match store(&state) {
-        Ok(kv) => kv.clone(),
-        Err(response) => return response,
-    };
+) -> Answer {
+    let kv = store(&state)?;
     let namespace = state.namespace.clone();
-    let what = format!("`{key}` in bucket `{bucket}`");
-    match blocking(move || kv.bucket(&namespace, &bucket)?.get(&key)).await {
-        Ok(Some(value)) => {
-            let mut response = (StatusCode::OK, value).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            response
-        }
-        Ok(None) => problem(StatusCode::NOT_FOUND, "No such key", format!("no {what}")),
-        Err(response) => response,
-    }
+    let what = format!("no `{key}` in bucket `{bucket}`");
+    let value = blocking(move || kv.bucket(&namespace, &bucket)?.get(&key))
+        .await?
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "No such key", what))?;
+    let mut response = (StatusCode::OK, value).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
 }
 
 async fn put_value(
@@ -182,62 +190,49 @@ async fn put_value(
     Path((bucket, key)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> Response {
-    let kv = match store(&state) {
-        Ok(kv) => kv.clone(),
-        Err(response) => return response,
-    };
-    let ttl = match query_param(query.as_deref(), "ttl_ms").map(|t| t.parse::<u64>()) {
-        None => None,
-        Some(Ok(ms)) => Some(Duration::from_millis(ms)),
-        Some(Err(e)) => {
-            return problem(
+) -> Answer {
+    let kv = store(&state)?;
+    let ttl = query_param(query.as_deref(), "ttl_ms")
+        .map(|t| t.parse::<u64>())
+        .transpose()
+        .map_err(|e| {
+            Problem::new(
                 StatusCode::BAD_REQUEST,
                 "Invalid TTL",
                 format!("ttl_ms: {e}"),
-            );
-        }
-    };
+            )
+        })?
+        .map(Duration::from_millis);
     let namespace = state.namespace.clone();
-    let written = blocking(move || {
+    blocking(move || {
         kv.bucket(&namespace, &bucket)?.set(&key, &body, ttl)?;
         kv.flush().map_err(KvError::Backend)
     })
-    .await;
-    match written {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete_value(
     State(state): State<AdminState>,
     Path((bucket, key)): Path<(String, String)>,
-) -> Response {
-    let kv = match store(&state) {
-        Ok(kv) => kv.clone(),
-        Err(response) => return response,
-    };
+) -> Answer {
+    let kv = store(&state)?;
     let namespace = state.namespace.clone();
-    let deleted = blocking(move || {
+    blocking(move || {
         kv.bucket(&namespace, &bucket)?.delete(&key)?;
         kv.flush().map_err(KvError::Backend)
     })
-    .await;
-    match deleted {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Runs a store call off the async executor; its error as a problem.
+/// Runs a store call off the async executor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KvError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Problem> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(kv_problem(&e)),
-        Err(e) => Err(problem(
+        Ok(result) => Ok(result?),
+        Err(e) => Err(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Store failed",
             e,
