@@ -592,3 +592,113 @@ fn parse_index_key(k: &[u8]) -> Option<(u64, &str, &[u8])> {
     let tree = std::str::from_utf8(k.get(10..10 + len)?).ok()?;
     Some((expiry, tree, k.get(10 + len..)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> anyhow::Result<(Kv, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        Ok((Kv::open_sled(dir.path(), KvConfig::default())?, dir))
+    }
+
+    #[test]
+    fn values_round_trip_with_and_without_expiry() {
+        assert_eq!(live(&encode(b"abc", None)), Some(&b"abc"[..]));
+        let future = now_ms() + 60_000;
+        assert_eq!(live(&encode(b"abc", Some(future))), Some(&b"abc"[..]));
+        assert_eq!(expiry_of(&encode(b"abc", Some(future))), Some(future));
+        assert_eq!(live(&encode(b"abc", Some(now_ms() - 1))), None);
+        // Garbage (a truncated header) reads as absent, never as a panic.
+        assert_eq!(live(&[1, 0, 0]), None);
+        assert_eq!(live(&[]), None);
+    }
+
+    #[test]
+    fn index_keys_parse_back_and_sort_by_expiry() {
+        let early = index_key(5, "app/kv/default", "k/1");
+        let late = index_key(6, "a", "");
+        assert!(early < late);
+        assert_eq!(
+            parse_index_key(&early),
+            Some((5, "app/kv/default", &b"k/1"[..]))
+        );
+        assert_eq!(parse_index_key(&early[..9]), None);
+    }
+
+    #[test]
+    fn scan_respects_prefix_cursor_and_limit() -> anyhow::Result<()> {
+        let (kv, _dir) = open()?;
+        let tree = kv.inner.backend.tree("t")?;
+        for k in ["a", "b/1", "b/2", "b/3", "c"] {
+            tree.insert(k.as_bytes(), b"v")?;
+        }
+        let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| {
+            entries
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(tree.scan(b"b/", None, 10)?), ["b/1", "b/2", "b/3"]);
+        assert_eq!(keys(tree.scan(b"b/", None, 2)?), ["b/1", "b/2"]);
+        assert_eq!(keys(tree.scan(b"b/", Some(b"b/2"), 10)?), ["b/3"]);
+        // A cursor before the prefix starts at the prefix.
+        assert_eq!(keys(tree.scan(b"b/", Some(b"a"), 10)?), ["b/1", "b/2", "b/3"]);
+        assert_eq!(keys(tree.scan(b"", Some(b"b/3"), 10)?), ["c"]);
+        Ok(())
+    }
+
+    #[test]
+    fn compare_and_swap_distinguishes_absent_from_present() -> anyhow::Result<()> {
+        let (kv, _dir) = open()?;
+        let tree = kv.inner.backend.tree("t")?;
+        assert!(tree.compare_and_swap(b"k", None, Some(b"1"))?);
+        assert!(!tree.compare_and_swap(b"k", None, Some(b"2"))?);
+        assert!(tree.compare_and_swap(b"k", Some(b"1"), None)?);
+        assert_eq!(tree.get(b"k")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn bucket_size_follows_writes_and_is_recounted_on_reopen() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let kv = Kv::open_sled(dir.path(), KvConfig::default())?;
+            let b = kv.bucket("app", "default")?;
+            b.set("ab", b"1234", None)?; // 2 + header 1 + 4
+            assert_eq!(b.size(), 7);
+            b.set("ab", b"12", None)?;
+            assert_eq!(b.size(), 5);
+            b.increment("n", 10)?; // 1 + header 1 + "10"
+            assert_eq!(b.size(), 9);
+            b.delete("ab")?;
+            assert_eq!(b.size(), 4);
+            kv.flush()?;
+        }
+        let kv = Kv::open_sled(dir.path(), KvConfig::default())?;
+        assert_eq!(kv.bucket("app", "default")?.size(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn increment_keeps_a_ttl_and_refuses_overflow() -> anyhow::Result<()> {
+        let (kv, _dir) = open()?;
+        let b = kv.bucket("app", "default")?;
+        b.set("n", b"41", Some(Duration::from_secs(60)))?;
+        assert_eq!(b.increment("n", 1)?, 42);
+        let raw = b.state.tree.get(b"n")?.unwrap_or_default();
+        assert!(expiry_of(&raw).is_some());
+        b.set("max", i64::MAX.to_string().as_bytes(), None)?;
+        assert!(matches!(b.increment("max", 1), Err(KvError::Overflow(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn bucket_names_are_checked() -> anyhow::Result<()> {
+        let (kv, _dir) = open()?;
+        for bad in ["", "UPPER", "a/b", "white space", &"x".repeat(65)] {
+            assert!(matches!(kv.bucket("app", bad), Err(KvError::BadBucketName(_))), "{bad}");
+        }
+        Ok(())
+    }
+}
