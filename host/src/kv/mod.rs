@@ -643,7 +643,10 @@ mod tests {
         assert_eq!(keys(tree.scan(b"b/", None, 2)?), ["b/1", "b/2"]);
         assert_eq!(keys(tree.scan(b"b/", Some(b"b/2"), 10)?), ["b/3"]);
         // A cursor before the prefix starts at the prefix.
-        assert_eq!(keys(tree.scan(b"b/", Some(b"a"), 10)?), ["b/1", "b/2", "b/3"]);
+        assert_eq!(
+            keys(tree.scan(b"b/", Some(b"a"), 10)?),
+            ["b/1", "b/2", "b/3"]
+        );
         assert_eq!(keys(tree.scan(b"", Some(b"b/3"), 10)?), ["c"]);
         Ok(())
     }
@@ -697,7 +700,10 @@ mod tests {
     fn bucket_names_are_checked() -> anyhow::Result<()> {
         let (kv, _dir) = open()?;
         for bad in ["", "UPPER", "a/b", "white space", &"x".repeat(65)] {
-            assert!(matches!(kv.bucket("app", bad), Err(KvError::BadBucketName(_))), "{bad}");
+            assert!(
+                matches!(kv.bucket("app", bad), Err(KvError::BadBucketName(_))),
+                "{bad}"
+            );
         }
         Ok(())
     }
