@@ -49,7 +49,7 @@ pub fn handle(event: Event) -> Result<Option<Event>> {
             return Ok(None);
         }
         None => {
-            log::warn(format!(
+            log::debug(format!(
                 "{device}: no metadata in bucket `{}`",
                 bucket.name()
             ));
