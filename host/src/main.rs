@@ -131,6 +131,16 @@ struct RunArgs {
     /// Compile every time; neither read nor write the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Grant the function this key-value bucket (repeatable), in the store
+    /// under --data-dir (which a running node must not be using).
+    #[arg(long = "kv", value_name = "BUCKET")]
+    kv: Vec<String>,
+    /// The app whose buckets --kv grants.
+    #[arg(long, default_value = "default", requires = "kv")]
+    app: String,
+    /// Where key-value state lives [default: the user's data dir, brink/data].
+    #[arg(long, env = "BRINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,7 +258,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().replace('_', "-"))
             .unwrap_or_else(|| "function".to_owned())
     });
-    let spec = FunctionSpec {
+    let mut spec = FunctionSpec {
         name,
         limits: Limits {
             timeout: Duration::from_millis(args.timeout_ms),
@@ -260,6 +270,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         instance_reuse: 1,
         kv: None,
     };
+    if !args.kv.is_empty() {
+        let dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(brink_host::node::default_data_dir);
+        let kv = brink_host::kv::Kv::open_sled(&dir, brink_host::kv::KvConfig::default())?;
+        spec = spec.with_kv(kv, &args.app, args.kv.iter().cloned());
+    }
     let engine = Engine::new(EngineConfig {
         max_instances: 4,
         max_memory_bytes: spec.limits.memory_bytes.max(1 << 20),

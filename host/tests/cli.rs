@@ -574,3 +574,37 @@ fn acknowledged_writes_survive_a_host_kill() -> anyhow::Result<()> {
     child.wait()?;
     result
 }
+
+#[test]
+fn run_with_a_kv_grant_keeps_state_from_one_run_to_the_next() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data").display().to_string();
+    let hot = example("reading-hot.json");
+    let run = |grant: &str| {
+        brink(
+            dir.path(),
+            &[
+                "run",
+                artifacts::THRESHOLD_ALERT,
+                "--event",
+                &hot,
+                "--config",
+                "threshold=30",
+                "--kv",
+                grant,
+                "--data-dir",
+                &data,
+            ],
+        )
+    };
+    // Three readings above in a row raise the alert, on the third run.
+    for expected in [0, 0, 1] {
+        let out = run("default")?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let events = stdout_events(&out)?;
+        assert_eq!(events.len(), expected, "{events:?}");
+    }
+    let out = run("other")?;
+    assert_clean_failure(&out, "bucket `default` is not granted to this function");
+    Ok(())
+}

@@ -618,3 +618,31 @@ kv = ["devices"]
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_background_sweeper_removes_expired_keys_by_itself() -> anyhow::Result<()> {
+    let (kv, _dir) = store(KvConfig::default())?;
+    let bucket = kv.bucket("app", "default")?;
+    for i in 0..50 {
+        bucket.set(
+            &format!("k{i}"),
+            b"short-lived",
+            Some(Duration::from_millis(20)),
+        )?;
+    }
+    bucket.set("stays", b"v", None)?;
+    let sweeper = kv.spawn_sweeper(Duration::from_millis(25));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Only "stays" is left: 5 bytes of key, 1 of header, 1 of value.
+    while bucket.size() != 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "size {}",
+            bucket.size()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sweeper.abort();
+    assert_eq!(bucket.list("", None)?, (vec!["stays".to_owned()], None));
+    Ok(())
+}

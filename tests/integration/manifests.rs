@@ -95,3 +95,18 @@ fn the_pipeline_manifest_maps_to_engine_specs() -> anyhow::Result<()> {
     assert_eq!(manifest.http.max_body_kb, 256);
     Ok(())
 }
+
+#[test]
+fn every_example_manifest_loads() -> anyhow::Result<()> {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(examples)? {
+        let manifest = entry?.path().join("brink.toml");
+        if manifest.is_file() {
+            Manifest::load(&manifest)?;
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 2);
+    Ok(())
+}
