@@ -411,13 +411,19 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<(u16,
     Ok((status, body))
 }
 
+/// A `brink up` child process, killed (SIGKILL) when dropped.
+struct NodeProcess(std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `brink up` child on `manifest`, ready to serve HTTP on `http_port`.
-fn start_node(
-    manifest: &Path,
-    cache: &Path,
-    http_port: u16,
-) -> anyhow::Result<std::process::Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brink"))
+fn start_node(manifest: &Path, cache: &Path, http_port: u16) -> anyhow::Result<NodeProcess> {
+    let child = Command::new(env!("CARGO_BIN_EXE_brink"))
         .arg("up")
         .arg(manifest)
         .env("BRINK_CACHE_DIR", cache)
@@ -426,9 +432,11 @@ fn start_node(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    // Killed on every way out, the early ones included.
+    let mut node = NodeProcess(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while http(http_port, "GET", "/healthz", "").map(|(s, _)| s).ok() != Some(200) {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = node.0.try_wait()? {
             anyhow::bail!("brink up exited early: {status}");
         }
         anyhow::ensure!(
@@ -437,7 +445,7 @@ fn start_node(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(child)
+    Ok(node)
 }
 
 /// A manifest with enrich (bucket `devices`) and the kv-ops fixture
@@ -490,8 +498,8 @@ fn kv_cli_seeds_and_inspects_the_state_of_a_running_node() -> anyhow::Result<()>
     let cache = dir.path().join("cache");
     let (http_port, admin_port) = (free_port()?, free_port()?);
     let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
-    let mut child = start_node(&manifest, &cache, http_port)?;
-    let result = (|| -> anyhow::Result<()> {
+    let _node = start_node(&manifest, &cache, http_port)?;
+    {
         let meta = r#"{"location":"line 3","model":"TMP117"}"#;
         let out = kv_cli(&cache, admin_port, &["set", "devices", "t-1", meta])?;
         assert!(out.status.success(), "{}", stderr(&out));
@@ -530,11 +538,8 @@ fn kv_cli_seeds_and_inspects_the_state_of_a_running_node() -> anyhow::Result<()>
         assert_clean_failure(&out, "404 Not Found: no `t-1` in bucket `devices`");
         let out = kv_cli(&cache, admin_port, &["get", "Devices!", "t-1"])?;
         assert_clean_failure(&out, "is not a valid bucket name");
-        Ok(())
-    })();
-    child.kill()?;
-    child.wait()?;
-    result
+    }
+    Ok(())
 }
 
 #[test]
@@ -544,7 +549,7 @@ fn acknowledged_writes_survive_a_host_kill() -> anyhow::Result<()> {
     let (http_port, admin_port) = (free_port()?, free_port()?);
     let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
     for round in 0..3 {
-        let mut child = start_node(&manifest, &cache, http_port)?;
+        let node = start_node(&manifest, &cache, http_port)?;
         for i in 0..20 {
             let ops = format!(
                 r#"[{{"op":"set","key":"r{round}-{i}","value":"acked"}},{{"op":"increment","key":"count","delta":1}}]"#
@@ -559,20 +564,14 @@ fn acknowledged_writes_survive_a_host_kill() -> anyhow::Result<()> {
         }
         // SIGKILL right after the last acknowledgement: no clean shutdown,
         // no background flush; only what was flushed before each answer.
-        child.kill()?;
-        child.wait()?;
+        drop(node);
     }
-    let mut child = start_node(&manifest, &cache, http_port)?;
-    let result = (|| -> anyhow::Result<()> {
-        let out = kv_cli(&cache, admin_port, &["get", "default", "count"])?;
-        assert_eq!(String::from_utf8(out.stdout)?, "60");
-        let out = kv_cli(&cache, admin_port, &["ls", "default", "--prefix", "r"])?;
-        assert_eq!(String::from_utf8(out.stdout)?.lines().count(), 60);
-        Ok(())
-    })();
-    child.kill()?;
-    child.wait()?;
-    result
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let out = kv_cli(&cache, admin_port, &["get", "default", "count"])?;
+    assert_eq!(String::from_utf8(out.stdout)?, "60");
+    let out = kv_cli(&cache, admin_port, &["ls", "default", "--prefix", "r"])?;
+    assert_eq!(String::from_utf8(out.stdout)?.lines().count(), 60);
+    Ok(())
 }
 
 #[test]

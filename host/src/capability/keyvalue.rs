@@ -104,6 +104,19 @@ impl KvView<'_> {
         Ok(self.table.get(handle)?.0.clone())
     }
 
+    fn list(
+        &self,
+        bucket: &Resource<BucketHandle>,
+        prefix: &str,
+        cursor: Option<String>,
+    ) -> KvResult<store::KeyResponse> {
+        Ok(self
+            .bucket(bucket)?
+            .list(prefix, cursor.as_deref())
+            .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
+            .map_err(to_wit))
+    }
+
     /// Runs a write, marking the instance dirty when it went through.
     fn write<T>(&mut self, result: Result<T, KvError>) -> KvResult<T> {
         if result.is_ok() {
@@ -153,11 +166,7 @@ impl store::HostBucket for KvView<'_> {
         bucket: Resource<BucketHandle>,
         cursor: Option<String>,
     ) -> KvResult<store::KeyResponse> {
-        Ok(self
-            .bucket(&bucket)?
-            .list("", cursor.as_deref())
-            .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
-            .map_err(to_wit))
+        self.list(&bucket, "", cursor)
     }
 
     fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {
@@ -292,11 +301,7 @@ impl kv::Host for KvView<'_> {
         prefix: String,
         cursor: Option<String>,
     ) -> KvResult<store::KeyResponse> {
-        Ok(self
-            .bucket(&bucket)?
-            .list(&prefix, cursor.as_deref())
-            .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
-            .map_err(to_wit))
+        self.list(&bucket, &prefix, cursor)
     }
 }
 
