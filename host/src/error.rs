@@ -30,7 +30,7 @@ pub enum LoadError {
     Invalid { what: String, reason: String },
     #[error(
         "function `{function}` imports `{import}`, which it is not granted{}",
-        match grant { Some(g) => format!("; add `{g}` to its grants to allow it"), None => "; no capability of this host provides it".to_owned() }
+        match grant { Some(g) => format!("; {g}"), None => "; no capability of this host provides it".to_owned() }
     )]
     Ungranted {
         function: String,

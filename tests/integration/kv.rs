@@ -300,7 +300,12 @@ async fn a_component_importing_keyvalue_without_a_grant_is_refused_naming_the_im
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
     assert!(err.contains("`wasi:keyvalue/"), "{err}");
-    assert!(err.contains("add `kv` to its grants"), "{err}");
+    assert!(
+        err.contains(
+            "which it is not granted; name the buckets it may open in its spec: kv = [\"default\"]"
+        ),
+        "{err}"
+    );
     Ok(())
 }
 

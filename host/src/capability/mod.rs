@@ -25,6 +25,8 @@ pub struct Capability {
     /// The grant a function's spec needs to use it; `None` for the ones every
     /// function gets.
     pub grant: Option<&'static str>,
+    /// How a manifest grants it, where that is not `grants = ["<grant>"]`.
+    pub how_to_grant: Option<&'static str>,
     /// Import names it provides: `pkg:name/iface@` prefixes, or exact names.
     pub interfaces: &'static [&'static str],
     /// Links it.
@@ -36,30 +38,35 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "wasi",
         grant: None,
+        how_to_grant: None,
         interfaces: wasi::INTERFACES,
         add_to_linker: wasi::add_to_linker,
     },
     Capability {
         name: "types",
         grant: None,
+        how_to_grant: None,
         interfaces: &["brink:edge/types@0.1.0", "brink:edge/types@0.1.1"],
         add_to_linker: add_types_to_linker,
     },
     Capability {
         name: "log",
         grant: None,
+        how_to_grant: None,
         interfaces: log::INTERFACES,
         add_to_linker: log::add_to_linker,
     },
     Capability {
         name: "config",
         grant: None,
+        how_to_grant: None,
         interfaces: config::INTERFACES,
         add_to_linker: config::add_to_linker,
     },
     Capability {
         name: "key-value",
         grant: Some(keyvalue::GRANT),
+        how_to_grant: Some("name the buckets it may open in its spec: kv = [\"default\"]"),
         interfaces: keyvalue::INTERFACES,
         add_to_linker: keyvalue::add_to_linker,
     },
@@ -137,8 +144,11 @@ pub fn check_imports<'a>(
                 grant: CAPABILITIES
                     .iter()
                     .find(|c| provides(c, import))
-                    .and_then(|c| c.grant)
-                    .map(str::to_owned),
+                    .and_then(|c| match (c.how_to_grant, c.grant) {
+                        (Some(how), _) => Some(how.to_owned()),
+                        (None, Some(g)) => Some(format!("add `{g}` to its grants to allow it")),
+                        (None, None) => None,
+                    }),
             });
         }
     }
