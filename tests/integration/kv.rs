@@ -620,6 +620,17 @@ kv = ["devices"]
         serde_json::from_slice::<Value>(&response.bytes().await?)?,
         json!({ "keys": ["t-1"], "cursor": null })
     );
+    // The bucket's size is in /metrics: "t-1" (3) + header (1) + "{}" (2).
+    let metrics = client
+        .get(format!("http://{}/metrics", node.http_addr()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("brink_kv_bucket_bytes{bucket=\"devices\"} 6"),
+        "{metrics}"
+    );
     node.shutdown().await?;
     Ok(())
 }

@@ -192,8 +192,10 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    match state.dispatcher.metrics().encode() {
-        Ok(text) => (
+    // Off the executor: reading bucket sizes may touch the store.
+    let encoded = tokio::task::spawn_blocking(move || state.dispatcher.metrics().encode()).await;
+    match encoded {
+        Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -201,6 +203,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             text,
         )
             .into_response(),
+        Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, "Metrics unavailable", e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "Metrics unavailable", e),
     }
 }

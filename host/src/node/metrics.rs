@@ -19,6 +19,11 @@ pub struct FunctionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BucketLabel {
+    pub bucket: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionError {
     pub function: String,
     pub kind: String,
@@ -35,6 +40,9 @@ pub struct Metrics {
     pub queue_depth: Family<FunctionLabel, Gauge>,
     pub dead_letters: Family<FunctionLabel, Counter>,
     pub mqtt_connected: Gauge,
+    pub kv_bucket_bytes: Family<BucketLabel, Gauge>,
+    /// The app's key-value store, whose bucket sizes are read at each scrape.
+    kv: std::sync::OnceLock<(crate::kv::Kv, String)>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +63,12 @@ impl Default for Metrics {
         let queue_depth = Family::<FunctionLabel, Gauge>::default();
         let dead_letters = Family::<FunctionLabel, Counter>::default();
         let mqtt_connected = Gauge::default();
+        let kv_bucket_bytes = Family::<BucketLabel, Gauge>::default();
+        registry.register(
+            "kv_bucket_bytes",
+            "Bytes (keys and values) each key-value bucket of the app holds",
+            kv_bucket_bytes.clone(),
+        );
         registry.register(
             "events_in",
             "Events delivered to a function, by trigger",
@@ -95,13 +109,29 @@ impl Default for Metrics {
             errors,
             latency,
             queue_depth,
+            kv_bucket_bytes,
+            kv: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Reports the buckets of `app` in `kv` from now on.
+    pub fn watch_kv(&self, kv: crate::kv::Kv, app: &str) {
+        let _ = self.kv.set((kv, app.to_owned()));
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Some((kv, app)) = self.kv.get() {
+            for bucket in kv.buckets(app).unwrap_or_default() {
+                if let Ok(b) = kv.bucket(app, &bucket) {
+                    self.kv_bucket_bytes
+                        .get_or_create(&BucketLabel { bucket })
+                        .set(i64::try_from(b.size()).unwrap_or(i64::MAX));
+                }
+            }
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

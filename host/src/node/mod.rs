@@ -213,7 +213,11 @@ impl Node {
                 .context("creating the webhook client")?,
             mqtt: mqtt.as_ref().map(mqtt::Mqtt::publisher),
         };
-        let dispatcher = Dispatcher::new(routes, Arc::new(Metrics::default()), Arc::new(sink));
+        let metrics = Arc::new(Metrics::default());
+        if let Some(kv) = &kv {
+            metrics.watch_kv(kv.clone(), &manifest.app);
+        }
+        let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
         if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
             mqtt.subscribe(settings.clone(), dispatcher.clone()).await?;
         }
