@@ -15,7 +15,9 @@ pub mod event;
 pub mod kv;
 pub mod manifest;
 pub mod node;
+pub mod outbox;
 mod state;
+pub mod store;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};
 pub use error::{InvokeError, LoadError};

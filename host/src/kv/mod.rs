@@ -11,15 +11,13 @@
 //! Counters (`increment`) are stored as decimal text, as Redis does, so
 //! `get` and the CLI show them as they are.
 
-pub mod backend;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use backend::{Backend, Sled, Tree};
+pub use crate::store::{Backend, Sled, Tree};
 
 const MIB: usize = 1 << 20;
 /// The tree that indexes values with a TTL by expiry.

@@ -1,9 +1,10 @@
-//! The storage under key-value state: a small trait of ordered byte trees,
-//! so a second backend can be added without touching the callers, and its
-//! sled implementation.
+//! The host's durable storage: a small trait of ordered byte trees, so a
+//! second backend can be added without touching the callers, and its sled
+//! implementation. One store per data directory serves key-value state and
+//! the outbox.
 //!
-//! Everything above this trait (namespaces, TTL, limits, atomic increment)
-//! is built from the five tree operations, compare-and-swap included.
+//! Everything above this trait (namespaces, TTL, limits, atomic increment,
+//! queues) is built from the tree operations, compare-and-swap included.
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -19,6 +20,8 @@ pub trait Backend: Send + Sync + Debug {
     fn tree_names(&self) -> anyhow::Result<Vec<String>>;
     /// Makes every write so far durable (on disk, synced) before returning.
     fn flush(&self) -> anyhow::Result<()>;
+    /// A number never returned before, not even before a crash; increasing.
+    fn next_id(&self) -> anyhow::Result<u64>;
 }
 
 /// One ordered map from byte keys to byte values.
@@ -68,7 +71,7 @@ impl Sled {
             .open()
             .with_context(|| {
                 format!(
-                    "cannot open the key-value store in {} (is another host using it?)",
+                    "cannot open the store in {} (is another host using it?)",
                     dir.display()
                 )
             })?;
@@ -95,10 +98,12 @@ impl Backend for Sled {
     }
 
     fn flush(&self) -> anyhow::Result<()> {
-        self.db
-            .flush()
-            .context("cannot flush the key-value store")?;
+        self.db.flush().context("cannot flush the store")?;
         Ok(())
+    }
+
+    fn next_id(&self) -> anyhow::Result<u64> {
+        self.db.generate_id().context("cannot generate an id")
     }
 }
 
@@ -161,5 +166,123 @@ impl Tree for SledTree {
             }
         }
         Ok(())
+    }
+}
+
+/// Group commit: writers that need their writes on disk take a ticket after
+/// writing and wait for a sync that covers it. One thread syncs at a time;
+/// every writer whose ticket was taken before a sync started is released by
+/// that one sync, however many there are.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    inner: Arc<CommitterInner>,
+}
+
+#[derive(Debug)]
+struct CommitterInner {
+    requested: std::sync::Mutex<u64>,
+    wake: std::sync::Condvar,
+    synced: tokio::sync::watch::Sender<Synced>,
+}
+
+/// How far syncing got: every ticket up to `upto` is durable; tickets up to
+/// `failed_upto` (and above `upto`) were in a sync that failed.
+#[derive(Debug, Clone, Default)]
+struct Synced {
+    upto: u64,
+    failed_upto: u64,
+    error: Option<Arc<str>>,
+}
+
+impl Committer {
+    /// Starts the syncing thread for `backend`; it ends when the last
+    /// handle is dropped.
+    pub fn new(backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
+        let inner = Arc::new(CommitterInner {
+            requested: std::sync::Mutex::new(0),
+            wake: std::sync::Condvar::new(),
+            synced: tokio::sync::watch::channel(Synced::default()).0,
+        });
+        let weak = Arc::downgrade(&inner);
+        // Weak, so dropping the store's last user closes it at once (a
+        // restart in the same process can reopen the directory).
+        let backend = Arc::downgrade(&backend);
+        std::thread::Builder::new()
+            .name("brink-commit".into())
+            .spawn(move || sync_loop(&weak, &backend))
+            .context("starting the commit thread")?;
+        Ok(Self { inner })
+    }
+
+    /// Takes a ticket for the writes made so far (call it after writing).
+    pub fn ticket(&self) -> u64 {
+        let mut requested = self
+            .inner
+            .requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *requested += 1;
+        self.inner.wake.notify_one();
+        *requested
+    }
+
+    /// Waits until the writes before `ticket` are durable.
+    pub async fn synced(&self, ticket: u64) -> anyhow::Result<()> {
+        let mut rx = self.inner.synced.subscribe();
+        let state = rx
+            .wait_for(|s| s.upto >= ticket || s.failed_upto >= ticket)
+            .await
+            .context("the commit thread stopped")?;
+        if state.upto >= ticket {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "syncing to disk failed: {}",
+                state.error.as_deref().unwrap_or("unknown error")
+            )
+        }
+    }
+}
+
+fn sync_loop(inner: &std::sync::Weak<CommitterInner>, backend: &std::sync::Weak<dyn Backend>) {
+    let mut done = 0;
+    loop {
+        let Some(committer) = inner.upgrade() else {
+            return;
+        };
+        let target = {
+            let mut requested = committer
+                .requested
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *requested <= done {
+                // Timed, so the thread notices when the committer is dropped.
+                requested = committer
+                    .wake
+                    .wait_timeout(requested, std::time::Duration::from_millis(200))
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            *requested
+        };
+        if target <= done {
+            continue;
+        }
+        let Some(store) = backend.upgrade() else {
+            return;
+        };
+        let result = store.flush();
+        drop(store);
+        committer.synced.send_modify(|s| match &result {
+            Ok(()) => s.upto = target,
+            Err(e) => {
+                s.failed_upto = target;
+                s.error = Some(Arc::from(format!("{e:#}")));
+            }
+        });
+        if let Err(e) = result {
+            tracing::error!("syncing the store failed: {e:#}");
+        }
+        done = target;
     }
 }
