@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
+pub mod forward;
+
 use crate::bindings::CloudEvent;
 use crate::event;
 use crate::store::{Backend, Committer, Tree};

@@ -214,6 +214,8 @@ impl Pending {
 pub struct Publisher {
     client: Arc<tokio::sync::Mutex<Client>>,
     pending: Arc<Mutex<Pending>>,
+    /// Whether the connection is up (as of the event loop's last word).
+    connected: Arc<std::sync::atomic::AtomicBool>,
     v5: bool,
     mode: OutputMode,
 }
@@ -227,7 +229,34 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// A publisher that connects, and reconnects with backoff, in the
+/// background, without waiting for the broker (an uplink may be down when
+/// the node starts). Sending true on the returned channel stops it.
+pub fn background_publisher(
+    settings: &Settings,
+    suffix: &str,
+) -> (Publisher, watch::Sender<bool>, JoinHandle<()>) {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut connection = Connection::new(settings, suffix, false);
+    let publisher = Publisher::new(&connection, settings);
+    let driver = publisher.clone();
+    let task = tokio::spawn(async move {
+        run_publisher(&mut connection, driver, stop_rx, None).await;
+    });
+    (publisher, stop, task)
+}
+
 impl Publisher {
+    fn new(connection: &Connection, settings: &Settings) -> Self {
+        Self {
+            client: connection.client.clone(),
+            pending: Arc::new(Mutex::new(Pending::default())),
+            connected: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            v5: settings.v5,
+            mode: settings.mode,
+        }
+    }
+
     /// Publishes `event` to `topic` and waits for the broker's PUBACK.
     pub async fn publish(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<()> {
         let message = binding::encode(event, self.mode, self.v5)
@@ -252,8 +281,49 @@ impl Publisher {
         }
     }
 
+    /// Publishes every (topic, event) in order on the one connection, so the
+    /// broker receives them in that order, then waits for all their PUBACKs.
+    pub async fn publish_all(&self, messages: &[(String, CloudEvent)]) -> anyhow::Result<()> {
+        let mut waiting = Vec::with_capacity(messages.len());
+        {
+            let client = self.client.lock().await;
+            for (topic, event) in messages {
+                let message = binding::encode(event, self.mode, self.v5)
+                    .with_context(|| format!("encoding event {:?}", event.id))?;
+                let (tx, rx) = oneshot::channel();
+                lock(&self.pending).queued.push_back(tx);
+                if let Err(e) = client.publish(topic, message).await {
+                    lock(&self.pending).queued.pop_back();
+                    return Err(e).context("the MQTT connection is closed");
+                }
+                waiting.push((topic, rx));
+            }
+        }
+        for (topic, rx) in waiting {
+            match tokio::time::timeout(PUBACK_TIMEOUT, rx).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(why))) => bail!("publishing to {topic:?}: {why}"),
+                Ok(Err(_)) => bail!("publishing to {topic:?}: the MQTT connection closed"),
+                Err(_) => bail!(
+                    "publishing to {topic:?}: no PUBACK within {}s",
+                    PUBACK_TIMEOUT.as_secs()
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection to the broker is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn on_polled(&self, polled: &Polled) {
         match polled {
+            Polled::Connected { .. } => {
+                self.connected
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             Polled::Sent(pkid) => {
                 let mut pending = lock(&self.pending);
                 if !pending.inflight.contains_key(pkid)
@@ -341,12 +411,7 @@ impl Mqtt {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
         let (stop_publisher, stop_rx) = watch::channel(false);
         let mut connection = Connection::new(&settings, "-out", false);
-        let publisher = Publisher {
-            client: connection.client.clone(),
-            pending: Arc::new(Mutex::new(Pending::default())),
-            v5: settings.v5,
-            mode: settings.mode,
-        };
+        let publisher = Publisher::new(&connection, &settings);
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = publisher.clone();
         let publisher_task = tokio::spawn(async move {
@@ -533,6 +598,7 @@ async fn run_publisher(
             biased;
             _ = stopped(&mut stop), if !stopping => None,
             polled = poll_connection(connection, &mut connected, &mut attempt, started, &mut ready, || {
+                publisher.connected.store(false, std::sync::atomic::Ordering::Relaxed);
                 lock(&publisher.pending).fail_all("the MQTT connection dropped before the broker acknowledged the message");
             }) => Some(polled),
         };
