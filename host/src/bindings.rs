@@ -5,7 +5,12 @@ wasmtime::component::bindgen!({
     path: "../wit",
     // Host functions return `wasmtime::Result`: an `Err` is a host bug and
     // traps the instance; guest-visible failures live in the WIT types.
-    imports: { default: trappable },
+    imports: {
+        // Waits for the sync that makes the event durable (group commit)
+        // without blocking an executor thread.
+        "brink:edge/outbox.send": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
     with: {
         "wasi:keyvalue/store.bucket": crate::capability::keyvalue::BucketHandle,

@@ -15,6 +15,7 @@ use crate::cache::{self, CompileCache, Compiled};
 use crate::capability::config::ConfigCtx;
 use crate::capability::keyvalue::{KvAccess, KvCtx};
 use crate::capability::log::LogCtx;
+use crate::capability::outbox::{OutboxAccess, OutboxCtx};
 use crate::capability::{self, wasi::GuestOutput};
 use crate::error::{InvokeError, LimitExceeded, LoadError};
 use crate::event;
@@ -86,6 +87,8 @@ pub struct FunctionSpec {
     pub instance_reuse: u32,
     /// The key-value buckets the function may open; set with [`FunctionSpec::with_kv`].
     pub kv: Option<KvAccess>,
+    /// The uplinks the function may send to; set with [`FunctionSpec::with_outbox`].
+    pub outbox: Option<OutboxAccess>,
 }
 
 impl FunctionSpec {
@@ -109,6 +112,20 @@ impl FunctionSpec {
             kv,
             namespace: Arc::from(namespace),
             buckets: Arc::new(buckets.into_iter().map(Into::into).collect()),
+        });
+        self
+    }
+
+    /// Grants sending to `uplinks` of `outbox`.
+    pub fn with_outbox(
+        mut self,
+        outbox: crate::outbox::Outbox,
+        uplinks: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.grants.insert(capability::outbox::GRANT.to_owned());
+        self.outbox = Some(OutboxAccess {
+            outbox,
+            uplinks: Arc::new(uplinks.into_iter().map(Into::into).collect()),
         });
         self
     }
@@ -506,6 +523,7 @@ impl Function {
             log: LogCtx::new(f.name.clone(), event_id),
             config: ConfigCtx::new(f.config.clone()),
             kv: KvCtx::new(f.spec.kv.clone()),
+            outbox: OutboxCtx::new(f.spec.outbox.clone()),
             memory: MemoryBudget {
                 limit: f.spec.limits.memory_bytes,
                 used: 0,

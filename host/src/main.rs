@@ -58,6 +58,41 @@ enum Command {
     /// of one; `get` writes a value's bytes to stdout; `set` stores the value
     /// given (or `--file`); `del` removes a key.
     Kv(KvArgs),
+    /// Show or purge a running node's outbox, over its admin API.
+    ///
+    /// `brink outbox status` shows each uplink's backlog (events, bytes, age
+    /// of the oldest), what was sent, retried, dropped and expired, and
+    /// whether it is connected; `brink outbox purge <uplink>` drops its backlog.
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OutboxArgs {
+    /// The node's admin API.
+    #[arg(long, env = "BRINK_ADMIN_URL", default_value = "http://127.0.0.1:7070")]
+    admin: String,
+    /// The node's admin token (`[admin] token`), if it has one.
+    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: OutboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Each uplink's backlog and counters.
+    Status {
+        /// Print the JSON the API returns instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop everything queued for UPLINK (asks first, unless --yes).
+    Purge {
+        uplink: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -223,6 +258,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
         Command::Kv(args) => kv(args),
+        Command::Outbox(args) => outbox(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,6 +305,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         grants: Default::default(),
         instance_reuse: 1,
         kv: None,
+        outbox: None,
     };
     if !args.kv.is_empty() {
         let dir = args
@@ -450,7 +487,6 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 }
 
 fn kv(args: KvArgs) -> anyhow::Result<()> {
-    brink_host::node::tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -469,43 +505,71 @@ fn key_path(key: &str) -> String {
     percent_encoding::utf8_percent_encode(key, SET).to_string()
 }
 
-async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
-    let base = format!("{}/v1/kv", args.admin.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("creating the HTTP client")?;
-    let admin = args.admin.clone();
-    let token = args.token.clone();
-    let send = |request: reqwest::RequestBuilder| {
-        let admin = admin.clone();
-        let request = match &token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        async move {
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the admin API at {admin}"))?;
-            let status = response.status();
-            let body = response.bytes().await.context("reading the response")?;
-            if !status.is_success() {
-                let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                bail!("{status}: {detail}");
-            }
-            Ok(body)
+/// A client of a running node's admin API.
+struct AdminClient {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        brink_host::node::tls::install_default_provider();
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .context("creating the HTTP client")?,
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// `method` on `path` (under the API's URL); the body of a 2xx answer,
+    /// else the problem's detail as the error.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let mut request = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
+        let status = response.status();
+        let body = response.bytes().await.context("reading the response")?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("{status}: {detail}");
+        }
+        Ok(body)
+    }
+}
+
+async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
+    let api = AdminClient::new(&args.admin, args.token.clone())?;
+    let base = "/v1/kv".to_owned();
+    let get = |path: String| {
+        let api = &api;
+        async move { api.call(reqwest::Method::GET, &path, None).await }
     };
     let mut stdout = std::io::stdout().lock();
     match args.command {
         KvCommand::Ls {
             bucket: None, json, ..
         } => {
-            let body = send(client.get(&base)).await?;
+            let body = get(base.clone()).await?;
             let listed: serde_json::Value = serde_json::from_slice(&body)?;
             let buckets = listed.get("buckets").cloned().unwrap_or_default();
             print_names(&mut stdout, &buckets, json)?;
@@ -524,7 +588,7 @@ async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
                     query.append_pair("cursor", c);
                 }
                 let url = format!("{base}/{}?{}", key_path(&bucket), query.finish());
-                let body = send(client.get(&url)).await?;
+                let body = get(url).await?;
                 let page: serde_json::Value = serde_json::from_slice(&body)?;
                 if let Some(page_keys) = page.get("keys").and_then(|k| k.as_array()) {
                     keys.extend(page_keys.iter().cloned());
@@ -541,7 +605,7 @@ async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
         }
         KvCommand::Get { bucket, key } => {
             let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
-            let body = send(client.get(&url)).await?;
+            let body = get(url).await?;
             stdout.write_all(&body)?;
         }
         KvCommand::Set {
@@ -569,11 +633,11 @@ async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
             if let Some(ttl) = ttl_ms {
                 url.push_str(&format!("?ttl_ms={ttl}"));
             }
-            send(client.put(&url).body(body)).await?;
+            api.call(reqwest::Method::PUT, &url, Some(body)).await?;
         }
         KvCommand::Del { bucket, key } => {
             let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
-            send(client.delete(&url)).await?;
+            api.call(reqwest::Method::DELETE, &url, None).await?;
         }
     }
     stdout.flush()?;
@@ -595,5 +659,96 @@ fn print_names(
             writeln!(out, "{name}")?;
         }
     }
+    Ok(())
+}
+
+fn outbox(args: OutboxArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(outbox_command(args))
+}
+
+async fn outbox_command(args: OutboxArgs) -> anyhow::Result<()> {
+    let api = AdminClient::new(&args.admin, args.token.clone())?;
+    let status = async || -> anyhow::Result<serde_json::Value> {
+        let body = api.call(reqwest::Method::GET, "/v1/outbox", None).await?;
+        Ok(serde_json::from_slice(&body)?)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.command {
+        OutboxCommand::Status { json: true } => {
+            serde_json::to_writer_pretty(&mut stdout, &status().await?)?;
+            writeln!(stdout)?;
+        }
+        OutboxCommand::Status { json: false } => {
+            let status = status().await?;
+            writeln!(
+                stdout,
+                "{:<16} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  connected",
+                "uplink",
+                "backlog",
+                "bytes",
+                "oldest",
+                "sent",
+                "retried",
+                "dropped",
+                "expired",
+                "rejected"
+            )?;
+            for u in status["uplinks"].as_array().into_iter().flatten() {
+                let n = |field: &str| u[field].as_u64().unwrap_or(0);
+                let oldest = u["oldest_age_ms"].as_u64().map_or_else(
+                    || "-".to_owned(),
+                    |ms| format!("{:.1}s", ms as f64 / 1000.0),
+                );
+                writeln!(
+                    stdout,
+                    "{:<16} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
+                    u["uplink"].as_str().unwrap_or_default(),
+                    n("backlog_events"),
+                    n("backlog_bytes"),
+                    oldest,
+                    n("sent"),
+                    n("retried"),
+                    n("dropped"),
+                    n("expired"),
+                    n("rejected"),
+                    if u["connected"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                )?;
+            }
+        }
+        OutboxCommand::Purge { uplink, yes } => {
+            if !yes {
+                let status = status().await?;
+                let backlog = status["uplinks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|u| u["uplink"] == uplink.as_str())
+                    .and_then(|u| u["backlog_events"].as_u64())
+                    .with_context(|| format!("the node has no uplink `{uplink}`"))?;
+                if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    bail!("purging drops {backlog} events for good: pass --yes to confirm");
+                }
+                eprint!("Drop the {backlog} events queued for `{uplink}` for good? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("not purged");
+                }
+            }
+            let path = format!("/v1/outbox/{}/purge", key_path(&uplink));
+            let body = api.call(reqwest::Method::POST, &path, None).await?;
+            let purged: serde_json::Value = serde_json::from_slice(&body)?;
+            writeln!(stdout, "purged {} events from `{uplink}`", purged["purged"])?;
+        }
+    }
+    stdout.flush()?;
     Ok(())
 }

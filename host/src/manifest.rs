@@ -71,6 +71,9 @@ pub struct Manifest {
     /// `[admin]`: the admin API (`brink kv`, ...).
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[uplink.<name>]`: where the outbox forwards to, one table per uplink.
+    #[serde(default)]
+    pub uplink: BTreeMap<String, UplinkSection>,
     /// `[function.<name>]`: one table per function.
     #[serde(default)]
     pub function: BTreeMap<String, FunctionSection>,
@@ -115,6 +118,91 @@ impl KvSection {
                 .bucket_quota_mb
                 .map_or(defaults.bucket_quota_bytes, |mb| mb.saturating_mul(1 << 20)),
             durable: self.durable_writes.unwrap_or(defaults.durable),
+        }
+    }
+}
+
+/// `[uplink.<name>]`: a remote MQTT broker or CloudEvents HTTP endpoint the
+/// outbox forwards to; exactly one of `mqtt` and `http`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// `mqtt = "mqtts://cloud.example.com:8883"`: publish with QoS 1 (a PUBACK acknowledges).
+    pub mqtt: Option<String>,
+    /// `http = "https://ingest.example.com/events"`: POST CloudEvents (a 2xx acknowledges).
+    pub http: Option<String>,
+    /// `topic = "edge/plant-7/{type}"`: the MQTT topic template (`{subject}`,
+    /// `{type}`, `{source}`, `{id}`); default `brink/outbox/{type}`.
+    pub topic: Option<String>,
+    /// `protocol = "5"`: MQTT 5 (binary mode) instead of 3.1.1 (structured).
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// `client_id = "plant-7-uplink"`, `username`, `password`: the MQTT session.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `ca_file`, `client_cert`, `client_key`: TLS for `mqtts://` or `https://`.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// `token = "…"`: an HTTP bearer token.
+    pub token: Option<String>,
+    /// `batched = true`: one `application/cloudevents-batch+json` request
+    /// per batch, instead of one binary-mode request per event (HTTP).
+    #[serde(default)]
+    pub batched: bool,
+    /// `max_batch = 100`: events sent together at most.
+    pub max_batch: Option<usize>,
+    /// `max_delay_ms = 50`: how long a batch may wait to fill up.
+    pub max_delay_ms: Option<u64>,
+    /// `max_mb = 256`, `max_events = 1000000`: what the outbox may hold for this uplink.
+    pub max_mb: Option<u64>,
+    pub max_events: Option<u64>,
+    /// `when_full = "reject"` (refuse new events) or `"drop_oldest"` (drop
+    /// the oldest events of the lowest priority).
+    #[serde(default)]
+    pub when_full: WhenFullSetting,
+    /// `priority = 0` and `ttl_ms`: of events that functions' outputs route
+    /// here (`outputs = [{ uplink = "cloud" }]`).
+    pub priority: Option<u8>,
+    pub ttl_ms: Option<u64>,
+}
+
+/// `when_full = "reject" | "drop_oldest"`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFullSetting {
+    #[default]
+    Reject,
+    DropOldest,
+}
+
+impl UplinkSection {
+    /// The queue's limits and policy.
+    pub fn queue_config(&self) -> crate::outbox::QueueConfig {
+        let defaults = crate::outbox::QueueConfig::default();
+        crate::outbox::QueueConfig {
+            max_bytes: self
+                .max_mb
+                .map_or(defaults.max_bytes, |mb| mb.saturating_mul(1 << 20)),
+            max_events: self.max_events.unwrap_or(defaults.max_events),
+            when_full: match self.when_full {
+                WhenFullSetting::Reject => crate::outbox::WhenFull::Reject,
+                WhenFullSetting::DropOldest => crate::outbox::WhenFull::DropOldest,
+            },
+            max_event_bytes: defaults.max_event_bytes,
+        }
+    }
+
+    /// The forwarder's batching and retry policy.
+    pub fn forward_config(&self) -> crate::outbox::forward::ForwardConfig {
+        let defaults = crate::outbox::forward::ForwardConfig::default();
+        crate::outbox::forward::ForwardConfig {
+            max_batch: self.max_batch.unwrap_or(defaults.max_batch),
+            max_delay: self
+                .max_delay_ms
+                .map_or(defaults.max_delay, Duration::from_millis),
+            ..defaults
         }
     }
 }
@@ -303,6 +391,9 @@ pub struct FunctionSection {
     /// function may open; any other gets `access-denied`.
     #[serde(default)]
     pub kv: BTreeSet<String>,
+    /// `outbox = ["cloud"]`: the uplinks the function may `send` to.
+    #[serde(default)]
+    pub outbox: BTreeSet<String>,
     /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
     #[serde(default)]
     pub limits: LimitsSection,
@@ -338,6 +429,8 @@ pub enum Output {
     Function(String),
     /// An HTTP endpoint that receives events in binary mode.
     Webhook(String),
+    /// An uplink of the outbox: stored durably, forwarded when it is up.
+    Uplink(String),
 }
 
 /// `limits = { … }`; anything unset takes the host default.
@@ -458,8 +551,69 @@ impl Manifest {
                 self.admin.listen
             ));
         }
+        for (name, u) in &self.uplink {
+            let at = |field: &str| format!("uplink.{name}.{field}");
+            if !crate::kv::valid_bucket_name(name) {
+                return Err(format!(
+                    "uplink name {name:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'"
+                ));
+            }
+            match (&u.mqtt, &u.http) {
+                (Some(url), None)
+                    if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) =>
+                {
+                    return Err(format!(
+                        "{}: {url:?} must start with mqtt:// or mqtts://",
+                        at("mqtt")
+                    ));
+                }
+                (None, Some(url))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return Err(format!(
+                        "{}: {url:?} must start with http:// or https://",
+                        at("http")
+                    ));
+                }
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(format!(
+                        "uplink.{name}: set exactly one of `mqtt = \"mqtt://host:port\"` and `http = \"https://…\"`"
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(template) = &u.topic {
+                check_template(template)
+                    .map_err(|e| format!("{}: topic template {template:?} {e}", at("topic")))?;
+            }
+            if u.priority.is_some_and(|p| p > crate::outbox::MAX_PRIORITY) {
+                return Err(format!("{}: must be 0 to 9", at("priority")));
+            }
+            for (field, zero) in [
+                ("max_batch", u.max_batch == Some(0)),
+                ("max_mb", u.max_mb == Some(0)),
+                ("max_events", u.max_events == Some(0)),
+                ("ttl_ms", u.ttl_ms == Some(0)),
+            ] {
+                if zero {
+                    return Err(format!("{}: must be above 0", at(field)));
+                }
+            }
+        }
         for (name, f) in &self.function {
             let at = |field: &str| format!("function.{name}.{field}");
+            if let Some(uplink) = f.outbox.iter().find(|u| !self.uplink.contains_key(*u)) {
+                return Err(format!(
+                    "{}: no uplink named {uplink:?} (declare it in [uplink.{uplink}])",
+                    at("outbox")
+                ));
+            }
+            if f.grants.contains(crate::capability::outbox::GRANT) {
+                return Err(format!(
+                    "{}: grant the outbox by naming the uplinks: outbox = [\"cloud\"]",
+                    at("grants")
+                ));
+            }
             if let Some(bucket) = f.kv.iter().find(|b| !crate::kv::valid_bucket_name(b)) {
                 return Err(format!(
                     "{}: bucket name {bucket:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'",
@@ -511,6 +665,12 @@ impl Manifest {
                     Output::Function(target) if !self.function.contains_key(target) => {
                         return Err(format!(
                             "{}[{i}]: no function named {target:?} in this manifest",
+                            at("outputs")
+                        ));
+                    }
+                    Output::Uplink(uplink) if !self.uplink.contains_key(uplink) => {
+                        return Err(format!(
+                            "{}[{i}]: no uplink named {uplink:?} (declare it in [uplink.{uplink}])",
                             at("outputs")
                         ));
                     }
@@ -628,6 +788,7 @@ impl FunctionSection {
             instance_reuse: self.instance_reuse.unwrap_or(1),
             // The node opens the store and attaches the buckets (`FunctionSpec::with_kv`).
             kv: None,
+            outbox: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capability::config::ConfigCtx;
 use crate::capability::keyvalue::KvCtx;
 use crate::capability::log::LogCtx;
+use crate::capability::outbox::OutboxCtx;
 use crate::error::LimitExceeded;
 
 /// Elements any one table may grow to; Rust guests use a few hundred.
@@ -19,6 +20,7 @@ pub struct HostState {
     pub(crate) log: LogCtx,
     pub(crate) config: ConfigCtx,
     pub(crate) kv: KvCtx,
+    pub(crate) outbox: OutboxCtx,
     pub(crate) memory: MemoryBudget,
 }
 

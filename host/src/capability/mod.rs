@@ -7,6 +7,7 @@
 pub mod config;
 pub mod keyvalue;
 pub mod log;
+pub mod outbox;
 pub mod wasi;
 
 use std::collections::BTreeSet;
@@ -69,6 +70,13 @@ pub const CAPABILITIES: &[Capability] = &[
         how_to_grant: Some("name the buckets it may open in its spec: kv = [\"default\"]"),
         interfaces: keyvalue::INTERFACES,
         add_to_linker: keyvalue::add_to_linker,
+    },
+    Capability {
+        name: "outbox",
+        grant: Some(outbox::GRANT),
+        how_to_grant: Some("name the uplinks it may send to in its spec: outbox = [\"cloud\"]"),
+        interfaces: outbox::INTERFACES,
+        add_to_linker: outbox::add_to_linker,
     },
 ];
 

@@ -8,6 +8,8 @@
 //! - `GET /v1/kv/{bucket}/{key}`: the value's bytes (404 when absent)
 //! - `PUT /v1/kv/{bucket}/{key}?ttl_ms=`: sets it to the body (204)
 //! - `DELETE /v1/kv/{bucket}/{key}`: removes it (204)
+//! - `GET /v1/outbox`: every uplink's queue: backlog, counters, connected
+//! - `POST /v1/outbox/{uplink}/purge`: drops everything queued for it, `{"purged": n}`
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,22 +24,30 @@ use axum::routing::get;
 
 use super::http::problem;
 use crate::kv::{Kv, KvError};
+use crate::outbox::{Outbox, OutboxError};
 
 #[derive(Clone)]
 struct AdminState {
     kv: Option<Kv>,
+    outbox: Option<Outbox>,
     namespace: Arc<str>,
     token: Option<Arc<str>>,
 }
 
-/// The admin routes over `kv` (none: the node has no key-value store).
-pub fn router(kv: Option<Kv>, namespace: &str, token: Option<&str>) -> Router {
+/// The admin routes over `kv` and `outbox` (none: the node has none).
+pub fn router(
+    kv: Option<Kv>,
+    outbox: Option<Outbox>,
+    namespace: &str,
+    token: Option<&str>,
+) -> Router {
     let max_body = kv
         .as_ref()
         .map_or(1 << 20, |kv| kv.config().max_value_bytes)
         .saturating_add(1);
     let state = AdminState {
         kv,
+        outbox,
         namespace: Arc::from(namespace),
         token: token.map(Arc::from),
     };
@@ -47,6 +57,11 @@ pub fn router(kv: Option<Kv>, namespace: &str, token: Option<&str>) -> Router {
         .route(
             "/v1/kv/{bucket}/{*key}",
             get(get_value).put(put_value).delete(delete_value),
+        )
+        .route("/v1/outbox", get(outbox_status))
+        .route(
+            "/v1/outbox/{uplink}/purge",
+            axum::routing::post(outbox_purge),
         )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -235,6 +250,41 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Store failed",
+            e,
+        )),
+    }
+}
+
+fn outbox_of(state: &AdminState) -> Result<Outbox, Problem> {
+    state.outbox.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "No outbox",
+            "this node has no outbox: its manifest declares no uplink (`[uplink.<name>]`)",
+        )
+    })
+}
+
+async fn outbox_status(State(state): State<AdminState>) -> Answer {
+    let outbox = outbox_of(&state)?;
+    let status = tokio::task::spawn_blocking(move || outbox.status())
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Outbox failed", e))?;
+    Ok(json(&serde_json::json!({ "uplinks": status })))
+}
+
+async fn outbox_purge(State(state): State<AdminState>, Path(uplink): Path<String>) -> Answer {
+    let outbox = outbox_of(&state)?;
+    match outbox.purge(&uplink).await {
+        Ok(purged) => Ok(json(
+            &serde_json::json!({ "uplink": uplink, "purged": purged }),
+        )),
+        Err(e @ OutboxError::UnknownUplink(_)) => {
+            Err(Problem::new(StatusCode::NOT_FOUND, "No such uplink", e))
+        }
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Outbox failed",
             e,
         )),
     }

@@ -97,6 +97,13 @@ pub trait Sink: Send + Sync + 'static {
         topic: &'a str,
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+    /// Stores `event` in the outbox of `uplink`; done when it is on disk.
+    fn uplink<'a>(
+        &'a self,
+        uplink: &'a str,
+        event: &'a CloudEvent,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 }
 
 /// How an event waits for a slot of a busy function.
@@ -366,6 +373,10 @@ impl Dispatcher {
                         Output::Mqtt(topic) => {
                             let sent = self.sink.mqtt(topic, event).await;
                             self.output_result(function, &format!("MQTT topic {topic:?}"), sent)?;
+                        }
+                        Output::Uplink(uplink) => {
+                            let stored = self.sink.uplink(uplink, event).await;
+                            self.output_result(function, &format!("uplink `{uplink}`"), stored)?;
                         }
                     }
                 }

@@ -24,6 +24,11 @@ pub struct BucketLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UplinkLabel {
+    pub uplink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionError {
     pub function: String,
     pub kind: String,
@@ -43,6 +48,9 @@ pub struct Metrics {
     pub kv_bucket_bytes: Family<BucketLabel, Gauge>,
     /// The app's key-value store, whose bucket sizes are read at each scrape.
     kv: std::sync::OnceLock<(crate::kv::Kv, String)>,
+    outbox: std::sync::OnceLock<crate::outbox::Outbox>,
+    outbox_gauges: [(&'static str, Family<UplinkLabel, Gauge>); 3],
+    outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 5],
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,7 +108,50 @@ impl Default for Metrics {
             "1 while the node's MQTT subscriber is connected to its broker",
             mqtt_connected.clone(),
         );
+        let outbox_gauges = [
+            (
+                "outbox_backlog_events",
+                "Events waiting in the outbox for an uplink",
+            ),
+            (
+                "outbox_backlog_bytes",
+                "Bytes waiting in the outbox for an uplink",
+            ),
+            ("outbox_connected", "1 while the uplink accepts deliveries"),
+        ]
+        .map(|(name, help)| {
+            let family = Family::<UplinkLabel, Gauge>::default();
+            registry.register(name, help, family.clone());
+            (name, family)
+        });
+        let outbox_counters = [
+            ("outbox_sent", "Events the uplink acknowledged"),
+            (
+                "outbox_retried",
+                "Event deliveries that failed and will be retried",
+            ),
+            (
+                "outbox_dropped",
+                "Events dropped: outbox full (drop_oldest) or purged",
+            ),
+            (
+                "outbox_expired",
+                "Events whose TTL passed before they could be sent",
+            ),
+            (
+                "outbox_rejected",
+                "Sends refused because the outbox was full",
+            ),
+        ]
+        .map(|(name, help)| {
+            let family = Family::<UplinkLabel, Counter>::default();
+            registry.register(name, help, family.clone());
+            (name, family)
+        });
         Self {
+            outbox: std::sync::OnceLock::new(),
+            outbox_gauges,
+            outbox_counters,
             registry,
             dead_letters,
             mqtt_connected,
@@ -116,6 +167,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Reports the queues of `outbox` from now on.
+    pub fn watch_outbox(&self, outbox: crate::outbox::Outbox) {
+        let _ = self.outbox.set(outbox);
+    }
+
     /// Reports the buckets of `app` in `kv` from now on.
     pub fn watch_kv(&self, kv: crate::kv::Kv, app: &str) {
         let _ = self.kv.set((kv, app.to_owned()));
@@ -129,6 +185,24 @@ impl Metrics {
                     self.kv_bucket_bytes
                         .get_or_create(&BucketLabel { bucket })
                         .set(i64::try_from(b.size()).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        if let Some(outbox) = self.outbox.get() {
+            for s in outbox.status() {
+                let label = UplinkLabel {
+                    uplink: s.uplink.clone(),
+                };
+                let gauges = [s.backlog_events, s.backlog_bytes, u64::from(s.connected)];
+                for ((_, family), value) in self.outbox_gauges.iter().zip(gauges) {
+                    family
+                        .get_or_create(&label)
+                        .set(i64::try_from(value).unwrap_or(i64::MAX));
+                }
+                let counters = [s.sent, s.retried, s.dropped, s.expired, s.rejected];
+                for ((_, family), value) in self.outbox_counters.iter().zip(counters) {
+                    let counter = family.get_or_create(&label);
+                    counter.inc_by(value.saturating_sub(counter.get()));
                 }
             }
         }

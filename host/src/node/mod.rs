@@ -9,6 +9,7 @@ pub mod mqtt;
 pub mod tls;
 pub mod tools;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ use crate::builder::{self, BuildRequest};
 use crate::engine::Engine;
 use crate::kv::Kv;
 use crate::manifest::{Manifest, Output, Trigger};
+use crate::outbox::Outbox;
+use crate::outbox::forward::{self, Target};
+use crate::store::{Backend, Sled};
 use dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Sink};
 use metrics::Metrics;
 
@@ -34,9 +38,31 @@ use metrics::Metrics;
 struct NodeSink {
     client: reqwest::Client,
     mqtt: Option<mqtt::Publisher>,
+    outbox: Option<Outbox>,
+    /// Priority and TTL of outputs routed to each uplink.
+    uplink_options: BTreeMap<String, (u8, Option<Duration>)>,
 }
 
 impl Sink for NodeSink {
+    fn uplink<'a>(
+        &'a self,
+        uplink: &'a str,
+        event: &'a CloudEvent,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(outbox) = &self.outbox else {
+                bail!("this node has no outbox");
+            };
+            let (priority, ttl) = self
+                .uplink_options
+                .get(uplink)
+                .copied()
+                .unwrap_or((0, None));
+            outbox.send(uplink, event, priority, ttl).await?;
+            Ok(())
+        })
+    }
+
     fn mqtt<'a>(
         &'a self,
         template: &'a str,
@@ -112,6 +138,11 @@ pub struct Node {
     sweeper: Option<JoinHandle<()>>,
     admin_addr: Option<SocketAddr>,
     admin: Option<JoinHandle<std::io::Result<()>>>,
+    outbox: Option<Outbox>,
+    /// Forwarder tasks and the MQTT uplink connections, stopped on shutdown.
+    forwarders: Vec<JoinHandle<()>>,
+    uplink_connections: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
+    stop_forwarders: watch::Sender<bool>,
 }
 
 /// Where key-value state lives when neither the manifest nor `--data-dir` says.
@@ -131,19 +162,37 @@ impl Node {
         tls::install_default_provider();
         let mut uses_mqtt = false;
         let mut uses_https = false;
-        // The store opens only when some function is granted a bucket, so a
-        // stateless app touches no data directory.
-        let kv = if manifest.function.values().any(|f| !f.kv.is_empty()) {
+        // The store opens only when some function is granted a bucket or an
+        // uplink exists, so a stateless app touches no data directory.
+        let uses_kv = manifest.function.values().any(|f| !f.kv.is_empty());
+        let store: Option<Arc<dyn Backend>> = if uses_kv || !manifest.uplink.is_empty() {
             let dir = manifest
                 .kv
                 .data_dir
                 .as_ref()
                 .map_or_else(default_data_dir, |d| base.join(d));
-            let config = manifest.kv.config();
-            let kv = tokio::task::spawn_blocking(move || Kv::open_sled(&dir, config)).await??;
-            Some(kv)
+            let sled = tokio::task::spawn_blocking(move || Sled::open(&dir)).await??;
+            Some(Arc::new(sled))
         } else {
             None
+        };
+        let kv = match (&store, uses_kv) {
+            (Some(store), true) => Some(Kv::new(store.clone(), manifest.kv.config())?),
+            _ => None,
+        };
+        let outbox = match &store {
+            Some(store) if !manifest.uplink.is_empty() => {
+                let (store, queues) = (
+                    store.clone(),
+                    manifest
+                        .uplink
+                        .iter()
+                        .map(|(name, u)| (name.clone(), u.queue_config()))
+                        .collect::<Vec<_>>(),
+                );
+                Some(tokio::task::spawn_blocking(move || Outbox::open(store, queues)).await??)
+            }
+            _ => None,
         };
         let sweeper = kv.as_ref().map(|kv| {
             kv.spawn_sweeper(Duration::from_millis(
@@ -170,6 +219,11 @@ impl Node {
                 && !section.kv.is_empty()
             {
                 spec = spec.with_kv(kv.clone(), &manifest.app, section.kv.iter().cloned());
+            }
+            if let Some(outbox) = &outbox
+                && !section.outbox.is_empty()
+            {
+                spec = spec.with_outbox(outbox.clone(), section.outbox.iter().cloned());
             }
             let function = engine
                 .load_file(spec, &path)
@@ -205,7 +259,22 @@ impl Node {
         } else {
             tls::no_roots()?
         };
+        let (forwarders, uplink_connections, stop_forwarders) = match &outbox {
+            Some(outbox) => start_forwarders(&manifest, base, outbox)?,
+            None => (Vec::new(), Vec::new(), watch::channel(false).0),
+        };
         let sink = NodeSink {
+            outbox: outbox.clone(),
+            uplink_options: manifest
+                .uplink
+                .iter()
+                .map(|(name, u)| {
+                    (
+                        name.clone(),
+                        (u.priority.unwrap_or(0), u.ttl_ms.map(Duration::from_millis)),
+                    )
+                })
+                .collect(),
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .tls_backend_preconfigured(Arc::unwrap_or_clone(webhook_tls))
@@ -216,6 +285,9 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         if let Some(kv) = &kv {
             metrics.watch_kv(kv.clone(), &manifest.app);
+        }
+        if let Some(outbox) = &outbox {
+            metrics.watch_outbox(outbox.clone());
         }
         let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
         if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
@@ -238,8 +310,9 @@ impl Node {
                 })
                 .await
         });
-        let (admin_addr, admin) = match &kv {
-            Some(kv) => {
+        let (admin_addr, admin) = match (&kv, &outbox) {
+            (None, None) => (None, None),
+            _ => {
                 let listener = tokio::net::TcpListener::bind(manifest.admin.listen)
                     .await
                     .with_context(|| {
@@ -247,7 +320,8 @@ impl Node {
                     })?;
                 let addr = listener.local_addr()?;
                 let app = admin::router(
-                    Some(kv.clone()),
+                    kv.clone(),
+                    outbox.clone(),
                     &manifest.app,
                     manifest.admin.token.as_deref(),
                 );
@@ -261,7 +335,6 @@ impl Node {
                 });
                 (Some(addr), Some(server))
             }
-            None => (None, None),
         };
         let mqtt_broker = settings.as_ref().map(|s| format!("{}:{}", s.host, s.port));
         tracing::info!(
@@ -283,7 +356,16 @@ impl Node {
             sweeper,
             admin_addr,
             admin,
+            outbox,
+            forwarders,
+            uplink_connections,
+            stop_forwarders,
         })
+    }
+
+    /// The node's outbox, if the manifest declares uplinks.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
     }
 
     /// The node's key-value store, if any function is granted a bucket.
@@ -333,6 +415,15 @@ impl Node {
         if let Some(admin) = self.admin {
             admin.await?.context("admin API")?;
         }
+        // What is still queued stays on disk for the next start.
+        let _ = self.stop_forwarders.send(true);
+        for forwarder in self.forwarders {
+            let _ = forwarder.await;
+        }
+        for (stop, connection) in self.uplink_connections {
+            let _ = stop.send(true);
+            let _ = connection.await;
+        }
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
         }
@@ -344,4 +435,82 @@ impl Node {
         served?.context("HTTP server")?;
         Ok(())
     }
+}
+
+type Forwarders = (
+    Vec<JoinHandle<()>>,
+    Vec<(watch::Sender<bool>, JoinHandle<()>)>,
+    watch::Sender<bool>,
+);
+
+/// One forwarder per uplink, each with its own connection.
+fn start_forwarders(
+    manifest: &Manifest,
+    base: &Path,
+    outbox: &Outbox,
+) -> anyhow::Result<Forwarders> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut forwarders = Vec::new();
+    let mut connections = Vec::new();
+    for (name, u) in &manifest.uplink {
+        let target = match (&u.mqtt, &u.http) {
+            (Some(url), _) => {
+                let section = crate::manifest::MqttSection {
+                    url: Some(url.clone()),
+                    protocol: u.protocol,
+                    client_id: u.client_id.clone(),
+                    username: u.username.clone(),
+                    password: u.password.clone(),
+                    ca_file: u.ca_file.clone(),
+                    client_cert: u.client_cert.clone(),
+                    client_key: u.client_key.clone(),
+                    ..crate::manifest::MqttSection::default()
+                };
+                let mut settings = mqtt::Settings::from_section(&section, base)
+                    .with_context(|| format!("uplink `{name}`"))?;
+                if u.client_id.is_none() {
+                    settings.client_id = format!("brink-{}-{name}", manifest.app);
+                }
+                let (publisher, stop, task) = mqtt::background_publisher(&settings, "");
+                connections.push((stop, task));
+                Target::Mqtt {
+                    publisher,
+                    topic: u
+                        .topic
+                        .clone()
+                        .unwrap_or_else(|| "brink/outbox/{type}".to_owned()),
+                }
+            }
+            (None, Some(url)) => {
+                let tls = if url.starts_with("https://") {
+                    let ca = u.ca_file.as_ref().map(|p| base.join(p));
+                    tls::client_config(&tls::TlsFiles {
+                        ca_file: ca.as_deref().map(|p| (p, "uplink.ca_file")),
+                        ..tls::TlsFiles::default()
+                    })?
+                } else {
+                    tls::no_roots()?
+                };
+                Target::Http {
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+                        .build()
+                        .context("creating the uplink's HTTP client")?,
+                    url: url.clone(),
+                    token: u.token.clone(),
+                    batched: u.batched,
+                }
+            }
+            (None, None) => bail!("uplink `{name}` has neither mqtt nor http"),
+        };
+        forwarders.push(forward::spawn(
+            outbox.clone(),
+            name.clone(),
+            target,
+            u.forward_config(),
+            stop_rx.clone(),
+        )?);
+    }
+    Ok((forwarders, connections, stop))
 }
