@@ -43,6 +43,7 @@
 extern crate self as brink_sdk;
 
 pub mod kv;
+pub mod outbox;
 
 use std::fmt;
 use std::str::FromStr;

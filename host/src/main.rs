@@ -196,7 +196,7 @@ struct UpArgs {
     /// `sensors/t-N/temperature` on the node's broker.
     #[arg(long)]
     simulate: bool,
-    /// Where key-value state lives, unless the manifest's `[kv] data_dir` says
+    /// Where key-value state and the outbox live, unless the manifest's `data_dir` says
     /// [default: the user's data dir, brink/data].
     #[arg(long, env = "BRINK_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -349,8 +349,8 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_listen {
         manifest.http.listen = addr;
     }
-    if manifest.kv.data_dir.is_none() {
-        manifest.kv.data_dir = args.data_dir.clone();
+    if manifest.data_dir.is_none() {
+        manifest.data_dir = args.data_dir.clone();
     }
     let base = args
         .manifest

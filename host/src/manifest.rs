@@ -59,6 +59,11 @@ pub struct Manifest {
     /// buckets, so two apps' `default` buckets never meet. Default `default`.
     #[serde(default = "default_app")]
     pub app: String,
+    /// `data_dir = "/var/lib/brink"`: where the host keeps key-value state
+    /// and the outbox, relative to the manifest; default `brink up
+    /// --data-dir`, else the user's data directory (`~/.local/share/brink/data`
+    /// on Linux).
+    pub data_dir: Option<PathBuf>,
     /// `[mqtt]`: the broker the host uses.
     #[serde(default)]
     pub mqtt: MqttSection,
@@ -87,10 +92,6 @@ fn default_app() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvSection {
-    /// `data_dir = "/var/lib/brink"`: the store's directory, relative to the
-    /// manifest; default `brink up --data-dir`, else the user's data
-    /// directory (`~/.local/share/brink/data` on Linux).
-    pub data_dir: Option<PathBuf>,
     /// `max_key_bytes = 1024`: the longest key.
     pub max_key_bytes: Option<usize>,
     /// `max_value_kb = 1024`: the largest value, in KiB.

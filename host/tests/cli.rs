@@ -457,12 +457,11 @@ fn stateful_manifest(dir: &Path, http_port: u16, admin_port: u16) -> anyhow::Res
         format!(
             r#"brink_manifest_version = 1
 app = "plant-7"
+data_dir = "state"
 [http]
 listen = "127.0.0.1:{http_port}"
 [admin]
 listen = "127.0.0.1:{admin_port}"
-[kv]
-data_dir = "state"
 
 [function.enrich]
 source = {enrich:?}

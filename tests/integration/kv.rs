@@ -564,13 +564,12 @@ async fn the_admin_api_needs_the_token_when_one_is_set() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let text = format!(
         r#"brink_manifest_version = 1
+data_dir = {data:?}
 [http]
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 token = "t0ken"
-[kv]
-data_dir = {data:?}
 
 [function.enrich]
 source = {enrich:?}

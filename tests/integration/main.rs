@@ -8,5 +8,6 @@ mod loading;
 mod manifests;
 mod mqtt;
 mod node;
+mod outbox;
 mod reuse;
 mod test_coverage;

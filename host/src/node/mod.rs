@@ -167,7 +167,6 @@ impl Node {
         let uses_kv = manifest.function.values().any(|f| !f.kv.is_empty());
         let store: Option<Arc<dyn Backend>> = if uses_kv || !manifest.uplink.is_empty() {
             let dir = manifest
-                .kv
                 .data_dir
                 .as_ref()
                 .map_or_else(default_data_dir, |d| base.join(d));

@@ -1,0 +1,221 @@
+//! Store-and-forward: the `forward` function through the outbox, and a node
+//! whose uplink is down while events pile up.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use brink_host::FunctionSpec;
+use brink_host::kv::{Kv, KvConfig};
+use brink_host::outbox::{Outbox, QueueConfig};
+use brink_host::store::{Backend, Sled};
+use brink_tests::{artifacts, json_data, load, reading};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn forward_batches_readings_and_sends_alerts_at_once_with_high_priority() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Backend> = Arc::new(Sled::open(dir.path())?);
+    let kv = Kv::new(store.clone(), KvConfig::default())?;
+    let outbox = Outbox::open(store, [("cloud".to_owned(), QueueConfig::default())])?;
+    let mut spec = FunctionSpec::new("forward")
+        .with_kv(kv, "app", ["default"])
+        .with_outbox(outbox.clone(), ["cloud"]);
+    spec.config.insert("batch".into(), "3".into());
+    let f = load(spec, artifacts::FORWARD)?;
+    for i in 0..7 {
+        f.invoke(reading(&format!("r{i}"), "t-1", f64::from(i)))
+            .await?;
+    }
+    let mut alert = reading("a1", "t-1", 99.0);
+    alert.type_ = "com.brink.alert.raised".into();
+    f.invoke(alert).await?;
+
+    let queued = outbox.peek("cloud", 10)?;
+    let summary: Vec<(u8, String)> = queued
+        .iter()
+        .map(|e| Ok((e.priority, e.event()?.id)))
+        .collect::<anyhow::Result<_>>()?;
+    // The alert first (priority 9), then two batches of three; r6 waits.
+    assert_eq!(
+        summary,
+        [
+            (9, "a1".to_owned()),
+            (1, "batch-r0-r2-3".to_owned()),
+            (1, "batch-r3-r5-3".to_owned()),
+        ]
+    );
+    let batch = queued[1].event()?;
+    assert_eq!(batch.type_, "com.brink.batch");
+    assert_eq!(
+        json_data(&batch)?,
+        json!([
+            { "device": "t-1", "value": 0.0 },
+            { "device": "t-1", "value": 1.0 },
+            { "device": "t-1", "value": 2.0 },
+        ])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sending_to_an_ungranted_uplink_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Backend> = Arc::new(Sled::open(dir.path())?);
+    let kv = Kv::new(store.clone(), KvConfig::default())?;
+    let outbox = Outbox::open(
+        store,
+        [
+            ("cloud".to_owned(), QueueConfig::default()),
+            ("other".to_owned(), QueueConfig::default()),
+        ],
+    )?;
+    let mut spec = FunctionSpec::new("forward")
+        .with_kv(kv, "app", ["default"])
+        .with_outbox(outbox.clone(), ["cloud"]);
+    spec.config.insert("uplink".into(), "other".into());
+    let f = load(spec, artifacts::FORWARD)?;
+    let mut alert = reading("a1", "t-1", 99.0);
+    alert.type_ = "com.brink.alert.raised".into();
+    let err = f
+        .invoke(alert)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("uplink `other` is not granted"), "{err}");
+    assert!(outbox.peek("other", 10)?.is_empty());
+    Ok(())
+}
+
+/// A CloudEvents HTTP sink that can be switched off (503) and counts
+/// every delivery attempt.
+#[derive(Clone, Default)]
+struct Sink {
+    up: Arc<std::sync::atomic::AtomicBool>,
+    attempts: Arc<std::sync::atomic::AtomicU64>,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn start_sink(sink: Sink) -> anyhow::Result<String> {
+    async fn ingest(
+        axum::extract::State(sink): axum::extract::State<Sink>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        sink.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !sink.up.load(std::sync::atomic::Ordering::Relaxed) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let batched = headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes() == b"application/cloudevents-batch+json");
+        let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        assert!(batched);
+        if let Ok(mut received) = sink.received.lock() {
+            received.extend(events);
+        }
+        StatusCode::ACCEPTED
+    }
+    let app = axum::Router::new()
+        .route("/ingest", axum::routing::post(ingest))
+        .with_state(sink);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/ingest", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_made_during_an_outage_all_arrive_in_order_when_it_ends()
+-> anyhow::Result<()> {
+    const EVENTS: usize = 100_000;
+    let sink = Sink::default();
+    let url = start_sink(sink.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        r#"brink_manifest_version = 1
+data_dir = {data:?}
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[uplink.cloud]
+http = {url:?}
+batched = true
+max_batch = 500
+"#,
+        data = dir.path().display().to_string(),
+    );
+    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
+    let node =
+        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
+            .await?;
+    let outbox = node
+        .outbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+
+    // Produced while the uplink is down, from 32 concurrent senders, in
+    // three priorities.
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..32 {
+        let outbox = outbox.clone();
+        tasks.spawn(async move {
+            for i in (sender..EVENTS).step_by(32) {
+                let priority = [0, 4, 9][i % 3];
+                let mut event = reading(&format!("{sender}-{i}"), "t-1", i as f64);
+                event.extensions = vec![("sender".into(), sender.to_string())];
+                outbox.send("cloud", &event, priority, None).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let status = &outbox.status()[0];
+    assert_eq!(status.backlog_events, EVENTS as u64);
+    assert!(!status.connected);
+    let attempts_while_down = sink.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sink.received.lock().map(|r| r.is_empty()).unwrap_or(false));
+
+    sink.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while sink.received.lock().map(|r| r.len()).unwrap_or(0) < EVENTS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {:?} of {EVENTS} arrived",
+            sink.received.lock().map(|r| r.len())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = sink.received.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(received.len(), EVENTS, "no duplicates in a clean run");
+    // Every event, and within a priority each sender's events in the order sent.
+    let mut last: BTreeMap<(u64, String), i64> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for event in &received {
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let (sender, i) = id.split_once('-').unwrap_or_default();
+        let i: i64 = i.parse()?;
+        let priority = [0u64, 4, 9][i as usize % 3];
+        let previous = last.insert((priority, sender.to_owned()), i);
+        assert!(previous.is_none_or(|p| p < i), "{id} after {previous:?}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), EVENTS);
+    let status = &outbox.status()[0];
+    assert_eq!((status.backlog_events, status.sent), (0, EVENTS as u64));
+    assert!(status.connected);
+    // Backing off, not spinning: a handful of attempts while it was down.
+    assert!(attempts_while_down < 100, "{attempts_while_down} attempts");
+    node.shutdown().await?;
+    Ok(())
+}
