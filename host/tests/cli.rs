@@ -606,3 +606,149 @@ fn run_with_a_kv_grant_keeps_state_from_one_run_to_the_next() -> anyhow::Result<
     assert_clean_failure(&out, "bucket `default` is not granted to this function");
     Ok(())
 }
+
+/// An HTTP sink for CloudEvents batches on its own thread and runtime; the
+/// ids it received, duplicates included.
+fn start_batch_sink() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let url = format!("http://{}/ingest", listener.local_addr()?);
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let app = axum::Router::new().route(
+                "/ingest",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        let events: Vec<serde_json::Value> =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        if let Ok(mut ids) = sink.lock() {
+                            ids.extend(
+                                events
+                                    .iter()
+                                    .filter_map(|e| e["id"].as_str().map(str::to_owned)),
+                            );
+                        }
+                        axum::http::StatusCode::ACCEPTED
+                    }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok((url, received))
+}
+
+#[test]
+fn every_acknowledged_event_reaches_the_uplink_through_repeated_sigkills() -> anyhow::Result<()> {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (sink_url, received) = start_batch_sink()?;
+    let http_port = free_port()?;
+    let manifest = dir.path().join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+data_dir = "state"
+[http]
+listen = "127.0.0.1:{http_port}"
+[admin]
+listen = "127.0.0.1:0"
+
+[uplink.cloud]
+http = {sink_url:?}
+batched = true
+
+[function.relay]
+source = {echo:?}
+triggers = [{{ http = "/readings" }}]
+outputs = [{{ uplink = "cloud" }}]
+"#,
+            echo = artifacts::ECHO,
+        ),
+    )?;
+    // A producer that sends events one after another and remembers those
+    // the node acknowledged (202: stored in the outbox).
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("e{n}");
+                n += 1;
+                let body = reading_event(&id, r#"{"device":"t-1","value":1}"#);
+                if let Ok((202, _)) = http(http_port, "POST", "/events/readings", &body)
+                    && let Ok(mut acked) = acked.lock()
+                {
+                    acked.push(id);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let mut kills = 0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    while kills < 12 {
+        let node = start_node(&manifest, &cache, http_port)?;
+        // A moment from 50 to 400 ms into the run.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_millis(50 + seed % 350));
+        drop(node); // SIGKILL
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    let acked: BTreeSet<String> = acked
+        .lock()
+        .map(|a| a.iter().cloned().collect())
+        .unwrap_or_default();
+    assert!(
+        acked.len() > 100,
+        "only {} events were acknowledged",
+        acked.len()
+    );
+
+    // After the last restart, everything acknowledged arrives.
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let arrived: BTreeSet<String> = received
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        let missing: Vec<&String> = acked.difference(&arrived).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} acknowledged events never arrived, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
