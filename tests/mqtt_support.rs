@@ -70,7 +70,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n{extra}"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 100000\nset_tcp_nodelay true\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )?;
         let binary = ["/usr/sbin/mosquitto", "mosquitto"]

@@ -125,7 +125,7 @@ impl KvSection {
 
 /// `[uplink.<name>]`: a remote MQTT broker or CloudEvents HTTP endpoint the
 /// outbox forwards to; exactly one of `mqtt` and `http`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
     /// `mqtt = "mqtts://cloud.example.com:8883"`: publish with QoS 1 (a PUBACK acknowledges).
@@ -135,9 +135,13 @@ pub struct UplinkSection {
     /// `topic = "edge/plant-7/{type}"`: the MQTT topic template (`{subject}`,
     /// `{type}`, `{source}`, `{id}`); default `brink/outbox/{type}`.
     pub topic: Option<String>,
-    /// `protocol = "5"`: MQTT 5 (binary mode) instead of 3.1.1 (structured).
+    /// `protocol = "v5"` (the default) or `"v311"`.
     #[serde(default)]
     pub protocol: MqttProtocol,
+    /// `output_mode = "structured"` (the default: the whole event in the
+    /// payload, readable by any subscriber) or `"binary"` (MQTT 5 only).
+    #[serde(default = "structured")]
+    pub output_mode: MqttOutputMode,
     /// `client_id = "plant-7-uplink"`, `username`, `password`: the MQTT session.
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -167,6 +171,10 @@ pub struct UplinkSection {
     /// here (`outputs = [{ uplink = "cloud" }]`).
     pub priority: Option<u8>,
     pub ttl_ms: Option<u64>,
+}
+
+fn structured() -> MqttOutputMode {
+    MqttOutputMode::Structured
 }
 
 /// `when_full = "reject" | "drop_oldest"`
@@ -582,6 +590,12 @@ impl Manifest {
                     ));
                 }
                 _ => {}
+            }
+            if u.protocol == MqttProtocol::V311 && u.output_mode == MqttOutputMode::Binary {
+                return Err(format!(
+                    "{}: \"binary\" needs MQTT 5; MQTT 3.1.1 carries CloudEvents in structured mode only",
+                    at("output_mode")
+                ));
             }
             if let Some(template) = &u.topic {
                 check_template(template)

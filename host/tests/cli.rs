@@ -752,3 +752,157 @@ outputs = [{{ uplink = "cloud" }}]
     }
     Ok(())
 }
+
+#[test]
+fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port, dead) = (free_port()?, free_port()?, free_port()?);
+    let manifest = dir.path().join("brink.toml");
+    // Every uplink points at a port nothing listens on: the outage never ends.
+    let uplink = |name: &str, extra: &str| {
+        format!("[uplink.{name}]\nhttp = \"http://127.0.0.1:{dead}/ingest\"\n{extra}\n")
+    };
+    let function = |name: &str| {
+        format!(
+            "[function.to-{name}]\nsource = {:?}\ntriggers = [{{ http = \"/{name}\" }}]\noutputs = [{{ uplink = \"{name}\" }}]\n",
+            artifacts::ECHO
+        )
+    };
+    std::fs::write(
+        &manifest,
+        format!(
+            "brink_manifest_version = 1\ndata_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}{}{}{}{}{}",
+            uplink("full", "max_events = 5\nwhen_full = \"drop_oldest\""),
+            uplink("short", "ttl_ms = 50"),
+            uplink("strict", "max_events = 2"),
+            function("full"),
+            function("short"),
+            function("strict"),
+        ),
+    )?;
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let post = |path: &str, id: &str| {
+        http(
+            http_port,
+            "POST",
+            path,
+            &reading_event(id, r#"{"device":"t-1","value":1}"#),
+        )
+        .map(|(status, _)| status)
+    };
+    for i in 0..8 {
+        assert_eq!(post("/events/full", &format!("f{i}"))?, 202);
+        assert_eq!(post("/events/short", &format!("s{i}"))?, 202);
+    }
+    assert_eq!(post("/events/strict", "x0")?, 202);
+    assert_eq!(post("/events/strict", "x1")?, 202);
+    // The third is refused: the sender learns its event was not stored.
+    assert_eq!(post("/events/strict", "x2")?, 502);
+
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let status = |cache: &Path| -> anyhow::Result<serde_json::Value> {
+        let out = brink(cache, &["outbox", "--admin", &admin, "status", "--json"])?;
+        anyhow::ensure!(out.status.success(), "{}", stderr(&out));
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(all["uplinks"].clone())
+    };
+    // Expired events go once the forwarder reaches them again (after a backoff).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let uplinks = loop {
+        let uplinks = status(&cache)?;
+        if uplinks[1]["expired"] == 8 {
+            break uplinks;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{uplinks}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let pick = |u: &serde_json::Value| {
+        (
+            u["uplink"].as_str().unwrap_or_default().to_owned(),
+            u["backlog_events"].as_u64(),
+            u["dropped"].as_u64(),
+            u["expired"].as_u64(),
+            u["rejected"].as_u64(),
+            u["connected"].as_bool(),
+        )
+    };
+    assert_eq!(
+        pick(&uplinks[0]),
+        (
+            "full".into(),
+            Some(5),
+            Some(3),
+            Some(0),
+            Some(0),
+            Some(false)
+        )
+    );
+    assert_eq!(
+        pick(&uplinks[1]),
+        (
+            "short".into(),
+            Some(0),
+            Some(0),
+            Some(8),
+            Some(0),
+            Some(false)
+        )
+    );
+    assert_eq!(
+        pick(&uplinks[2]),
+        (
+            "strict".into(),
+            Some(2),
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(false)
+        )
+    );
+    assert!(uplinks[0]["retried"].as_u64() > Some(0));
+
+    let (_, metrics) = http(http_port, "GET", "/metrics", "")?;
+    for line in [
+        "brink_outbox_dropped_total{uplink=\"full\"} 3",
+        "brink_outbox_expired_total{uplink=\"short\"} 8",
+        "brink_outbox_rejected_total{uplink=\"strict\"} 1",
+        "brink_outbox_backlog_events{uplink=\"full\"} 5",
+        "brink_outbox_connected{uplink=\"full\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+
+    let table = brink(&cache, &["outbox", "--admin", &admin, "status"])?;
+    let table = String::from_utf8(table.stdout)?;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("full") && l.ends_with("no")),
+        "{table}"
+    );
+
+    // Purging asks first; without a terminal it needs --yes.
+    let out = brink(&cache, &["outbox", "--admin", &admin, "purge", "full"])?;
+    assert_clean_failure(
+        &out,
+        "purging drops 5 events for good: pass --yes to confirm",
+    );
+    let out = brink(
+        &cache,
+        &["outbox", "--admin", &admin, "purge", "full", "--yes"],
+    )?;
+    assert_eq!(
+        String::from_utf8(out.stdout)?,
+        "purged 5 events from `full`\n"
+    );
+    let uplinks = status(&cache)?;
+    assert_eq!(pick(&uplinks[0]).1, Some(0));
+    let out = brink(
+        &cache,
+        &["outbox", "--admin", &admin, "purge", "nowhere", "--yes"],
+    )?;
+    assert_clean_failure(&out, "no uplink named `nowhere`");
+    Ok(())
+}

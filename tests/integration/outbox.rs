@@ -219,3 +219,185 @@ max_batch = 500
     node.shutdown().await?;
     Ok(())
 }
+
+/// Forwards TCP connections from a port of its own to `to` while it runs;
+/// while it is stopped, connections to its port are refused.
+struct Bridge {
+    port: u16,
+    to: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Bridge {
+    fn new(to: u16) -> anyhow::Result<Self> {
+        Ok(Self {
+            port: brink_tests::mqtt::free_port()?,
+            to,
+            task: None,
+        })
+    }
+
+    async fn up(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
+        let to = self.to;
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_made_while_the_mqtt_uplink_is_down_all_reach_the_broker_in_order()
+-> anyhow::Result<()> {
+    const EVENTS: usize = 100_000;
+    let broker = brink_tests::mqtt::Mosquitto::start()?;
+    let mut cloud = brink_tests::mqtt::Client311::subscribed(broker.port, &["cloud/#"]).await?;
+    // The node reaches the broker only through the bridge, which is down.
+    let mut bridge = Bridge::new(broker.port)?;
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        r#"brink_manifest_version = 1
+data_dir = {data:?}
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[uplink.cloud]
+mqtt = "mqtt://127.0.0.1:{port}"
+topic = "cloud/{{subject}}"
+max_batch = 500
+"#,
+        data = dir.path().display().to_string(),
+        port = bridge.port,
+    );
+    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
+    let node =
+        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
+            .await?;
+    let outbox = node
+        .outbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..32 {
+        let outbox = outbox.clone();
+        tasks.spawn(async move {
+            for i in (sender..EVENTS).step_by(32) {
+                let priority = [0, 4, 9][i % 3];
+                let event = reading(&format!("{sender}-{i}"), &format!("s{sender}"), i as f64);
+                outbox.send("cloud", &event, priority, None).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    assert_eq!(outbox.status()[0].backlog_events, EVENTS as u64);
+
+    bridge.up().await?;
+    let mut received = Vec::with_capacity(EVENTS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while received.len() < EVENTS {
+        match tokio::time::timeout_at(deadline, cloud.messages.recv()).await {
+            Ok(Some(message)) => received.push(message),
+            _ => anyhow::bail!("only {} of {EVENTS} arrived", received.len()),
+        }
+    }
+    let mut last: BTreeMap<(u64, String), i64> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut first_of_priority_0 = None;
+    for (n, message) in received.iter().enumerate() {
+        let event = message.json()?;
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let (sender, i) = id.split_once('-').unwrap_or_default();
+        let i: i64 = i.parse()?;
+        let priority = [0u64, 4, 9][i as usize % 3];
+        if priority == 0 && first_of_priority_0.is_none() {
+            first_of_priority_0 = Some(n);
+        }
+        let previous = last.insert((priority, sender.to_owned()), i);
+        assert!(previous.is_none_or(|p| p < i), "{id} after {previous:?}");
+        assert_eq!(message.topic, format!("cloud/s{sender}"));
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), EVENTS);
+    // The backlog drained highest priority first: priority 0 came last.
+    assert_eq!(
+        first_of_priority_0,
+        Some(EVENTS - EVENTS / 3 - usize::from(EVENTS % 3 > 0))
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while outbox.status()[0].backlog_events > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_down_mqtt_uplink_is_retried_with_backoff_not_in_a_tight_loop() -> anyhow::Result<()> {
+    // A port that accepts connections and drops them at once, counting them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(socket);
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        r#"brink_manifest_version = 1
+data_dir = {data:?}
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[uplink.cloud]
+mqtt = "mqtt://127.0.0.1:{port}"
+"#,
+        data = dir.path().display().to_string(),
+    );
+    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
+    let node =
+        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
+            .await?;
+    let outbox = node
+        .outbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+    outbox
+        .send("cloud", &reading("r1", "t-1", 1.0), 5, None)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
+    // 250 ms doubling (jittered): about 5 attempts in 5 s, never hundreds.
+    assert!((2..=10).contains(&n), "{n} connection attempts in 5 s");
+    let status = &outbox.status()[0];
+    assert_eq!((status.backlog_events, status.connected), (1, false));
+    node.shutdown().await?;
+    Ok(())
+}

@@ -457,6 +457,7 @@ fn start_forwarders(
                 let section = crate::manifest::MqttSection {
                     url: Some(url.clone()),
                     protocol: u.protocol,
+                    output_mode: u.output_mode,
                     client_id: u.client_id.clone(),
                     username: u.username.clone(),
                     password: u.password.clone(),
