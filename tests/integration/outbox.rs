@@ -342,10 +342,7 @@ max_batch = 500
     }
     assert_eq!(ids.len(), EVENTS);
     // The backlog drained highest priority first: priority 0 came last.
-    assert_eq!(
-        first_of_priority_0,
-        Some(EVENTS - EVENTS / 3 - usize::from(EVENTS % 3 > 0))
-    );
+    assert_eq!(first_of_priority_0, Some(EVENTS - EVENTS.div_ceil(3)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while outbox.status()[0].backlog_events > 0 {
         assert!(tokio::time::Instant::now() < deadline);
