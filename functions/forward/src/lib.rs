@@ -7,7 +7,9 @@
 //! event (`com.brink.batch`, data = a JSON array of the events' data) with
 //! priority 1 once `batch` of them are waiting. A batch's id is made from
 //! the ids of the events in it, so if two instances race and both send it,
-//! the receiver sees the same id twice and keeps one.
+//! the receiver sees the same id twice and keeps one; run it with
+//! `limits = { concurrency = 1 }` to avoid the race. A batch is sent before
+//! it leaves the pending list, so a crash can repeat it but never lose it.
 //!
 //! Config: `uplink` (default `cloud`), `batch` (default 10), `bucket`
 //! (default `default`), `urgent_types` (comma-separated substrings,
