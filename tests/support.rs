@@ -32,6 +32,13 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Starts a node from manifest `text` in the shared engine (paths in it are
+/// relative to the working directory).
+pub async fn start_node(text: &str) -> anyhow::Result<brink_host::node::Node> {
+    let manifest = brink_host::manifest::Manifest::parse(text, "test.toml")?;
+    brink_host::node::Node::start(manifest, Path::new("."), engine()?).await
+}
+
 /// Loads the component at `path` under `spec` in the shared engine.
 pub fn load(spec: FunctionSpec, path: &str) -> anyhow::Result<Function> {
     Ok(engine()?.load_file(spec, Path::new(path))?)

@@ -578,10 +578,7 @@ kv = ["devices"]
         data = dir.path().display().to_string(),
         enrich = artifacts::ENRICH,
     );
-    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
-    let node =
-        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
-            .await?;
+    let node = brink_tests::start_node(&text).await?;
     let admin = node
         .admin_addr()
         .ok_or_else(|| anyhow::anyhow!("no admin API"))?;

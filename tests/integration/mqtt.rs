@@ -4,16 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use brink_host::manifest::Manifest;
 use brink_host::node::Node;
+use brink_tests::artifacts;
 use brink_tests::mqtt::{Client5, Client311, Mosquitto, TestPki, free_port};
-use brink_tests::{artifacts, engine};
 
 const STRUCTURED: &str = "application/cloudevents+json";
 
 async fn start(text: &str) -> anyhow::Result<Node> {
-    let manifest = Manifest::parse(text, "test.toml")?;
-    Node::start(manifest, std::path::Path::new("."), engine()?).await
+    brink_tests::start_node(text).await
 }
 
 async fn metrics(node: &Node) -> anyhow::Result<String> {

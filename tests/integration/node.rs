@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use brink_host::manifest::Manifest;
 use brink_host::node::Node;
+use brink_tests::artifacts;
 use brink_tests::mqtt::TestPki;
-use brink_tests::{artifacts, engine};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
@@ -102,8 +101,7 @@ async fn https_webhook(pki: &TestPki) -> anyhow::Result<(String, Received)> {
 
 /// Starts a node on a free loopback port from manifest `text`.
 async fn node(text: &str) -> anyhow::Result<(Node, String)> {
-    let manifest = Manifest::parse(text, "test.toml")?;
-    let node = Node::start(manifest, std::path::Path::new("."), engine()?).await?;
+    let node = brink_tests::start_node(text).await?;
     let base = format!("http://{}", node.http_addr());
     Ok((node, base))
 }

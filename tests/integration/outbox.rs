@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use brink_host::FunctionSpec;
 use brink_host::kv::{Kv, KvConfig};
+use brink_host::node::Node;
 use brink_host::outbox::{Outbox, QueueConfig};
 use brink_host::store::{Backend, Sled};
 use brink_tests::{artifacts, json_data, load, reading};
@@ -91,6 +92,70 @@ async fn sending_to_an_ungranted_uplink_is_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node with only an uplink `cloud` (`uplink` is its settings), its state
+/// in `dir`, and its outbox.
+async fn uplink_node(dir: &std::path::Path, uplink: &str) -> anyhow::Result<(Node, Outbox)> {
+    let text = format!(
+        "brink_manifest_version = 1\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[uplink.cloud]\n{uplink}\n",
+        dir.display().to_string()
+    );
+    let node = brink_tests::start_node(&text).await?;
+    let outbox = node
+        .outbox()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+    Ok((node, outbox))
+}
+
+/// Sends `events` readings from 32 concurrent senders in three priorities
+/// (0, 4, 9 by index); event ids are `<sender>-<index>`, subjects `s<sender>`.
+async fn produce(outbox: &Outbox, events: usize) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..32 {
+        let outbox = outbox.clone();
+        tasks.spawn(async move {
+            for i in (sender..events).step_by(32) {
+                let event = reading(&format!("{sender}-{i}"), &format!("s{sender}"), i as f64);
+                outbox.send("cloud", &event, priority_of(i), None).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+fn priority_of(index: usize) -> u8 {
+    [0, 4, 9][index % 3]
+}
+
+/// Checks that `ids` (in arrival order) hold every one of `events` produced
+/// by [`produce`] exactly once, each sender's in order within a priority;
+/// returns the position of the first priority-0 event.
+fn check_arrivals<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    events: usize,
+) -> anyhow::Result<Option<usize>> {
+    let mut last: BTreeMap<(u8, String), usize> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut first_low = None;
+    for (n, id) in ids.enumerate() {
+        let (sender, i) = id.split_once('-').unwrap_or_default();
+        let i: usize = i.parse()?;
+        let priority = priority_of(i);
+        if priority == 0 && first_low.is_none() {
+            first_low = Some(n);
+        }
+        let previous = last.insert((priority, sender.to_owned()), i);
+        anyhow::ensure!(previous.is_none_or(|p| p < i), "{id} after {previous:?}");
+        anyhow::ensure!(seen.insert(id.to_owned()), "{id} arrived twice");
+    }
+    anyhow::ensure!(seen.len() == events, "{} of {events} arrived", seen.len());
+    Ok(first_low)
+}
+
 /// A CloudEvents HTTP sink that can be switched off (503) and counts
 /// every delivery attempt.
 #[derive(Clone, Default)]
@@ -139,47 +204,12 @@ async fn a_hundred_thousand_events_made_during_an_outage_all_arrive_in_order_whe
     let sink = Sink::default();
     let url = start_sink(sink.clone()).await?;
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        r#"brink_manifest_version = 1
-data_dir = {data:?}
-[http]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[uplink.cloud]
-http = {url:?}
-batched = true
-max_batch = 500
-"#,
-        data = dir.path().display().to_string(),
-    );
-    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
-    let node =
-        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
-            .await?;
-    let outbox = node
-        .outbox()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
-
-    // Produced while the uplink is down, from 32 concurrent senders, in
-    // three priorities.
-    let mut tasks = tokio::task::JoinSet::new();
-    for sender in 0..32 {
-        let outbox = outbox.clone();
-        tasks.spawn(async move {
-            for i in (sender..EVENTS).step_by(32) {
-                let priority = [0, 4, 9][i % 3];
-                let mut event = reading(&format!("{sender}-{i}"), "t-1", i as f64);
-                event.extensions = vec![("sender".into(), sender.to_string())];
-                outbox.send("cloud", &event, priority, None).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
+    let (node, outbox) = uplink_node(
+        dir.path(),
+        &format!("http = {url:?}\nbatched = true\nmax_batch = 500"),
+    )
+    .await?;
+    produce(&outbox, EVENTS).await?;
     let status = &outbox.status()[0];
     assert_eq!(status.backlog_events, EVENTS as u64);
     assert!(!status.connected);
@@ -198,19 +228,14 @@ max_batch = 500
     }
     let received = sink.received.lock().map(|r| r.clone()).unwrap_or_default();
     assert_eq!(received.len(), EVENTS, "no duplicates in a clean run");
-    // Every event, and within a priority each sender's events in the order sent.
-    let mut last: BTreeMap<(u64, String), i64> = BTreeMap::new();
-    let mut ids = std::collections::BTreeSet::new();
-    for event in &received {
-        let id = event["id"].as_str().unwrap_or_default().to_owned();
-        let (sender, i) = id.split_once('-').unwrap_or_default();
-        let i: i64 = i.parse()?;
-        let priority = [0u64, 4, 9][i as usize % 3];
-        let previous = last.insert((priority, sender.to_owned()), i);
-        assert!(previous.is_none_or(|p| p < i), "{id} after {previous:?}");
-        ids.insert(id);
-    }
-    assert_eq!(ids.len(), EVENTS);
+    let first_low = check_arrivals(
+        received
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default()),
+        EVENTS,
+    )?;
+    // The backlog drained highest priority first: priority 0 came last.
+    assert_eq!(first_low, Some(EVENTS - EVENTS.div_ceil(3)));
     let status = &outbox.status()[0];
     assert_eq!((status.backlog_events, status.sent), (0, EVENTS as u64));
     assert!(status.connected);
@@ -274,44 +299,15 @@ async fn events_made_while_the_mqtt_uplink_is_down_all_reach_the_broker_in_order
     // The node reaches the broker only through the bridge, which is down.
     let mut bridge = Bridge::new(broker.port)?;
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        r#"brink_manifest_version = 1
-data_dir = {data:?}
-[http]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[uplink.cloud]
-mqtt = "mqtt://127.0.0.1:{port}"
-topic = "cloud/{{subject}}"
-max_batch = 500
-"#,
-        data = dir.path().display().to_string(),
-        port = bridge.port,
-    );
-    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
-    let node =
-        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
-            .await?;
-    let outbox = node
-        .outbox()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for sender in 0..32 {
-        let outbox = outbox.clone();
-        tasks.spawn(async move {
-            for i in (sender..EVENTS).step_by(32) {
-                let priority = [0, 4, 9][i % 3];
-                let event = reading(&format!("{sender}-{i}"), &format!("s{sender}"), i as f64);
-                outbox.send("cloud", &event, priority, None).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
+    let (node, outbox) = uplink_node(
+        dir.path(),
+        &format!(
+            "mqtt = \"mqtt://127.0.0.1:{}\"\ntopic = \"cloud/{{subject}}\"\nmax_batch = 500",
+            bridge.port
+        ),
+    )
+    .await?;
+    produce(&outbox, EVENTS).await?;
     assert_eq!(outbox.status()[0].backlog_events, EVENTS as u64);
 
     bridge.up().await?;
@@ -323,26 +319,19 @@ max_batch = 500
             _ => anyhow::bail!("only {} of {EVENTS} arrived", received.len()),
         }
     }
-    let mut last: BTreeMap<(u64, String), i64> = BTreeMap::new();
-    let mut ids = std::collections::BTreeSet::new();
-    let mut first_of_priority_0 = None;
-    for (n, message) in received.iter().enumerate() {
-        let event = message.json()?;
-        let id = event["id"].as_str().unwrap_or_default().to_owned();
-        let (sender, i) = id.split_once('-').unwrap_or_default();
-        let i: i64 = i.parse()?;
-        let priority = [0u64, 4, 9][i as usize % 3];
-        if priority == 0 && first_of_priority_0.is_none() {
-            first_of_priority_0 = Some(n);
-        }
-        let previous = last.insert((priority, sender.to_owned()), i);
-        assert!(previous.is_none_or(|p| p < i), "{id} after {previous:?}");
-        assert_eq!(message.topic, format!("cloud/s{sender}"));
-        ids.insert(id);
+    let events = received
+        .iter()
+        .map(|m| m.json())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (message, event) in received.iter().zip(&events) {
+        let subject = event["subject"].as_str().unwrap_or_default();
+        assert_eq!(message.topic, format!("cloud/{subject}"));
     }
-    assert_eq!(ids.len(), EVENTS);
-    // The backlog drained highest priority first: priority 0 came last.
-    assert_eq!(first_of_priority_0, Some(EVENTS - EVENTS.div_ceil(3)));
+    let first_low = check_arrivals(
+        events.iter().map(|e| e["id"].as_str().unwrap_or_default()),
+        EVENTS,
+    )?;
+    assert_eq!(first_low, Some(EVENTS - EVENTS.div_ceil(3)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while outbox.status()[0].backlog_events > 0 {
         assert!(tokio::time::Instant::now() < deadline);
@@ -366,26 +355,8 @@ async fn a_down_mqtt_uplink_is_retried_with_backoff_not_in_a_tight_loop() -> any
         }
     });
     let dir = tempfile::tempdir()?;
-    let text = format!(
-        r#"brink_manifest_version = 1
-data_dir = {data:?}
-[http]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[uplink.cloud]
-mqtt = "mqtt://127.0.0.1:{port}"
-"#,
-        data = dir.path().display().to_string(),
-    );
-    let manifest = brink_host::manifest::Manifest::parse(&text, "test.toml")?;
-    let node =
-        brink_host::node::Node::start(manifest, std::path::Path::new("."), brink_tests::engine()?)
-            .await?;
-    let outbox = node
-        .outbox()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
+    let (node, outbox) =
+        uplink_node(dir.path(), &format!("mqtt = \"mqtt://127.0.0.1:{port}\"")).await?;
     outbox
         .send("cloud", &reading("r1", "t-1", 1.0), 5, None)
         .await?;
