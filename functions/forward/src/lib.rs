@@ -34,7 +34,10 @@ struct Pending {
 pub fn handle(event: Event) -> Result<()> {
     let uplink = config::get("uplink").unwrap_or_else(|| "cloud".into());
     let urgent = config::get("urgent_types").unwrap_or_else(|| ".alert.".into());
-    if urgent.split(',').any(|u| !u.is_empty() && event.type_.contains(u.trim())) {
+    if urgent
+        .split(',')
+        .any(|u| !u.is_empty() && event.type_.contains(u.trim()))
+    {
         let seq = send(&event, &uplink, 9)?;
         log::debug(format!("sent {} at once (#{seq})", event.id));
         return Ok(());
