@@ -156,7 +156,30 @@ pub fn spawn(
                     continue;
                 }
             }
-            let events: Vec<CloudEvent> = batch.iter().filter_map(|e| e.event().ok()).collect();
+            let mut events = Vec::with_capacity(batch.len());
+            let mut unreadable = Vec::new();
+            for entry in batch {
+                match entry.event() {
+                    Ok(event) => events.push((entry, event)),
+                    // Stored by us, so only a damaged store gets here; it
+                    // cannot be sent, and keeping it would block the queue.
+                    Err(e) => {
+                        tracing::error!(
+                            uplink,
+                            seq = entry.seq,
+                            "outbox: dropping an unreadable event: {e:#}"
+                        );
+                        unreadable.push(entry);
+                    }
+                }
+            }
+            if let Err(e) = outbox.discard(&uplink, &unreadable) {
+                tracing::error!(uplink, "removing unreadable events failed: {e:#}");
+            }
+            let (batch, events): (Vec<Entry>, Vec<CloudEvent>) = events.into_iter().unzip();
+            if batch.is_empty() {
+                continue;
+            }
             match target.deliver(&events).await {
                 Ok(()) => {
                     if let Err(e) = outbox.ack(&uplink, &batch) {

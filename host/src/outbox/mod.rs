@@ -172,6 +172,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Counters never wrap below zero, even if an entry was never counted.
+fn saturating_sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
 fn key(priority: u8, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(MAX_PRIORITY - priority);
@@ -377,11 +384,11 @@ impl Outbox {
     fn remove(&self, queue: &Queue, entry: &Entry) -> anyhow::Result<bool> {
         let removed = queue.tree.remove(&entry.key)?;
         if let Some(old) = &removed {
-            queue.stats.backlog_events.fetch_sub(1, Ordering::Relaxed);
-            queue
-                .stats
-                .backlog_bytes
-                .fetch_sub((entry.key.len() + old.len()) as u64, Ordering::Relaxed);
+            saturating_sub(&queue.stats.backlog_events, 1);
+            saturating_sub(
+                &queue.stats.backlog_bytes,
+                (entry.key.len() + old.len()) as u64,
+            );
         }
         Ok(removed.is_some())
     }
@@ -425,6 +432,17 @@ impl Outbox {
         for entry in entries {
             if self.remove(queue, entry)? {
                 queue.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `entries` without sending them, counted as dropped.
+    pub fn discard(&self, uplink: &str, entries: &[Entry]) -> Result<(), OutboxError> {
+        let queue = self.queue(uplink)?;
+        for entry in entries {
+            if self.remove(queue, entry)? {
+                queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -621,6 +639,24 @@ mod tests {
             Err(OutboxError::BadEvent(_))
         ));
         assert_eq!(outbox.status()[0].backlog_events, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_is_skipped_then_discarded_as_dropped() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = open(dir.path(), QueueConfig::default())?;
+        outbox.send("cloud", &event("good"), 1, None).await?;
+        let queue = outbox.queue("cloud")?;
+        queue
+            .tree
+            .insert(&key(1, u64::MAX), &encode(now_ms(), None, b"not json"))?;
+        let head = outbox.peek("cloud", 10)?;
+        assert_eq!(head.len(), 2);
+        assert!(head[1].event().is_err());
+        outbox.discard("cloud", &head[1..])?;
+        assert_eq!(ids(&outbox.peek("cloud", 10)?)?, ["good"]);
+        assert_eq!(outbox.status()[0].dropped, 1);
         Ok(())
     }
 
