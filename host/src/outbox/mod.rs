@@ -428,21 +428,25 @@ impl Outbox {
 
     /// Removes `entries`, which `uplink` acknowledged.
     pub fn ack(&self, uplink: &str, entries: &[Entry]) -> Result<(), OutboxError> {
-        let queue = self.queue(uplink)?;
-        for entry in entries {
-            if self.remove(queue, entry)? {
-                queue.stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+        self.remove_counting(uplink, entries, |s| &s.sent)
     }
 
     /// Removes `entries` without sending them, counted as dropped.
     pub fn discard(&self, uplink: &str, entries: &[Entry]) -> Result<(), OutboxError> {
+        self.remove_counting(uplink, entries, |s| &s.dropped)
+    }
+
+    /// Removes `entries`, adding those still there to `counter`.
+    fn remove_counting(
+        &self,
+        uplink: &str,
+        entries: &[Entry],
+        counter: fn(&QueueStats) -> &AtomicU64,
+    ) -> Result<(), OutboxError> {
         let queue = self.queue(uplink)?;
         for entry in entries {
             if self.remove(queue, entry)? {
-                queue.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                counter(&queue.stats).fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
