@@ -9,12 +9,19 @@ wasmtime::component::bindgen!({
         // Waits for the sync that makes the event durable (group commit)
         // without blocking an executor thread.
         "brink:edge/outbox.send": async | trappable,
+        // Waits in the model's queue; loading parses and optimises a model.
+        "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,
+        "wasi:nn/graph.load": async | trappable,
         default: trappable,
     },
     exports: { default: async },
     with: {
         "wasi:keyvalue/store.bucket": crate::capability::keyvalue::BucketHandle,
         "wasi:keyvalue/atomics.cas": crate::capability::keyvalue::CasHandle,
+        "wasi:nn/tensor.tensor": crate::capability::nn::TensorHandle,
+        "wasi:nn/graph.graph": crate::capability::nn::GraphHandle,
+        "wasi:nn/inference.graph-execution-context": crate::capability::nn::ExecHandle,
+        "wasi:nn/errors.error": crate::capability::nn::ErrorHandle,
     },
 });
 

@@ -15,6 +15,7 @@ use crate::cache::{self, CompileCache, Compiled};
 use crate::capability::config::ConfigCtx;
 use crate::capability::keyvalue::{KvAccess, KvCtx};
 use crate::capability::log::LogCtx;
+use crate::capability::nn::{NnAccess, NnCtx};
 use crate::capability::outbox::{OutboxAccess, OutboxCtx};
 use crate::capability::{self, wasi::GuestOutput};
 use crate::error::{InvokeError, LimitExceeded, LoadError};
@@ -89,6 +90,8 @@ pub struct FunctionSpec {
     pub kv: Option<KvAccess>,
     /// The uplinks the function may send to; set with [`FunctionSpec::with_outbox`].
     pub outbox: Option<OutboxAccess>,
+    /// The models the function may use; set with [`FunctionSpec::with_models`].
+    pub nn: Option<NnAccess>,
 }
 
 impl FunctionSpec {
@@ -126,6 +129,24 @@ impl FunctionSpec {
         self.outbox = Some(OutboxAccess {
             outbox,
             uplinks: Arc::new(uplinks.into_iter().map(Into::into).collect()),
+        });
+        self
+    }
+
+    /// Grants the models `names` of `models`, and loading models from bytes
+    /// where `load_bytes`.
+    pub fn with_models(
+        mut self,
+        models: crate::nn::Models,
+        names: impl IntoIterator<Item = impl Into<String>>,
+        load_bytes: bool,
+    ) -> Self {
+        self.grants.insert(capability::nn::GRANT.to_owned());
+        self.nn = Some(NnAccess {
+            models,
+            granted: Arc::new(names.into_iter().map(Into::into).collect()),
+            load_bytes,
+            function: Arc::from(self.name.as_str()),
         });
         self
     }
@@ -524,6 +545,7 @@ impl Function {
             config: ConfigCtx::new(f.config.clone()),
             kv: KvCtx::new(f.spec.kv.clone()),
             outbox: OutboxCtx::new(f.spec.outbox.clone()),
+            nn: NnCtx::new(f.spec.nn.clone()),
             memory: MemoryBudget {
                 limit: f.spec.limits.memory_bytes,
                 used: 0,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod kv;
 pub mod manifest;
+pub mod nn;
 pub mod node;
 pub mod outbox;
 mod state;

@@ -79,9 +79,104 @@ pub struct Manifest {
     /// `[uplink.<name>]`: where the outbox forwards to, one table per uplink.
     #[serde(default)]
     pub uplink: BTreeMap<String, UplinkSection>,
+    /// `[nn]`: inference settings every model shares.
+    #[serde(default)]
+    pub nn: NnSection,
+    /// `[model.<name>]`: the models the host loads once at start and shares
+    /// with every function granted them, one table per model.
+    #[serde(default)]
+    pub model: BTreeMap<String, ModelSection>,
     /// `[function.<name>]`: one table per function.
     #[serde(default)]
     pub function: BTreeMap<String, FunctionSection>,
+}
+
+/// `[nn]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NnSection {
+    /// `max_load_mb = 16`: the largest model a function granted
+    /// `load_models` may load from bytes, in MiB.
+    pub max_load_mb: Option<usize>,
+    /// `onnxruntime = "/opt/onnxruntime/lib/libonnxruntime.so"`: the ONNX
+    /// Runtime library for `backend = "onnxruntime"`, relative to the
+    /// manifest; default `ORT_DYLIB_PATH`.
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl NnSection {
+    /// The node's inference settings, with paths relative to `base`.
+    pub fn config(&self, base: &Path) -> crate::nn::NnConfig {
+        let defaults = crate::nn::NnConfig::default();
+        crate::nn::NnConfig {
+            max_load_bytes: self
+                .max_load_mb
+                .map_or(defaults.max_load_bytes, |mb| mb.saturating_mul(1 << 20)),
+            onnxruntime_library: self.onnxruntime.as_ref().map(|p| base.join(p)),
+        }
+    }
+}
+
+/// What a `gpu` model does where no GPU can be used: `fallback = "cpu"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    Cpu,
+}
+
+/// `[model.<name>]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `path = "models/digits.onnx"`: the ONNX file, relative to the manifest.
+    pub path: PathBuf,
+    /// `backend = "tract"` (pure Rust, CPU; the default) or `"onnxruntime"`
+    /// (CPU or CUDA; needs the ONNX Runtime library, see `[nn] onnxruntime`).
+    #[serde(default)]
+    pub backend: crate::nn::BackendKind,
+    /// `target = "cpu"` (the default) or `"gpu"` (onnxruntime with CUDA).
+    #[serde(default)]
+    pub target: crate::nn::Target,
+    /// `fallback = "cpu"`: run a `gpu` model on the CPU where CUDA cannot
+    /// start, instead of refusing to start.
+    pub fallback: Option<Fallback>,
+    /// `max_batch = 32`: most rows one run joins from concurrent callers;
+    /// 1 turns batching off.
+    pub max_batch: Option<usize>,
+    /// `max_wait_us = 0`: how long the oldest waiting call waits for others
+    /// to join its batch. 0 joins only the calls already waiting when a run
+    /// slot frees up, which adds no latency.
+    pub max_wait_us: Option<u64>,
+    /// `max_queue = 1024`: most calls waiting; past it `compute` fails at once.
+    pub max_queue: Option<usize>,
+    /// `parallelism = 2`: runs of this model at once; default the CPU count
+    /// on the CPU, 1 on a GPU.
+    pub parallelism: Option<usize>,
+}
+
+impl ModelSection {
+    /// The model's loading and batching settings, with its path relative to `base`.
+    pub fn config(&self, base: &Path) -> crate::nn::ModelConfig {
+        let defaults = crate::nn::BatchConfig::default();
+        let parallelism = match self.target {
+            crate::nn::Target::Cpu => defaults.parallelism,
+            crate::nn::Target::Gpu => 1,
+        };
+        crate::nn::ModelConfig {
+            path: base.join(&self.path),
+            backend: self.backend,
+            target: self.target,
+            fallback_to_cpu: self.fallback == Some(Fallback::Cpu),
+            batch: crate::nn::BatchConfig {
+                max_batch: self.max_batch.unwrap_or(defaults.max_batch),
+                max_wait: self
+                    .max_wait_us
+                    .map_or(defaults.max_wait, Duration::from_micros),
+                max_queue: self.max_queue.unwrap_or(defaults.max_queue),
+                parallelism: self.parallelism.unwrap_or(parallelism),
+            },
+        }
+    }
 }
 
 fn default_app() -> String {
@@ -403,6 +498,14 @@ pub struct FunctionSection {
     /// `outbox = ["cloud"]`: the uplinks the function may `send` to.
     #[serde(default)]
     pub outbox: BTreeSet<String>,
+    /// `models = ["digits"]`: the `[model.*]` the function may open with
+    /// `wasi:nn` `load-by-name`; any other gets `security`.
+    #[serde(default)]
+    pub models: BTreeSet<String>,
+    /// `load_models = true`: the function may also `load` models from bytes
+    /// (at most `[nn] max_load_mb`), run on this host's CPU or GPU.
+    #[serde(default)]
+    pub load_models: bool,
     /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
     #[serde(default)]
     pub limits: LimitsSection,
@@ -615,8 +718,50 @@ impl Manifest {
                 }
             }
         }
+        for (name, m) in &self.model {
+            let at = |field: &str| format!("model.{name}.{field}");
+            if !crate::kv::valid_bucket_name(name) {
+                return Err(format!(
+                    "model name {name:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'"
+                ));
+            }
+            if m.backend == crate::nn::BackendKind::Tract
+                && m.target == crate::nn::Target::Gpu
+                && m.fallback.is_none()
+            {
+                return Err(format!(
+                    "{}: the tract backend runs on the CPU only; use backend = \"onnxruntime\" for a GPU, \
+                     or fallback = \"cpu\"",
+                    at("target")
+                ));
+            }
+            for (field, zero) in [
+                ("max_batch", m.max_batch == Some(0)),
+                ("max_queue", m.max_queue == Some(0)),
+                ("parallelism", m.parallelism == Some(0)),
+            ] {
+                if zero {
+                    return Err(format!("{}: must be above 0", at(field)));
+                }
+            }
+        }
+        if self.nn.max_load_mb == Some(0) {
+            return Err("nn.max_load_mb: must be above 0".to_owned());
+        }
         for (name, f) in &self.function {
             let at = |field: &str| format!("function.{name}.{field}");
+            if let Some(model) = f.models.iter().find(|m| !self.model.contains_key(*m)) {
+                return Err(format!(
+                    "{}: no model named {model:?} (declare it in [model.{model}])",
+                    at("models")
+                ));
+            }
+            if f.grants.contains(crate::capability::nn::GRANT) {
+                return Err(format!(
+                    "{}: grant inference by naming the models: models = [\"digits\"]",
+                    at("grants")
+                ));
+            }
             if let Some(uplink) = f.outbox.iter().find(|u| !self.uplink.contains_key(*u)) {
                 return Err(format!(
                     "{}: no uplink named {uplink:?} (declare it in [uplink.{uplink}])",
@@ -804,6 +949,7 @@ impl FunctionSection {
             // The node opens the store and attaches the buckets (`FunctionSpec::with_kv`).
             kv: None,
             outbox: None,
+            nn: None,
         }
     }
 }

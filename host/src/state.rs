@@ -7,6 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capability::config::ConfigCtx;
 use crate::capability::keyvalue::KvCtx;
 use crate::capability::log::LogCtx;
+use crate::capability::nn::NnCtx;
 use crate::capability::outbox::OutboxCtx;
 use crate::error::LimitExceeded;
 
@@ -21,6 +22,7 @@ pub struct HostState {
     pub(crate) config: ConfigCtx,
     pub(crate) kv: KvCtx,
     pub(crate) outbox: OutboxCtx,
+    pub(crate) nn: NnCtx,
     pub(crate) memory: MemoryBudget,
 }
 

@@ -9,7 +9,11 @@ use crate::bindings::brink::edge::config;
 use crate::state::HostState;
 
 /// The interfaces this capability provides.
-pub const INTERFACES: &[&str] = &["brink:edge/config@0.1.0", "brink:edge/config@0.1.1"];
+pub const INTERFACES: &[&str] = &[
+    "brink:edge/config@0.1.0",
+    "brink:edge/config@0.1.1",
+    "brink:edge/config@0.1.2",
+];
 
 /// A function's configuration, shared by all its instances.
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,7 @@ pub const INTERFACES: &[&str] = &[
     "wasi:keyvalue/atomics@0.2.0-draft2",
     "wasi:keyvalue/batch@0.2.0-draft2",
     "brink:edge/kv@0.1.1",
+    "brink:edge/kv@0.1.2",
 ];
 
 /// Which buckets of which namespace a function may open.

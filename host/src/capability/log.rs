@@ -9,7 +9,11 @@ use crate::bindings::brink::edge::log::{self, Level};
 use crate::state::HostState;
 
 /// The interfaces this capability provides.
-pub const INTERFACES: &[&str] = &["brink:edge/log@0.1.0", "brink:edge/log@0.1.1"];
+pub const INTERFACES: &[&str] = &[
+    "brink:edge/log@0.1.0",
+    "brink:edge/log@0.1.1",
+    "brink:edge/log@0.1.2",
+];
 
 /// Who is logging: the function and the event being handled.
 #[derive(Debug, Clone)]

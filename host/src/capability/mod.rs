@@ -7,6 +7,7 @@
 pub mod config;
 pub mod keyvalue;
 pub mod log;
+pub mod nn;
 pub mod outbox;
 pub mod wasi;
 
@@ -47,7 +48,11 @@ pub const CAPABILITIES: &[Capability] = &[
         name: "types",
         grant: None,
         how_to_grant: None,
-        interfaces: &["brink:edge/types@0.1.0", "brink:edge/types@0.1.1"],
+        interfaces: &[
+            "brink:edge/types@0.1.0",
+            "brink:edge/types@0.1.1",
+            "brink:edge/types@0.1.2",
+        ],
         add_to_linker: add_types_to_linker,
     },
     Capability {
@@ -77,6 +82,13 @@ pub const CAPABILITIES: &[Capability] = &[
         how_to_grant: Some("name the uplinks it may send to in its spec: outbox = [\"cloud\"]"),
         interfaces: outbox::INTERFACES,
         add_to_linker: outbox::add_to_linker,
+    },
+    Capability {
+        name: "inference",
+        grant: Some(nn::GRANT),
+        how_to_grant: Some("name the models it may use in its spec: models = [\"digits\"]"),
+        interfaces: nn::INTERFACES,
+        add_to_linker: nn::add_to_linker,
     },
 ];
 

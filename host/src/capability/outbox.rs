@@ -17,7 +17,7 @@ use crate::state::HostState;
 pub const GRANT: &str = "outbox";
 
 /// The interfaces this capability provides.
-pub const INTERFACES: &[&str] = &["brink:edge/outbox@0.1.1"];
+pub const INTERFACES: &[&str] = &["brink:edge/outbox@0.1.1", "brink:edge/outbox@0.1.2"];
 
 /// Which uplinks a function may send to.
 #[derive(Debug, Clone)]

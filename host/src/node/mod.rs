@@ -26,6 +26,7 @@ use crate::builder::{self, BuildRequest};
 use crate::engine::Engine;
 use crate::kv::Kv;
 use crate::manifest::{Manifest, Output, Trigger};
+use crate::nn::Models;
 use crate::outbox::Outbox;
 use crate::outbox::forward::{self, Target};
 use crate::store::{Backend, Sled};
@@ -198,6 +199,26 @@ impl Node {
                 manifest.kv.sweep_interval_ms.unwrap_or(1000),
             ))
         });
+        // Models load once, before any function, and only when some are declared.
+        let models =
+            if manifest.model.is_empty() && !manifest.function.values().any(|f| f.load_models) {
+                None
+            } else {
+                let configs: std::collections::BTreeMap<_, _> = manifest
+                    .model
+                    .iter()
+                    .map(|(name, m)| (name.clone(), m.config(base)))
+                    .collect();
+                let config = manifest.nn.config(base);
+                let runtime = tokio::runtime::Handle::current();
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        let _runtime = runtime.enter();
+                        Models::load(&configs, config)
+                    })
+                    .await??,
+                )
+            };
         for (name, section) in &manifest.function {
             uses_mqtt |= section
                 .triggers
@@ -223,6 +244,15 @@ impl Node {
                 && !section.outbox.is_empty()
             {
                 spec = spec.with_outbox(outbox.clone(), section.outbox.iter().cloned());
+            }
+            if let Some(models) = &models
+                && (!section.models.is_empty() || section.load_models)
+            {
+                spec = spec.with_models(
+                    models.clone(),
+                    section.models.iter().cloned(),
+                    section.load_models,
+                );
             }
             let function = engine
                 .load_file(spec, &path)
