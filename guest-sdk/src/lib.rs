@@ -43,6 +43,7 @@
 extern crate self as brink_sdk;
 
 pub mod kv;
+pub mod nn;
 pub mod outbox;
 
 use std::fmt;

@@ -7,6 +7,7 @@ mod limits;
 mod loading;
 mod manifests;
 mod mqtt;
+mod nn;
 mod node;
 mod outbox;
 mod reuse;

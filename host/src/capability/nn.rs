@@ -278,9 +278,9 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         let mut tensors = Vec::with_capacity(inputs.len());
         let mut invalid = None;
         for (name, handle) in inputs {
-            // The inputs are the guest's to reuse: read them, do not consume them.
-            let t = self.table.get(&handle)?;
-            match Tensor::new(t.dims.clone(), element_type(t.ty), t.data.clone()) {
+            // The guest passed them on (`own<tensor>`): they are the host's to drop.
+            let t = self.table.delete(handle)?;
+            match Tensor::new(t.dims, element_type(t.ty), t.data) {
                 Ok(tensor) => tensors.push((name, tensor)),
                 Err(e) => {
                     invalid
