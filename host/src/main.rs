@@ -1,7 +1,7 @@
 //! `brink`: the edge-function host's command line.
 
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -173,6 +173,10 @@ struct RunArgs {
     /// The app whose buckets --kv grants.
     #[arg(long, default_value = "default", requires = "kv")]
     app: String,
+    /// Load an ONNX model for the function under a name, as NAME=PATH
+    /// (repeatable), run on the CPU by tract: `--model digits=examples/digits/digits.onnx`.
+    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_key_value)]
+    models: Vec<(String, String)>,
     /// Where key-value state lives [default: the user's data dir, brink/data].
     #[arg(long, env = "BRINK_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -306,7 +310,36 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         instance_reuse: 1,
         kv: None,
         outbox: None,
+        nn: None,
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if !args.models.is_empty() {
+        // Each model's queue is a task on this runtime.
+        let _runtime = runtime.enter();
+        let configs = args
+            .models
+            .iter()
+            .map(|(name, path)| {
+                let model = brink_host::manifest::ModelSection {
+                    path: PathBuf::from(path),
+                    backend: brink_host::nn::BackendKind::Tract,
+                    target: brink_host::nn::Target::Cpu,
+                    fallback: None,
+                    max_batch: None,
+                    max_wait_us: None,
+                    max_queue: None,
+                    parallelism: None,
+                };
+                (name.clone(), model.config(Path::new(".")))
+            })
+            .collect();
+        let models = brink_host::nn::Models::load(&configs, brink_host::nn::NnConfig::default())?;
+        let names: Vec<String> = args.models.iter().map(|(n, _)| n.clone()).collect();
+        spec = spec.with_models(models, names, false);
+    }
     if !args.kv.is_empty() {
         let dir = args
             .data_dir
@@ -327,10 +360,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     let function = engine.load_file(spec, &component)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let mut stdout = std::io::stdout().lock();
     for input in events {
         let outputs = runtime.block_on(function.invoke(event::to_wit(&input)))?;

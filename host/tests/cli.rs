@@ -906,3 +906,71 @@ fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -
     assert_clean_failure(&out, "no uplink named `nowhere`");
     Ok(())
 }
+
+/// A manifest serving classify-digits on `/digits` with the digits model on `backend`.
+fn digits_manifest(dir: &Path, http_port: u16, backend: &str) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[model.digits]
+path = {model:?}
+backend = "{backend}"
+
+[function.classify-digits]
+source = {classify:?}
+triggers = [{{ http = "/digits" }}]
+models = ["digits"]
+"#,
+            model = root().join("examples/digits/digits.onnx"),
+            classify = artifacts::CLASSIFY_DIGITS,
+        ),
+    )?;
+    Ok(manifest)
+}
+
+#[test]
+fn up_classifies_a_posted_digit_with_the_shared_model() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let http_port = free_port()?;
+    let manifest = digits_manifest(dir.path(), http_port, "tract")?;
+    let _node = start_node(&manifest, &dir.path().join("cache"), http_port)?;
+    let event = std::fs::read_to_string(root().join("examples/digits/digit-event.json"))?;
+    let (status, body) = http(
+        http_port,
+        "POST",
+        "/functions/classify-digits",
+        event.trim(),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    // One event back, in binary mode: its data is the classification.
+    let classification: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(classification["label"], 7, "{body}");
+    assert!(classification["confidence"].as_f64() > Some(0.5), "{body}");
+    Ok(())
+}
+
+#[test]
+fn up_with_an_onnxruntime_model_and_no_library_fails_with_one_clear_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let manifest = digits_manifest(dir.path(), free_port()?, "onnxruntime")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_brink"))
+        .arg("up")
+        .arg(&manifest)
+        .env("BRINK_CACHE_DIR", dir.path().join("cache"))
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_clean_failure(&out, "loading model `digits`");
+    assert!(
+        stderr(&out).contains("/nonexistent/libonnxruntime.so cannot be used"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
