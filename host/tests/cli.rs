@@ -951,6 +951,12 @@ fn up_classifies_a_posted_digit_with_the_shared_model() -> anyhow::Result<()> {
     let classification: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(classification["label"], 7, "{body}");
     assert!(classification["confidence"].as_f64() > Some(0.5), "{body}");
+    let (_, metrics) = http(http_port, "GET", "/metrics", "")?;
+    assert!(
+        metrics.contains(r#"brink_nn_requests_total{model="digits",device="cpu"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"brink_nn_rows_total{model="digits",device="cpu"} 1"#));
     Ok(())
 }
 

@@ -430,6 +430,11 @@ async fn a_gpu_model_without_cuda_fails_clearly_or_falls_back_to_the_cpu_when_al
         }
         Err(e) => {
             let message = format!("{e:#}");
+            // benches/gpu-check.sh sets it on a GPU machine, where CUDA must work.
+            assert!(
+                std::env::var_os("BRINK_REQUIRE_CUDA").is_none(),
+                "BRINK_REQUIRE_CUDA is set but the CUDA provider did not start: {message}"
+            );
             assert!(message.contains("CUDA execution provider"), "{message}");
             assert!(message.contains("fallback = \"cpu\""), "{message}");
         }

@@ -29,6 +29,12 @@ pub struct UplinkLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+    pub device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionError {
     pub function: String,
     pub kind: String,
@@ -51,6 +57,8 @@ pub struct Metrics {
     outbox: std::sync::OnceLock<crate::outbox::Outbox>,
     outbox_gauges: [(&'static str, Family<UplinkLabel, Gauge>); 3],
     outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 5],
+    models: std::sync::OnceLock<crate::nn::Models>,
+    model_counters: [(&'static str, Family<ModelLabel, Counter>); 6],
 }
 
 fn latency_histogram() -> Histogram {
@@ -148,7 +156,28 @@ impl Default for Metrics {
             registry.register(name, help, family.clone());
             (name, family)
         });
+        let model_counters = [
+            ("nn_requests", "Inferences answered, by model"),
+            (
+                "nn_runs",
+                "Runs of the model; fewer than requests where batching joined them",
+            ),
+            ("nn_rows", "Rows (samples) run, by model"),
+            ("nn_failed", "Inferences whose run failed"),
+            (
+                "nn_rejected",
+                "Inferences refused because the model's queue was full",
+            ),
+            ("nn_busy_microseconds", "Time spent running the model"),
+        ]
+        .map(|(name, help)| {
+            let family = Family::<ModelLabel, Counter>::default();
+            registry.register(name, help, family.clone());
+            (name, family)
+        });
         Self {
+            models: std::sync::OnceLock::new(),
+            model_counters,
             outbox: std::sync::OnceLock::new(),
             outbox_gauges,
             outbox_counters,
@@ -170,6 +199,11 @@ impl Metrics {
     /// Reports the queues of `outbox` from now on.
     pub fn watch_outbox(&self, outbox: crate::outbox::Outbox) {
         let _ = self.outbox.set(outbox);
+    }
+
+    /// Reports the queues of `models` from now on.
+    pub fn watch_models(&self, models: crate::nn::Models) {
+        let _ = self.models.set(models);
     }
 
     /// Reports the buckets of `app` in `kv` from now on.
@@ -201,6 +235,27 @@ impl Metrics {
                 }
                 let counters = [s.sent, s.retried, s.dropped, s.expired, s.rejected];
                 for ((_, family), value) in self.outbox_counters.iter().zip(counters) {
+                    let counter = family.get_or_create(&label);
+                    counter.inc_by(value.saturating_sub(counter.get()));
+                }
+            }
+        }
+        if let Some(models) = self.models.get() {
+            for model in models.iter() {
+                let label = ModelLabel {
+                    model: model.name().to_owned(),
+                    device: model.graph().device().to_owned(),
+                };
+                let s = model.stats();
+                let values = [
+                    s.requests(),
+                    s.batches(),
+                    s.rows(),
+                    s.failed(),
+                    s.rejected(),
+                    s.busy_us(),
+                ];
+                for ((_, family), value) in self.model_counters.iter().zip(values) {
                     let counter = family.get_or_create(&label);
                     counter.inc_by(value.saturating_sub(counter.get()));
                 }

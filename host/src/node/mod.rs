@@ -318,6 +318,9 @@ impl Node {
         if let Some(outbox) = &outbox {
             metrics.watch_outbox(outbox.clone());
         }
+        if let Some(models) = &models {
+            metrics.watch_models(models.clone());
+        }
         let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
         if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
             mqtt.subscribe(settings.clone(), dispatcher.clone()).await?;
