@@ -316,20 +316,19 @@ type Answer = (
 fn run_joined(graph: &dyn Graph, batch: Vec<Job>, rows: usize) -> Vec<Answer> {
     let mut replies = Vec::with_capacity(batch.len());
     let mut row_counts = Vec::with_capacity(batch.len());
-    let mut joined: Vec<Option<(Vec<u32>, super::ElementType, Vec<u8>)>> = Vec::new();
+    // Every job has the same inputs (`Job::joins`): the first sets each
+    // input's shape, the rest append their rows.
+    let mut joined: Vec<Tensor> = Vec::new();
     for job in batch {
         for (ix, input) in job.inputs.into_iter().enumerate() {
-            if joined.len() <= ix {
-                joined.push(None);
-            }
-            match &mut joined[ix] {
-                Some((_, _, data)) => data.extend_from_slice(&input.data),
-                slot @ None => {
-                    let mut dims = input.dims;
-                    if let Some(first) = dims.first_mut() {
+            match joined.get_mut(ix) {
+                Some(tensor) => tensor.data.extend_from_slice(&input.data),
+                None => {
+                    let mut tensor = input;
+                    if let Some(first) = tensor.dims.first_mut() {
                         *first = u32::try_from(rows).unwrap_or(u32::MAX);
                     }
-                    *slot = Some((dims, input.ty, input.data));
+                    joined.push(tensor);
                 }
             }
         }
@@ -338,8 +337,7 @@ fn run_joined(graph: &dyn Graph, batch: Vec<Job>, rows: usize) -> Vec<Answer> {
     }
     let result = joined
         .into_iter()
-        .flatten()
-        .map(|(dims, ty, data)| Tensor::new(dims, ty, data))
+        .map(|t| Tensor::new(t.dims, t.ty, t.data))
         .collect::<Result<Vec<_>, _>>()
         .and_then(|inputs| graph.run(inputs))
         .and_then(|outputs| split(outputs, rows, &row_counts));
