@@ -332,6 +332,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     max_wait_us: None,
                     max_queue: None,
                     parallelism: None,
+                    inline_max_us: None,
                 };
                 (name.clone(), model.config(Path::new(".")))
             })

@@ -152,6 +152,11 @@ pub struct ModelSection {
     /// `parallelism = 2`: runs of this model at once; default the CPU count
     /// on the CPU, 1 on a GPU.
     pub parallelism: Option<usize>,
+    /// `inline_max_us = 200`: a call that finds the queue empty and a run
+    /// slot free runs on the calling thread, skipping the hand-off to the
+    /// blocking pool, while the model's mean run takes at most this long;
+    /// 0 always queues.
+    pub inline_max_us: Option<u64>,
 }
 
 impl ModelSection {
@@ -174,6 +179,9 @@ impl ModelSection {
                     .map_or(defaults.max_wait, Duration::from_micros),
                 max_queue: self.max_queue.unwrap_or(defaults.max_queue),
                 parallelism: self.parallelism.unwrap_or(parallelism),
+                inline_max: self
+                    .inline_max_us
+                    .map_or(defaults.inline_max, Duration::from_micros),
             },
         }
     }

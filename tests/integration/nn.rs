@@ -163,6 +163,7 @@ async fn concurrent_callers_in_shared_batches_each_get_their_own_classification(
             max_wait: Duration::from_millis(2),
             max_queue: 1024,
             parallelism: 1,
+            ..BatchConfig::default()
         },
         NnConfig::default(),
     )?;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -29,6 +29,10 @@ pub struct BatchConfig {
     pub max_queue: usize,
     /// Runs of this model at once.
     pub parallelism: usize,
+    /// A call that finds nothing queued and a run slot free runs at once on
+    /// the calling thread, without the hop to the blocking pool, while the
+    /// model's mean run takes at most this long. Zero always queues.
+    pub inline_max: Duration,
 }
 
 impl Default for BatchConfig {
@@ -38,6 +42,7 @@ impl Default for BatchConfig {
             max_wait: Duration::ZERO,
             max_queue: 1024,
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            inline_max: Duration::from_micros(200),
         }
     }
 }
@@ -54,6 +59,16 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
+    /// Counts one run of `requests` requests and `rows` rows begun at `started`.
+    fn record(&self, started: Instant, requests: usize, rows: usize, failed: usize) {
+        self.busy_us
+            .fetch_add(micros(started.elapsed()), Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.failed.fetch_add(failed as u64, Ordering::Relaxed);
+    }
+
     /// Requests answered (each `compute` is one).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -102,9 +117,15 @@ impl Job {
 #[derive(Debug)]
 pub(crate) struct Queue {
     model: String,
+    graph: Arc<dyn Graph>,
     tx: mpsc::Sender<Job>,
     stats: Arc<ModelStats>,
     max_queue: usize,
+    /// Run slots, shared with the queue's task.
+    slots: Arc<Semaphore>,
+    /// Requests sent to the task and not yet taken into a batch.
+    queued: Arc<AtomicUsize>,
+    inline_max_us: u64,
 }
 
 impl Queue {
@@ -118,13 +139,52 @@ impl Queue {
                 .inputs()
                 .iter()
                 .all(|i| i.dims.first().is_some_and(Option::is_none));
-        tokio::spawn(serve(graph, config, batchable, rx, stats.clone()));
+        let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let inline_max_us = micros(config.inline_max);
+        tokio::spawn(serve(
+            graph.clone(),
+            config,
+            batchable,
+            rx,
+            Shared {
+                stats: stats.clone(),
+                slots: slots.clone(),
+                queued: queued.clone(),
+            },
+        ));
         Self {
             model: model.to_owned(),
+            graph,
             tx,
             stats,
             max_queue,
+            slots,
+            queued,
+            inline_max_us,
         }
+    }
+
+    /// Runs `inputs` on the calling thread, if nothing is queued, a slot is
+    /// free and the model's runs are short; gives them back otherwise.
+    fn run_inline(&self, inputs: Vec<Tensor>) -> Result<Result<Vec<Tensor>, NnError>, Vec<Tensor>> {
+        let batches = self.stats.batches();
+        let short = batches > 0 && self.stats.busy_us() / batches <= self.inline_max_us;
+        if !short || self.queued.load(Ordering::Acquire) > 0 {
+            return Err(inputs);
+        }
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return Err(inputs);
+        };
+        let rows = inputs.first().map_or(1, Tensor::rows);
+        let started = Instant::now();
+        let graph = self.graph.as_ref();
+        // A backend panic must not take the caller's worker thread with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| graph.run(inputs)))
+            .unwrap_or_else(|_| Err(NnError::runtime(format!("model `{}` panicked", self.model))));
+        self.stats
+            .record(started, 1, rows, usize::from(result.is_err()));
+        Ok(result)
     }
 
     pub(crate) fn stats(&self) -> &ModelStats {
@@ -137,6 +197,10 @@ impl Queue {
         function: &Arc<str>,
         inputs: Vec<Tensor>,
     ) -> Result<Vec<Tensor>, NnError> {
+        let inputs = match self.run_inline(inputs) {
+            Ok(result) => return result,
+            Err(inputs) => inputs,
+        };
         let (reply, answer) = oneshot::channel();
         let job = Job {
             function: function.clone(),
@@ -144,7 +208,12 @@ impl Queue {
             inputs,
             reply,
         };
-        match self.tx.try_send(job) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = self.tx.try_send(job);
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        match sent {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -176,12 +245,14 @@ struct Waiting {
     /// When the oldest waiting job arrived.
     oldest: Option<Instant>,
     rows: usize,
+    jobs: usize,
 }
 
 impl Waiting {
     fn push(&mut self, job: Job) {
         self.oldest.get_or_insert_with(Instant::now);
         self.rows += job.rows;
+        self.jobs += 1;
         match self.lines.iter_mut().find(|(f, _)| *f == job.function) {
             Some((_, line)) => line.push_back(job),
             None => self
@@ -206,6 +277,7 @@ impl Waiting {
             if job.reply.is_closed() {
                 // Its caller gave up (timeout, cancelled invocation).
                 self.rows -= job.rows;
+                self.jobs -= 1;
                 if !line.is_empty() {
                     self.lines.push_front((function, line));
                 }
@@ -220,6 +292,7 @@ impl Waiting {
             }
             rows += job.rows;
             self.rows -= job.rows;
+            self.jobs -= 1;
             batch.push(job);
             if !line.is_empty() {
                 self.lines.push_back((function, line));
@@ -233,14 +306,20 @@ impl Waiting {
     }
 }
 
+/// What a queue's task shares with its senders.
+struct Shared {
+    stats: Arc<ModelStats>,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+}
+
 async fn serve(
     graph: Arc<dyn Graph>,
     config: BatchConfig,
     batchable: bool,
     mut rx: mpsc::Receiver<Job>,
-    stats: Arc<ModelStats>,
+    shared: Shared,
 ) {
-    let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
     let mut waiting = Waiting::default();
     loop {
         if waiting.is_empty() {
@@ -249,7 +328,7 @@ async fn serve(
                 None => return,
             }
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = shared.slots.clone().acquire_owned().await else {
             return;
         };
         while let Ok(job) = rx.try_recv() {
@@ -264,12 +343,16 @@ async fn serve(
                 }
             }
         }
+        let before = waiting.jobs;
         let batch = waiting.take_batch(config.max_batch, batchable);
+        shared
+            .queued
+            .fetch_sub(before - waiting.jobs, Ordering::AcqRel);
         if batch.is_empty() {
             continue;
         }
         let graph = graph.clone();
-        let stats = stats.clone();
+        let stats = shared.stats.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             run_batch(graph.as_ref(), batch, &stats);
@@ -281,7 +364,7 @@ async fn serve(
 fn run_batch(graph: &dyn Graph, batch: Vec<Job>, stats: &ModelStats) {
     let started = Instant::now();
     let rows: usize = batch.iter().map(|j| j.rows).sum();
-    let count = batch.len() as u64;
+    let count = batch.len();
     let answers = if batch.len() == 1 {
         batch
             .into_iter()
@@ -293,16 +376,9 @@ fn run_batch(graph: &dyn Graph, batch: Vec<Job>, stats: &ModelStats) {
     } else {
         run_joined(graph, batch, rows)
     };
-    stats
-        .busy_us
-        .fetch_add(micros(started.elapsed()), Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.requests.fetch_add(count, Ordering::Relaxed);
-    stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    let failed = answers.iter().filter(|(_, r)| r.is_err()).count();
+    stats.record(started, count, rows, failed);
     for (reply, result) in answers {
-        if result.is_err() {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-        }
         // A caller that gave up meanwhile is no loss.
         let _ = reply.send(result);
     }
@@ -460,6 +536,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 max_queue: 1024,
                 parallelism: 1,
+                ..BatchConfig::default()
             },
         ));
         let mut tasks = Vec::new();
@@ -499,6 +576,7 @@ mod tests {
                 max_wait: Duration::ZERO,
                 max_queue: 1,
                 parallelism: 1,
+                inline_max: Duration::ZERO,
             },
         ));
         let f: Arc<str> = Arc::from("f");
