@@ -545,7 +545,7 @@ impl Function {
             config: ConfigCtx::new(f.config.clone()),
             kv: KvCtx::new(f.spec.kv.clone()),
             outbox: OutboxCtx::new(f.spec.outbox.clone()),
-            nn: NnCtx::new(f.spec.nn.clone()),
+            nn: NnCtx::new(f.spec.nn.clone(), f.spec.limits.memory_bytes),
             memory: MemoryBudget {
                 limit: f.spec.limits.memory_bytes,
                 used: 0,

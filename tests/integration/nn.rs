@@ -450,3 +450,28 @@ async fn a_gpu_model_without_cuda_fails_clearly_or_falls_back_to_the_cpu_when_al
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn tensors_a_guest_hoards_in_the_host_count_against_its_memory_limit() -> anyhow::Result<()> {
+    let models = models()?;
+    let mut spec = FunctionSpec::new("nn-ops").with_models(models.clone(), ["digits"], false);
+    spec.limits.memory_bytes = 16 << 20;
+    let f = load(spec, artifacts::FIXTURE_NN_OPS)?;
+    let mut event = reading("hoard", "none", 0.0);
+    event.data = Some(
+        json!([{ "op": "hoard", "n": 64, "bytes_len": 1 << 20 }])
+            .to_string()
+            .into_bytes(),
+    );
+    let err = f
+        .invoke(event)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("memory limit"), "{err}");
+    // Within the limit, and again after the trap: the host goes on serving.
+    let results = run(&f, json!([{ "op": "hoard", "n": 4, "bytes_len": 1 << 20 }])).await?;
+    assert_eq!(results[0], json!({ "ok": 4 }));
+    Ok(())
+}

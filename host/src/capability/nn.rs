@@ -51,12 +51,39 @@ pub struct NnAccess {
 #[derive(Debug, Default)]
 pub struct NnCtx {
     access: Option<NnAccess>,
+    /// Bytes of tensor data the instance holds in the host; each tensor
+    /// copies guest memory out, so this is bounded like guest memory is.
+    held: u64,
+    limit: u64,
 }
 
 impl NnCtx {
-    /// The context of a function with `access` (none: no model granted).
-    pub fn new(access: Option<NnAccess>) -> Self {
-        Self { access }
+    /// The context of a function with `access` (none: no model granted) that
+    /// may hold up to `limit` bytes of tensors in the host.
+    pub fn new(access: Option<NnAccess>, limit: u64) -> Self {
+        Self {
+            access,
+            held: 0,
+            limit,
+        }
+    }
+
+    /// Counts `bytes` more held; traps past the limit.
+    fn hold(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        let requested = self.held.saturating_add(bytes as u64);
+        if requested > self.limit {
+            return Err(crate::error::LimitExceeded::Memory {
+                limit: self.limit,
+                requested,
+            }
+            .into());
+        }
+        self.held = requested;
+        Ok(())
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.held = self.held.saturating_sub(bytes as u64);
     }
 }
 
@@ -280,6 +307,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         for (name, handle) in inputs {
             // The guest passed them on (`own<tensor>`): they are the host's to drop.
             let t = self.table.delete(handle)?;
+            self.ctx.release(t.data.len());
             match Tensor::new(t.dims, element_type(t.ty), t.data) {
                 Ok(tensor) => tensors.push((name, tensor)),
                 Err(e) => {
@@ -295,6 +323,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
             Ok(outputs) => {
                 let mut named = Vec::with_capacity(outputs.len());
                 for (name, t) in outputs {
+                    self.ctx.hold(t.data().len())?;
                     let handle = TensorHandle {
                         dims: t.dims().to_vec(),
                         ty: tensor_type(t.ty()),
@@ -323,6 +352,7 @@ impl tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<TensorHandle>> {
+        self.ctx.hold(data.len())?;
         Ok(self.table.push(TensorHandle {
             dims: dimensions,
             ty,
@@ -343,7 +373,8 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, tensor: Resource<TensorHandle>) -> wasmtime::Result<()> {
-        self.table.delete(tensor)?;
+        let t = self.table.delete(tensor)?;
+        self.ctx.release(t.data.len());
         Ok(())
     }
 }
