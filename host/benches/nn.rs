@@ -184,9 +184,15 @@ struct Figures {
     host_us: f64,
     guest_us: f64,
     invocation_us: f64,
-    unbatched: f64,
-    batched: f64,
-    batches: (u64, u64),
+    concurrent: Vec<Concurrent>,
+}
+
+struct Concurrent {
+    parallelism: usize,
+    max_batch: usize,
+    rate: f64,
+    requests: u64,
+    runs: u64,
 }
 
 fn measure(
@@ -230,48 +236,47 @@ fn measure(
         rt.block_on(classify.invoke(image.clone())).unwrap();
     });
 
-    let callers = 16;
-    let unbatched_models = models(
-        backend,
-        BatchConfig {
-            max_batch: 1,
-            ..BatchConfig::default()
-        },
-        library.clone(),
-    );
-    let unbatched_fns: Vec<Function> = (0..4)
-        .map(|i| {
-            function(
-                engine,
-                &unbatched_models,
-                &format!("f{i}"),
-                brink_test_artifacts::FIXTURE_NN_OPS,
-            )
-        })
-        .collect();
-    let unbatched = concurrent_rate(rt, &unbatched_fns, callers, n);
-
-    let batched_models = models(backend, BatchConfig::default(), library);
-    let batched_fns: Vec<Function> = (0..4)
-        .map(|i| {
-            function(
-                engine,
-                &batched_models,
-                &format!("f{i}"),
-                brink_test_artifacts::FIXTURE_NN_OPS,
-            )
-        })
-        .collect();
-    let batched = concurrent_rate(rt, &batched_fns, callers, n);
-    let stats = batched_models.get("digits").unwrap().stats();
+    // 16 callers from 4 functions, batching off and on, with one run at a
+    // time (as on a GPU) and with a run per core (the CPU default).
+    let mut concurrent = Vec::new();
+    for parallelism in [1, BatchConfig::default().parallelism] {
+        for max_batch in [1, 32] {
+            let shared = models(
+                backend,
+                BatchConfig {
+                    max_batch,
+                    parallelism,
+                    ..BatchConfig::default()
+                },
+                library.clone(),
+            );
+            let fns: Vec<Function> = (0..4)
+                .map(|i| {
+                    function(
+                        engine,
+                        &shared,
+                        &format!("f{i}"),
+                        brink_test_artifacts::FIXTURE_NN_OPS,
+                    )
+                })
+                .collect();
+            let rate = concurrent_rate(rt, &fns, 16, n);
+            let stats = shared.get("digits").unwrap().stats();
+            concurrent.push(Concurrent {
+                parallelism,
+                max_batch,
+                rate,
+                requests: stats.requests(),
+                runs: stats.batches(),
+            });
+        }
+    }
     Figures {
         native_us,
         host_us,
         guest_us,
         invocation_us,
-        unbatched,
-        batched,
-        batches: (stats.requests(), stats.batches()),
+        concurrent,
     }
 }
 
@@ -292,16 +297,22 @@ fn report(name: &str, f: &Figures) {
         "  whole classify-digits invocation    {:>9.2}",
         f.invocation_us
     );
-    println!("{name}: 16 concurrent guest callers, inferences/s");
-    println!("  batching off (max_batch = 1)        {:>9.0}", f.unbatched);
-    println!(
-        "  batching on (max_batch = 32)        {:>9.0}  ({:.2}x; {} requests in {} runs, {:.1} per run)",
-        f.batched,
-        f.batched / f.unbatched,
-        f.batches.0,
-        f.batches.1,
-        f.batches.0 as f64 / f.batches.1.max(1) as f64
-    );
+    println!("{name}: 16 concurrent guest callers (4 functions), inferences/s");
+    for pair in f.concurrent.chunks(2) {
+        let [off, on] = pair else { continue };
+        println!(
+            "  {} run(s) at once, batching off         {:>9.0}",
+            off.parallelism, off.rate
+        );
+        println!(
+            "  {} run(s) at once, batching on (max {})  {:>9.0}  ({:.2}x; {:.1} requests per run)",
+            on.parallelism,
+            on.max_batch,
+            on.rate,
+            on.rate / off.rate,
+            on.requests as f64 / on.runs.max(1) as f64
+        );
+    }
 }
 
 fn main() {

@@ -479,6 +479,17 @@ fn load_model_file(
     )?)
 }
 
+/// Decodes little-endian elements of `N` bytes.
+pub(crate) fn decode<T, const N: usize>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|c| {
+            let mut bytes = [0; N];
+            bytes.copy_from_slice(c);
+            from(bytes)
+        })
+        .collect()
+}
+
 /// The duration as whole microseconds, saturating.
 pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

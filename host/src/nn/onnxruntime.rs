@@ -14,7 +14,7 @@ use ort::ep;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
 
-use super::{ElementType, Graph, InputSpec, NnError, Target, Tensor};
+use super::{ElementType, Graph, InputSpec, NnError, Target, Tensor, decode};
 
 /// The process's one ONNX Runtime environment, or why there is none.
 static ENVIRONMENT: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
@@ -212,16 +212,6 @@ fn to_value(tensor: Tensor) -> Result<DynValue, NnError> {
         }
     };
     made.map_err(ort_error("making an input tensor"))
-}
-
-fn decode<T, const N: usize>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| {
-            let mut bytes = [0; N];
-            bytes.copy_from_slice(c);
-            from(bytes)
-        })
-        .collect()
 }
 
 fn from_value(value: &DynValue) -> Result<Tensor, NnError> {

@@ -6,7 +6,7 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_core::prelude::f16;
 
-use super::{ElementType, Graph, InputSpec, NnError, Tensor};
+use super::{ElementType, Graph, InputSpec, NnError, Tensor, decode};
 
 /// A model optimised and planned by tract.
 pub struct TractGraph {
@@ -114,17 +114,6 @@ fn to_tract(tensor: Tensor) -> Result<TractTensor, NnError> {
         }
     };
     made.map_err(|e| NnError::invalid(format!("{e:#}")))
-}
-
-/// Decodes little-endian elements of `N` bytes.
-fn decode<T, const N: usize>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| {
-            let mut bytes = [0; N];
-            bytes.copy_from_slice(c);
-            from(bytes)
-        })
-        .collect()
 }
 
 fn from_tract(value: &TValue) -> Result<Tensor, NnError> {
