@@ -124,10 +124,10 @@ fn per_call_us(n: u32, mut body: impl FnMut()) -> f64 {
 }
 
 /// Microseconds per inference inside one guest invocation of `n` inferences.
-fn guest_us(rt: &tokio::runtime::Runtime, f: &Function, n: u32) -> f64 {
+fn guest_us(rt: &tokio::runtime::Runtime, f: &Function, n: u32, rows: usize) -> f64 {
     let ops = serde_json::json!([
         { "op": "open", "model": "digits" },
-        { "op": "repeat", "n": n, "dims": [1, 64], "fill": 6.0 },
+        { "op": "repeat", "n": n, "dims": [rows, 64], "fill": 6.0 },
     ]);
     median(
         (0..ROUNDS)
@@ -181,6 +181,8 @@ fn concurrent_rate(
 
 struct Figures {
     native_us: f64,
+    native32_us: f64,
+    guest32_us: f64,
     host_us: f64,
     guest_us: f64,
     invocation_us: f64,
@@ -200,7 +202,7 @@ fn measure(
     engine: &Engine,
     backend: BackendKind,
     library: Option<PathBuf>,
-    native: &mut dyn FnMut(),
+    native: &mut dyn FnMut(usize),
     n: u32,
 ) -> Figures {
     let pixels = pixels();
@@ -219,10 +221,12 @@ fn measure(
     );
 
     // Warm everything once.
-    native();
-    guest_us(rt, &ops, 100);
+    native(1);
+    guest_us(rt, &ops, 100, 1);
 
-    let native_us = per_call_us(n, &mut *native);
+    let native_us = per_call_us(n, || native(1));
+    let native32_us = per_call_us(n / 4, || native(32));
+    let guest32_us = guest_us(rt, &ops, n / 4, 32);
     let model = single.get("digits").unwrap().clone();
     let who: Arc<str> = Arc::from("bench");
     let host_us = per_call_us(n, || {
@@ -230,7 +234,7 @@ fn measure(
         rt.block_on(model.compute(&who, vec![("pixels".into(), input)]))
             .unwrap();
     });
-    let guest_us = guest_us(rt, &ops, n);
+    let guest_us = guest_us(rt, &ops, n, 1);
     let image = event(&serde_json::json!({ "pixels": pixels }));
     let invocation_us = per_call_us(n / 10, || {
         rt.block_on(classify.invoke(image.clone())).unwrap();
@@ -273,6 +277,8 @@ fn measure(
     }
     Figures {
         native_us,
+        native32_us,
+        guest32_us,
         host_us,
         guest_us,
         invocation_us,
@@ -296,6 +302,16 @@ fn report(name: &str, f: &Figures) {
     println!(
         "  whole classify-digits invocation    {:>9.2}",
         f.invocation_us
+    );
+    println!("{name}: one call of 32 rows, µs");
+    println!(
+        "  native, called from Rust            {:>9.2}",
+        f.native32_us
+    );
+    println!(
+        "  guest wasi:nn compute (in a loop)   {:>9.2}  ({:+.1}% vs native)",
+        f.guest32_us,
+        (f.guest32_us / f.native32_us - 1.0) * 100.0
     );
     println!("{name}: 16 concurrent guest callers (4 functions), inferences/s");
     for pair in f.concurrent.chunks(2) {
@@ -341,10 +357,19 @@ fn main() {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let mut native = || {
-        let input = tract_onnx::prelude::Tensor::from_shape(&[1, 64], &pixels).unwrap();
+    // Inputs made before timing, so native pays only for the tensor it builds.
+    let pixels32: Vec<f32> = pixels.iter().copied().cycle().take(32 * 64).collect();
+    let rows_of = |rows: usize| {
+        if rows == 1 {
+            &pixels[..]
+        } else {
+            &pixels32[..]
+        }
+    };
+    let mut native = |rows: usize| {
+        let input = tract_onnx::prelude::Tensor::from_shape(&[rows, 64], rows_of(rows)).unwrap();
         let out = plan.run(tvec![input.into()]).unwrap();
-        assert_eq!(out[0].shape(), &[1, 10]);
+        assert_eq!(out[0].shape(), &[rows, 10]);
     };
     let tract = measure(&rt, &engine, BackendKind::Tract, None, &mut native, n);
     report("tract", &tract);
@@ -363,8 +388,8 @@ fn main() {
                 },
             )
             .unwrap();
-            let mut native = || {
-                let input = Tensor::from_f32(vec![1, 64], &pixels).unwrap();
+            let mut native = |rows: usize| {
+                let input = Tensor::from_f32(vec![rows as u32, 64], rows_of(rows)).unwrap();
                 graph.run(vec![input]).unwrap();
             };
             let ort = measure(
