@@ -31,3 +31,17 @@ bench:
 # Build the example functions.
 functions:
     cargo run -p brink-host -- build functions
+
+# Inference benchmarks (tract; onnxruntime too where ORT_DYLIB_PATH is set).
+bench-nn:
+    cargo bench -p brink-host --bench nn
+
+# The GPU path on an NVIDIA machine (see the script's header).
+gpu-check:
+    bash benches/gpu-check.sh
+
+# Retrain the digits model and its held-out set (needs PyPI).
+train-digits:
+    python3 -m venv target/digits-venv
+    target/digits-venv/bin/pip install -q scikit-learn onnx numpy onnxruntime
+    target/digits-venv/bin/python examples/digits/train_digits.py
