@@ -152,10 +152,10 @@ pub struct ModelSection {
     /// `parallelism = 2`: runs of this model at once; default the CPU count
     /// on the CPU, 1 on a GPU.
     pub parallelism: Option<usize>,
-    /// `inline_max_us = 200`: a call that finds the queue empty and a run
-    /// slot free runs on the calling thread, skipping the hand-off to the
-    /// blocking pool, while the model's mean run takes at most this long;
-    /// 0 always queues.
+    /// `inline_max_us = 200`: while the model's mean run takes at most this
+    /// long, runs skip the hand-off to the blocking pool (a call that finds
+    /// the queue empty and a slot free runs on the calling thread; queued
+    /// batches run on the queue's task); 0 always hands runs off.
     pub inline_max_us: Option<u64>,
 }
 

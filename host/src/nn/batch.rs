@@ -29,9 +29,10 @@ pub struct BatchConfig {
     pub max_queue: usize,
     /// Runs of this model at once.
     pub parallelism: usize,
-    /// A call that finds nothing queued and a run slot free runs at once on
-    /// the calling thread, without the hop to the blocking pool, while the
-    /// model's mean run takes at most this long. Zero always queues.
+    /// While the model's mean run takes at most this long, runs skip the
+    /// hand-off to the blocking pool: a call that finds nothing queued and a
+    /// slot free runs at once on the calling thread, and queued batches run
+    /// on the queue's task. Zero always hands runs to the blocking pool.
     pub inline_max: Duration,
 }
 
@@ -59,6 +60,12 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
+    /// Whether the model's runs so far took `limit` or less on average.
+    fn runs_within(&self, limit: Duration) -> bool {
+        let runs = self.batches();
+        !limit.is_zero() && runs > 0 && self.busy_us() / runs <= micros(limit)
+    }
+
     /// Counts one run of `requests` requests and `rows` rows begun at `started`.
     fn record(&self, started: Instant, requests: usize, rows: usize, failed: usize) {
         self.busy_us
@@ -125,7 +132,7 @@ pub(crate) struct Queue {
     slots: Arc<Semaphore>,
     /// Requests sent to the task and not yet taken into a batch.
     queued: Arc<AtomicUsize>,
-    inline_max_us: u64,
+    inline_max: Duration,
 }
 
 impl Queue {
@@ -141,7 +148,7 @@ impl Queue {
                 .all(|i| i.dims.first().is_some_and(Option::is_none));
         let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
         let queued = Arc::new(AtomicUsize::new(0));
-        let inline_max_us = micros(config.inline_max);
+        let inline_max = config.inline_max;
         tokio::spawn(serve(
             graph.clone(),
             config,
@@ -161,16 +168,14 @@ impl Queue {
             max_queue,
             slots,
             queued,
-            inline_max_us,
+            inline_max,
         }
     }
 
     /// Runs `inputs` on the calling thread, if nothing is queued, a slot is
     /// free and the model's runs are short; gives them back otherwise.
     fn run_inline(&self, inputs: Vec<Tensor>) -> Result<Result<Vec<Tensor>, NnError>, Vec<Tensor>> {
-        let batches = self.stats.batches();
-        let short = batches > 0 && self.stats.busy_us() / batches <= self.inline_max_us;
-        if !short || self.queued.load(Ordering::Acquire) > 0 {
+        if !self.stats.runs_within(self.inline_max) || self.queued.load(Ordering::Acquire) > 0 {
             return Err(inputs);
         }
         let Ok(_slot) = self.slots.try_acquire() else {
@@ -349,6 +354,18 @@ async fn serve(
             .queued
             .fetch_sub(before - waiting.jobs, Ordering::AcqRel);
         if batch.is_empty() {
+            continue;
+        }
+        if shared.stats.runs_within(config.inline_max) {
+            // Short runs cost less here than the hand-off to the blocking
+            // pool; meanwhile new requests gather for the next batch. A
+            // panic drops the batch's replies (its callers get an error),
+            // not this task.
+            let graph = graph.as_ref();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_batch(graph, batch, &shared.stats);
+            }));
+            drop(slot);
             continue;
         }
         let graph = graph.clone();
