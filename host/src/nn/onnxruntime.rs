@@ -55,15 +55,6 @@ fn environment(library: Option<&Path>) -> Result<&'static Environment, NnError> 
     }
 }
 
-/// Whether ONNX Runtime could be loaded in this process; loads it if not yet tried.
-pub fn available(library: Option<&Path>) -> Result<PathBuf, NnError> {
-    environment(library)?;
-    match ENVIRONMENT.get() {
-        Some(Ok((path, _))) => Ok(path.clone()),
-        _ => Err(NnError::unsupported("ONNX Runtime is not loaded")),
-    }
-}
-
 /// A model in an ONNX Runtime session.
 pub struct OrtGraph {
     // `Session::run` takes `&mut self`; the model's queue already bounds how
