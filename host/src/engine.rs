@@ -344,7 +344,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn check_header(bytes: &[u8], what: &str) -> Result<(), LoadError> {
+/// Whether `bytes` are a WebAssembly component (not a core module, not something else).
+pub fn check_header(bytes: &[u8], what: &str) -> Result<(), LoadError> {
     let what = what.to_owned();
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule { what }),

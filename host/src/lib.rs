@@ -19,6 +19,7 @@ pub mod node;
 pub mod outbox;
 mod state;
 pub mod store;
+pub mod tenancy;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};
 pub use error::{InvokeError, LoadError};

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{FunctionSpec, Limits};
 
@@ -89,6 +89,44 @@ pub struct Manifest {
     /// `[function.<name>]`: one table per function.
     #[serde(default)]
     pub function: BTreeMap<String, FunctionSection>,
+    /// `[registry]`: tenants may deploy functions to this node at run time
+    /// through the admin API (`brink deploy`); absent, the node runs only
+    /// the functions above.
+    pub registry: Option<RegistrySection>,
+}
+
+/// `[registry]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// `trusted_keys = ["ed25519:…"]`: public keys (`brink keygen`) whose
+    /// signatures count towards deploying a component.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// `required_signatures = 2`: how many distinct trusted keys must have
+    /// signed a component's digest, name and version (N of M). Default 1
+    /// when `trusted_keys` is set, else 0 (signatures not checked).
+    pub required_signatures: Option<usize>,
+}
+
+impl RegistrySection {
+    /// The trust policy these settings describe.
+    pub fn policy(&self) -> Result<brink_registry::TrustPolicy, String> {
+        let keys = self
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                brink_registry::PublicKey::parse(k)
+                    .map_err(|e| format!("registry.trusted_keys[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let required = self
+            .required_signatures
+            .unwrap_or(usize::from(!keys.is_empty()));
+        brink_registry::TrustPolicy::new(keys, required)
+            .map_err(|e| format!("registry.required_signatures: {e}"))
+    }
 }
 
 /// `[nn]`
@@ -528,7 +566,7 @@ pub struct FunctionSection {
 }
 
 /// One trigger: `{ mqtt = "<topic filter>" }`, `{ http = "<path>" }` or `{ event_type = "<pattern>" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Trigger {
     /// An MQTT topic filter, with `+` and `#` wildcards.
@@ -540,7 +578,7 @@ pub enum Trigger {
 }
 
 /// One output: `{ mqtt = "<topic template>" }`, `{ function = "<name>" }` or `{ webhook = "<url>" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Output {
     /// A topic template; `{subject}`, `{type}`, `{source}` and `{id}` are filled from the event.
@@ -554,7 +592,7 @@ pub enum Output {
 }
 
 /// `limits = { … }`; anything unset takes the host default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     /// `timeout_ms = 1000`
@@ -664,6 +702,9 @@ impl Manifest {
             if zero {
                 return Err(format!("kv.{field}: must be above 0"));
             }
+        }
+        if let Some(registry) = &self.registry {
+            registry.policy()?;
         }
         if !self.admin.listen.ip().is_loopback() && self.admin.token.is_none() {
             return Err(format!(

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -29,6 +29,8 @@ pub enum DispatchError {
     UnknownFunction(String),
     #[error("function `{function}` is overloaded ({waiting} events waiting); retry later")]
     Overloaded { function: String, waiting: usize },
+    #[error("tenant `{tenant}` is over its quota of {limit} invocations per second; retry later")]
+    RateLimited { tenant: String, limit: u32 },
     #[error(transparent)]
     Invoke(#[from] InvokeError),
     #[error("function `{function}`: delivering output to {target} failed: {reason}")]
@@ -44,7 +46,9 @@ impl DispatchError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DispatchError::UnknownFunction(_) => false,
-            DispatchError::Overloaded { .. } | DispatchError::Output { .. } => true,
+            DispatchError::Overloaded { .. }
+            | DispatchError::RateLimited { .. }
+            | DispatchError::Output { .. } => true,
             DispatchError::Invoke(e) => e.is_retryable(),
         }
     }
@@ -54,6 +58,7 @@ impl DispatchError {
         match self {
             DispatchError::UnknownFunction(_) => "unknown_function",
             DispatchError::Overloaded { .. } => "overloaded",
+            DispatchError::RateLimited { .. } => "rate_limited",
             DispatchError::Output { .. } => "output",
             DispatchError::Invoke(e) => e.kind(),
         }
@@ -73,6 +78,8 @@ impl DispatchError {
 
 struct Stage {
     function: Function,
+    /// The tenant that deployed it; none for the manifest's own functions.
+    tenant: Option<Arc<Tenant>>,
     concurrency: u32,
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
@@ -117,10 +124,62 @@ pub enum Admission {
     Wait,
 }
 
-/// The routing table of a running node.
+/// A tenant's share of the node, as the dispatcher enforces and meters it.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    /// Invocations per second across the tenant's functions (0: unlimited).
+    pub max_invocations_per_s: u32,
+    bucket: Mutex<TokenBucket>,
+}
+
+impl Tenant {
+    pub fn new(id: impl Into<String>, max_invocations_per_s: u32) -> Self {
+        Self {
+            id: id.into(),
+            max_invocations_per_s,
+            bucket: Mutex::new(TokenBucket {
+                tokens: f64::from(max_invocations_per_s),
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes one invocation from the tenant's budget; false when it is spent.
+    fn admit(&self) -> bool {
+        let rate = f64::from(self.max_invocations_per_s);
+        if rate == 0.0 {
+            return true;
+        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        // One second's worth of burst.
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+type Stages = Arc<BTreeMap<String, Arc<Stage>>>;
+
+/// The routing table of a running node. Functions deployed at run time are
+/// swapped in atomically: an event runs on the stage it found when it
+/// arrived, so in-flight events finish on the version they started on.
 #[derive(Clone)]
 pub struct Dispatcher {
-    stages: Arc<BTreeMap<String, Stage>>,
+    stages: Arc<RwLock<Stages>>,
     metrics: Arc<Metrics>,
     sink: Arc<dyn Sink>,
 }
@@ -128,7 +187,7 @@ pub struct Dispatcher {
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("functions", &self.stages.keys().collect::<Vec<_>>())
+            .field("functions", &self.snapshot().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -150,32 +209,73 @@ fn type_matches(pattern: &str, ty: &str) -> bool {
     }
 }
 
+fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
+    let concurrency = route.concurrency.max(1);
+    Arc::new(Stage {
+        function: route.function,
+        tenant,
+        concurrency,
+        triggers: route.triggers,
+        outputs: route.outputs,
+        permits: Semaphore::new(concurrency as usize),
+        waiting: AtomicUsize::new(0),
+        max_waiting: concurrency as usize * QUEUE_PER_SLOT,
+    })
+}
+
+/// The HTTP path prefix under which a tenant's events arrive: `/t/<tenant>/`.
+pub fn tenant_path_prefix(tenant: &str) -> String {
+    format!("/t/{tenant}/")
+}
+
 impl Dispatcher {
     /// A dispatcher over `routes`.
     pub fn new(routes: Vec<Route>, metrics: Arc<Metrics>, sink: Arc<dyn Sink>) -> Self {
         let stages = routes
             .into_iter()
-            .map(|r| {
-                let concurrency = r.concurrency.max(1);
-                (
-                    r.function.spec().name.clone(),
-                    Stage {
-                        function: r.function,
-                        concurrency,
-                        triggers: r.triggers,
-                        outputs: r.outputs,
-                        permits: Semaphore::new(concurrency as usize),
-                        waiting: AtomicUsize::new(0),
-                        max_waiting: concurrency as usize * QUEUE_PER_SLOT,
-                    },
-                )
-            })
+            .map(|r| (r.function.spec().name.clone(), stage(r, None)))
             .collect();
         Self {
-            stages: Arc::new(stages),
+            stages: Arc::new(RwLock::new(Arc::new(stages))),
             metrics,
             sink,
         }
+    }
+
+    fn snapshot(&self) -> Stages {
+        self.stages
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Routes `name` to `route` from now on, replacing what it routed to
+    /// before; events already running finish where they started.
+    pub fn install(&self, name: &str, route: Route, tenant: Option<Arc<Tenant>>) {
+        let stage = stage(route, tenant);
+        let mut stages = self.stages.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = BTreeMap::clone(&stages);
+        next.insert(name.to_owned(), stage);
+        *stages = Arc::new(next);
+    }
+
+    /// Stops routing to `name`; events already running finish. Whether it was routed.
+    pub fn uninstall(&self, name: &str) -> bool {
+        let mut stages = self.stages.write().unwrap_or_else(PoisonError::into_inner);
+        if !stages.contains_key(name) {
+            return false;
+        }
+        let mut next = BTreeMap::clone(&stages);
+        next.remove(name);
+        *stages = Arc::new(next);
+        true
+    }
+
+    /// The digest of the component `name` runs, if it is routed.
+    pub fn digest_of(&self, name: &str) -> Option<String> {
+        self.snapshot()
+            .get(name)
+            .map(|s| s.function.digest().to_owned())
     }
 
     /// The node's metrics.
@@ -185,12 +285,32 @@ impl Dispatcher {
 
     /// Functions an HTTP event triggers: an `http` trigger equal to `path`, or
     /// an `event_type` trigger matching the event's type.
+    /// A tenant's functions see only events posted under its own prefix
+    /// (`/events/t/<tenant>/...`), so no trigger can capture another's events.
     pub fn http_targets(&self, path: &str, event_type: &str) -> Vec<String> {
-        self.targets(|t| match t {
-            Trigger::Http(p) => p == path,
-            Trigger::EventType(pattern) => type_matches(pattern, event_type),
-            Trigger::Mqtt(_) => false,
-        })
+        self.snapshot()
+            .iter()
+            .filter(|(_, s)| {
+                s.tenant
+                    .as_ref()
+                    .is_none_or(|t| path.starts_with(&tenant_path_prefix(&t.id)))
+            })
+            .filter(|(_, s)| {
+                s.triggers.iter().any(|t| match t {
+                    Trigger::Http(p) => p == path,
+                    Trigger::EventType(pattern) => type_matches(pattern, event_type),
+                    Trigger::Mqtt(_) => false,
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether `name` is a function of the manifest (not deployed by a tenant).
+    pub fn is_node_function(&self, name: &str) -> bool {
+        self.snapshot()
+            .get(name)
+            .is_some_and(|s| s.tenant.is_none())
     }
 
     /// Functions with an MQTT trigger whose filter matches `topic`.
@@ -208,13 +328,13 @@ impl Dispatcher {
 
     /// The concurrency limit of `function`.
     pub fn concurrency(&self, function: &str) -> Option<u32> {
-        self.stages.get(function).map(|s| s.concurrency)
+        self.snapshot().get(function).map(|s| s.concurrency)
     }
 
     /// Every MQTT topic filter the functions subscribe to, without repeats.
     pub fn mqtt_filters(&self) -> Vec<String> {
         let mut filters: Vec<String> = self
-            .stages
+            .snapshot()
             .values()
             .flat_map(|s| &s.triggers)
             .filter_map(|t| match t {
@@ -229,14 +349,14 @@ impl Dispatcher {
 
     /// Whether any function publishes to MQTT.
     pub fn has_mqtt_outputs(&self) -> bool {
-        self.stages
+        self.snapshot()
             .values()
             .flat_map(|s| &s.outputs)
             .any(|o| matches!(o, Output::Mqtt(_)))
     }
 
     fn targets(&self, matches: impl Fn(&Trigger) -> bool) -> Vec<String> {
-        self.stages
+        self.snapshot()
             .iter()
             .filter(|(_, s)| s.triggers.iter().any(&matches))
             .map(|(name, _)| name.clone())
@@ -264,12 +384,22 @@ impl Dispatcher {
         admission: Admission,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
         let stage = self
-            .stages
+            .snapshot()
             .get(function)
+            .cloned()
             .ok_or_else(|| DispatchError::UnknownFunction(function.to_owned()))?;
         let label = FunctionLabel {
             function: function.to_owned(),
         };
+        if let Some(tenant) = &stage.tenant
+            && !tenant.admit()
+        {
+            self.count_error(function, "rate_limited");
+            return Err(DispatchError::RateLimited {
+                tenant: tenant.id.clone(),
+                limit: tenant.max_invocations_per_s,
+            });
+        }
         self.metrics
             .events_in
             .get_or_create(&FunctionTrigger {
@@ -302,10 +432,14 @@ impl Dispatcher {
         let start = Instant::now();
         let result = stage.function.invoke(event).await;
         drop(permit);
+        let elapsed = start.elapsed();
         self.metrics
             .latency
             .get_or_create(&label)
-            .observe(start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if let Some(tenant) = &stage.tenant {
+            self.metrics.meter(&tenant.id, elapsed);
+        }
         let outputs = match result {
             Ok(outputs) => outputs,
             Err(e) => {

@@ -59,9 +59,16 @@ fn event_problem(e: &EventError) -> Response {
     problem(StatusCode::BAD_REQUEST, "Invalid CloudEvent", e)
 }
 
-fn dispatch_problem(e: &DispatchError) -> Response {
+pub(super) fn dispatch_problem(e: &DispatchError) -> Response {
     match e {
         DispatchError::UnknownFunction(_) => problem(StatusCode::NOT_FOUND, "No such function", e),
+        DispatchError::RateLimited { .. } => {
+            let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Quota exceeded", e);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         DispatchError::Overloaded { .. } => {
             let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "Function overloaded", e);
             response
@@ -137,18 +144,32 @@ async fn deliver(
     StatusCode::ACCEPTED.into_response()
 }
 
-/// Invokes one function and answers with its outputs: none 204, one in binary mode, several as a batch.
+/// Invokes one of the manifest's functions (a tenant's are invoked through
+/// the admin API, with its token).
 async fn invoke(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if !state.dispatcher.is_node_function(&name) {
+        return dispatch_problem(&DispatchError::UnknownFunction(name));
+    }
+    invoke_function(&state.dispatcher, &name, &headers, body).await
+}
+
+/// Invokes `name` and answers with its outputs: none 204, one in binary mode, several as a batch.
+pub(super) async fn invoke_function(
+    dispatcher: &Dispatcher,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return body_problem(rejection),
     };
-    let mut events = match event::http::decode(&headers, &body) {
+    let mut events = match event::http::decode(headers, &body) {
         Ok(events) => events,
         Err(e) => return event_problem(&e),
     };
@@ -163,7 +184,7 @@ async fn invoke(
         );
     }
     let input = event::to_wit(&events.remove(0));
-    let outputs = match state.dispatcher.dispatch(&name, "invoke", input).await {
+    let outputs = match dispatcher.dispatch(name, "invoke", input).await {
         Ok(outputs) => outputs,
         Err(e) => return dispatch_problem(&e),
     };

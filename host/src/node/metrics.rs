@@ -35,6 +35,18 @@ pub struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+/// What a tenant used, for billing: `GET /v1/usage` and `brink_tenant_*` on `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub invocations: u64,
+    pub execution_seconds: f64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionError {
     pub function: String,
     pub kind: String,
@@ -59,6 +71,8 @@ pub struct Metrics {
     outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 5],
     models: std::sync::OnceLock<crate::nn::Models>,
     model_counters: [(&'static str, Family<ModelLabel, Counter>); 6],
+    tenant_invocations: Family<TenantLabel, Counter>,
+    tenant_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -175,7 +189,22 @@ impl Default for Metrics {
             registry.register(name, help, family.clone());
             (name, family)
         });
+        let tenant_invocations = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "tenant_invocations",
+            "Invocations of a tenant's functions",
+            tenant_invocations.clone(),
+        );
+        let tenant_seconds =
+            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "tenant_execution_seconds",
+            "Time a tenant's functions ran, instantiation to checked outputs",
+            tenant_seconds.clone(),
+        );
         Self {
+            tenant_invocations,
+            tenant_seconds,
             models: std::sync::OnceLock::new(),
             model_counters,
             outbox: std::sync::OnceLock::new(),
@@ -196,6 +225,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one invocation of `tenant`'s that ran for `elapsed`.
+    pub fn meter(&self, tenant: &str, elapsed: std::time::Duration) {
+        let label = TenantLabel {
+            tenant: tenant.to_owned(),
+        };
+        self.tenant_invocations.get_or_create(&label).inc();
+        self.tenant_seconds
+            .get_or_create(&label)
+            .inc_by(elapsed.as_secs_f64());
+    }
+
+    /// What `tenant` has used since the node started.
+    pub fn usage(&self, tenant: &str) -> Usage {
+        let label = TenantLabel {
+            tenant: tenant.to_owned(),
+        };
+        Usage {
+            invocations: self.tenant_invocations.get_or_create(&label).get(),
+            execution_seconds: self.tenant_seconds.get_or_create(&label).get(),
+        }
+    }
     /// Reports the queues of `outbox` from now on.
     pub fn watch_outbox(&self, outbox: crate::outbox::Outbox) {
         let _ = self.outbox.set(outbox);

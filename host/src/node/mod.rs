@@ -2,6 +2,7 @@
 //! its triggers receive.
 
 pub mod admin;
+pub mod deploy;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
@@ -165,12 +166,15 @@ impl Node {
         let mut uses_https = false;
         // The store opens only when some function is granted a bucket or an
         // uplink exists, so a stateless app touches no data directory.
-        let uses_kv = manifest.function.values().any(|f| !f.kv.is_empty());
+        // Tenants may deploy functions with buckets at any time.
+        let uses_kv =
+            manifest.registry.is_some() || manifest.function.values().any(|f| !f.kv.is_empty());
+        let data_dir = manifest
+            .data_dir
+            .as_ref()
+            .map_or_else(default_data_dir, |d| base.join(d));
         let store: Option<Arc<dyn Backend>> = if uses_kv || !manifest.uplink.is_empty() {
-            let dir = manifest
-                .data_dir
-                .as_ref()
-                .map_or_else(default_data_dir, |d| base.join(d));
+            let dir = data_dir.clone();
             let sled = tokio::task::spawn_blocking(move || Sled::open(&dir)).await??;
             Some(Arc::new(sled))
         } else {
@@ -322,6 +326,28 @@ impl Node {
             metrics.watch_models(models.clone());
         }
         let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
+        let deployer = match (&manifest.registry, &store) {
+            (Some(registry), Some(store)) => {
+                let policy = registry.policy().map_err(anyhow::Error::msg)?;
+                let tenants = crate::tenancy::Tenants::open(store.clone())?;
+                let context = deploy::DeployContext {
+                    engine: engine.clone(),
+                    dispatcher: dispatcher.clone(),
+                    kv: kv.clone(),
+                    outbox: outbox.clone(),
+                    models: models.clone(),
+                    mqtt: mqtt.is_some(),
+                    policy,
+                    operator_token: manifest.admin.token.clone(),
+                };
+                Some(
+                    deploy::Deployer::open(&data_dir.join("registry"), tenants, context)
+                        .await
+                        .context("opening the registry")?,
+                )
+            }
+            _ => None,
+        };
         if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
             mqtt.subscribe(settings.clone(), dispatcher.clone()).await?;
         }
@@ -342,8 +368,8 @@ impl Node {
                 })
                 .await
         });
-        let (admin_addr, admin) = match (&kv, &outbox) {
-            (None, None) => (None, None),
+        let (admin_addr, admin) = match (&kv, &outbox, &deployer) {
+            (None, None, None) => (None, None),
             _ => {
                 let listener = tokio::net::TcpListener::bind(manifest.admin.listen)
                     .await
@@ -351,12 +377,18 @@ impl Node {
                         format!("binding the admin API on {}", manifest.admin.listen)
                     })?;
                 let addr = listener.local_addr()?;
-                let app = admin::router(
+                let mut app = admin::router(
                     kv.clone(),
                     outbox.clone(),
                     &manifest.app,
                     manifest.admin.token.as_deref(),
                 );
+                if let Some(deployer) = deployer {
+                    app = app.merge(deploy::router(
+                        deployer,
+                        engine.config().max_component_bytes,
+                    ));
+                }
                 let mut stop = shutdown.subscribe();
                 let server = tokio::spawn(async move {
                     axum::serve(listener, app)

@@ -1,0 +1,1112 @@
+//! Deploying to a running node: tenants, the registry, hot activation and
+//! rollback, behind bearer tokens. Routes under `/v1` (see [`openapi`]);
+//! errors are RFC 9457 problem bodies.
+//!
+//! A deploy is two calls, as in OCI registries: upload the component
+//! (`POST /v1/uploads`, raw bytes, content-addressed), then publish a version
+//! of it with its spec and signatures (`POST /v1/functions/{name}/versions`).
+//! Publishing checks the tenant's namespace, grants and quotas and the
+//! node's signature policy, compiles and links the component, records the
+//! version, and (unless told not to) activates it: the dispatcher swaps the
+//! new version in atomically, and events already running finish on the old.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use brink_registry::{NewVersion, Registry, RegistryError, Signature, TrustPolicy, VersionRecord};
+use serde::{Deserialize, Serialize};
+
+use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
+use super::http::{dispatch_problem, invoke_function, problem};
+use crate::engine::{Engine, check_header};
+use crate::kv::Kv;
+use crate::manifest::{FunctionSection, LimitsSection, Output, Trigger};
+use crate::nn::Models;
+use crate::outbox::Outbox;
+use crate::tenancy::{Quota, TenantError, TenantGrants, TenantRecord, Tenants};
+
+/// How a deployed function runs: what `[function.<name>]` says for the
+/// manifest's own functions, as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySpec {
+    /// `[{"http": "/t/<tenant>/readings"}, {"event_type": "com.example.*"}]`
+    pub triggers: Vec<Trigger>,
+    /// `[{"function": "alert"}, {"uplink": "cloud"}, {"mqtt": "t/<tenant>/alerts"}]`
+    pub outputs: Vec<Output>,
+    pub config: BTreeMap<String, String>,
+    /// Key-value buckets, in the tenant's own namespace.
+    pub kv: BTreeSet<String>,
+    /// Uplinks the operator granted the tenant.
+    pub outbox: BTreeSet<String>,
+    /// Models the operator granted the tenant.
+    pub models: BTreeSet<String>,
+    pub limits: LimitsSection,
+    pub instance_reuse: Option<u32>,
+}
+
+/// The namespace of a tenant's key-value buckets (`:` appears in no app name).
+pub fn kv_namespace(tenant: &str) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// The dispatcher's name for a tenant's function.
+fn route_name(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+enum Principal {
+    Operator,
+    Tenant(String),
+}
+
+/// What a deploy needs from the node.
+#[derive(Debug, Clone)]
+pub struct DeployContext {
+    pub engine: Engine,
+    pub dispatcher: Dispatcher,
+    pub kv: Option<Kv>,
+    pub outbox: Option<Outbox>,
+    pub models: Option<Models>,
+    pub mqtt: bool,
+    pub policy: TrustPolicy,
+    pub operator_token: Option<String>,
+}
+
+/// The node's deployments.
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    tenants: Tenants,
+    node: DeployContext,
+    /// The dispatcher's handle of each tenant (its rate limit), made once.
+    handles: Mutex<BTreeMap<String, Arc<Tenant>>>,
+    /// One deploy at a time, so two activations never interleave.
+    deploys: tokio::sync::Mutex<()>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.to_string(),
+        }
+    }
+
+    fn forbidden(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Not allowed", detail)
+    }
+
+    fn invalid(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid deployment",
+            detail,
+        )
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        problem(self.status, self.title, self.detail)
+    }
+}
+
+impl From<RegistryError> for Problem {
+    fn from(e: RegistryError) -> Self {
+        let (status, title) = match &e {
+            RegistryError::NoFunction(_) | RegistryError::NoVersion { .. } => {
+                (StatusCode::NOT_FOUND, "Not found")
+            }
+            RegistryError::Conflict { .. } | RegistryError::VersionActive { .. } => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
+            RegistryError::NothingToRollBackTo { .. } => {
+                (StatusCode::CONFLICT, "Nothing to roll back to")
+            }
+            RegistryError::InvalidName(_)
+            | RegistryError::InvalidVersion(..)
+            | RegistryError::InvalidRequirement(..)
+            | RegistryError::InvalidDigest(_)
+            | RegistryError::BlobMissing(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Registry failed"),
+        };
+        Self::new(status, title, e)
+    }
+}
+
+impl From<TenantError> for Problem {
+    fn from(e: TenantError) -> Self {
+        let (status, title) = match &e {
+            TenantError::InvalidId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid tenant"),
+            TenantError::Exists(_) => (StatusCode::CONFLICT, "Conflict"),
+            TenantError::Unknown(_) | TenantError::UnknownToken { .. } => {
+                (StatusCode::NOT_FOUND, "Not found")
+            }
+            TenantError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
+        };
+        Self::new(status, title, e)
+    }
+}
+
+type Answer = Result<Response, Problem>;
+
+fn json(status: StatusCode, value: &impl Serialize) -> Answer {
+    let body = serde_json::to_vec(value).map_err(Problem::internal)?;
+    Ok((
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// A function as the API shows it.
+#[derive(Debug, Serialize)]
+struct FunctionView {
+    name: String,
+    active: Option<String>,
+    /// Earlier active versions; `rollback` returns to the last.
+    previous: Vec<String>,
+    versions: Vec<VersionView>,
+}
+
+#[derive(Debug, Serialize)]
+struct VersionView {
+    version: String,
+    digest: String,
+    size: u64,
+    created_unix_ms: u64,
+    signed_by: Vec<String>,
+    annotations: BTreeMap<String, String>,
+    spec: serde_json::Value,
+}
+
+impl From<VersionRecord> for VersionView {
+    fn from(v: VersionRecord) -> Self {
+        Self {
+            version: v.version,
+            digest: v.digest,
+            size: v.size,
+            created_unix_ms: v.created_unix_ms,
+            signed_by: v.signatures.into_iter().map(|s| s.key).collect(),
+            annotations: v.annotations,
+            spec: v.spec,
+        }
+    }
+}
+
+impl Deployer {
+    /// Opens the registry in `dir` and the tenants on `tenants`, and runs
+    /// every active deployment again (a node restart loses none).
+    pub async fn open(
+        dir: &std::path::Path,
+        tenants: Tenants,
+        node: DeployContext,
+    ) -> anyhow::Result<Self> {
+        let dir = dir.to_owned();
+        let registry = tokio::task::spawn_blocking(move || Registry::open(&dir)).await??;
+        let deployer = Self {
+            inner: Arc::new(Inner {
+                registry,
+                tenants,
+                node,
+                handles: Mutex::new(BTreeMap::new()),
+                deploys: tokio::sync::Mutex::new(()),
+            }),
+        };
+        deployer.restore().await?;
+        Ok(deployer)
+    }
+
+    async fn restore(&self) -> anyhow::Result<()> {
+        for record in self.inner.registry.active()? {
+            let tenant = match self.inner.tenants.get(&record.namespace) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(function = record.name, "not restored: {e}");
+                    continue;
+                }
+            };
+            // A version that no longer loads (an engine upgrade, a revoked
+            // grant) must not keep the node from serving the others.
+            match self.load(&tenant, &record).await {
+                Ok(route) => self.install(&tenant, &record.name, route),
+                Err(e) => tracing::error!(
+                    tenant = tenant.id,
+                    function = record.name,
+                    version = record.version,
+                    "deployed function not restored: {}",
+                    e.detail
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&self, tenant: &TenantRecord) -> Arc<Tenant> {
+        let mut handles = self
+            .inner
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = handles
+            .get(&tenant.id)
+            .filter(|h| h.max_invocations_per_s == tenant.quota.max_invocations_per_s);
+        match current {
+            Some(h) => h.clone(),
+            None => {
+                let h = Arc::new(Tenant::new(
+                    tenant.id.clone(),
+                    tenant.quota.max_invocations_per_s,
+                ));
+                handles.insert(tenant.id.clone(), h.clone());
+                h
+            }
+        }
+    }
+
+    fn install(&self, tenant: &TenantRecord, name: &str, route: Route) {
+        self.inner.node.dispatcher.install(
+            &route_name(&tenant.id, name),
+            route,
+            Some(self.handle(tenant)),
+        );
+    }
+
+    /// Checks `spec` against the tenant's namespace and grants.
+    fn check_spec(&self, tenant: &TenantRecord, spec: &DeploySpec) -> Result<(), Problem> {
+        let id = &tenant.id;
+        let prefix = tenant_path_prefix(id);
+        for trigger in &spec.triggers {
+            match trigger {
+                Trigger::Http(path) if !path.starts_with(&prefix) => {
+                    return Err(Problem::forbidden(format!(
+                        "http trigger {path:?} is outside tenant `{id}`'s namespace: a tenant's paths start with {prefix:?} (events arrive at POST /events{prefix}...)"
+                    )));
+                }
+                Trigger::Mqtt(filter) => {
+                    return Err(Problem::invalid(format!(
+                        "mqtt trigger {filter:?}: deployed functions take events over HTTP (under POST /events{prefix}) and by invocation; MQTT triggers are for the node manifest's functions"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for output in &spec.outputs {
+            match output {
+                Output::Function(next) => {
+                    brink_registry::check_name(next).map_err(Problem::invalid)?;
+                }
+                Output::Mqtt(topic) => {
+                    let topics = format!("t/{id}/");
+                    if !topic.starts_with(&topics) {
+                        return Err(Problem::forbidden(format!(
+                            "mqtt output {topic:?} is outside tenant `{id}`'s namespace: its topics start with {topics:?}"
+                        )));
+                    }
+                    if !self.inner.node.mqtt {
+                        return Err(Problem::invalid(format!(
+                            "mqtt output {topic:?}: this node has no MQTT connection"
+                        )));
+                    }
+                }
+                Output::Webhook(url) if !tenant.grants.webhooks => {
+                    return Err(Problem::forbidden(format!(
+                        "webhook output {url:?}: tenant `{id}` is not granted webhooks; an operator grants them"
+                    )));
+                }
+                Output::Uplink(uplink) if !tenant.grants.uplinks.contains(uplink) => {
+                    return Err(Problem::forbidden(format!(
+                        "uplink output `{uplink}`: tenant `{id}` is not granted this uplink"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for uplink in &spec.outbox {
+            if !tenant.grants.uplinks.contains(uplink) {
+                return Err(Problem::forbidden(format!(
+                    "outbox `{uplink}`: tenant `{id}` is not granted this uplink"
+                )));
+            }
+        }
+        for model in &spec.models {
+            if !tenant.grants.models.contains(model) {
+                return Err(Problem::forbidden(format!(
+                    "model `{model}`: tenant `{id}` is not granted this model"
+                )));
+            }
+        }
+        for bucket in &spec.kv {
+            if !crate::kv::valid_bucket_name(bucket) {
+                return Err(Problem::invalid(format!(
+                    "kv bucket {bucket:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'"
+                )));
+            }
+        }
+        if let Some(mb) = spec.limits.memory_mb
+            && mb > tenant.quota.max_memory_mb
+        {
+            return Err(Problem::forbidden(format!(
+                "limits.memory_mb {mb} is over tenant `{id}`'s quota of {} MiB per instance",
+                tenant.quota.max_memory_mb
+            )));
+        }
+        Ok(())
+    }
+
+    /// Compiles and links `record` for `tenant`: the route to install.
+    async fn load(&self, tenant: &TenantRecord, record: &VersionRecord) -> Result<Route, Problem> {
+        let spec: DeploySpec = serde_json::from_value(record.spec.clone())
+            .map_err(|e| Problem::invalid(format!("spec: {e}")))?;
+        self.check_spec(tenant, &spec)?;
+        let node = &self.inner.node;
+        let key = route_name(&tenant.id, &record.name);
+        let mut limits = spec.limits.clone();
+        let quota_mb = tenant.quota.max_memory_mb;
+        if limits.memory_mb.is_none() {
+            let default_mb = crate::engine::Limits::default().memory_bytes >> 20;
+            limits.memory_mb = Some(default_mb.min(quota_mb));
+        }
+        let section = FunctionSection {
+            source: std::path::PathBuf::new(),
+            triggers: spec.triggers.clone(),
+            outputs: spec.outputs.clone(),
+            config: spec.config.clone(),
+            grants: BTreeSet::new(),
+            kv: spec.kv.clone(),
+            outbox: spec.outbox.clone(),
+            models: spec.models.clone(),
+            load_models: false,
+            limits,
+            instance_reuse: spec.instance_reuse,
+        };
+        let mut function_spec = section.spec(&key);
+        if !spec.kv.is_empty() {
+            let kv = node
+                .kv
+                .clone()
+                .ok_or_else(|| Problem::invalid("this node has no key-value store"))?;
+            function_spec =
+                function_spec.with_kv(kv, &kv_namespace(&tenant.id), spec.kv.iter().cloned());
+        }
+        if !spec.outbox.is_empty() {
+            let outbox = node
+                .outbox
+                .clone()
+                .ok_or_else(|| Problem::invalid("this node has no outbox"))?;
+            function_spec = function_spec.with_outbox(outbox, spec.outbox.iter().cloned());
+        }
+        if !spec.models.is_empty() {
+            let models = node
+                .models
+                .clone()
+                .ok_or_else(|| Problem::invalid("this node has no models"))?;
+            function_spec = function_spec.with_models(models, spec.models.iter().cloned(), false);
+        }
+        let registry_bytes = {
+            let digest = record.digest.clone();
+            let deployer = self.clone();
+            tokio::task::spawn_blocking(move || deployer.inner.registry.blob(&digest))
+                .await
+                .map_err(Problem::internal)??
+        };
+        let engine = node.engine.clone();
+        let what = format!("{}@{}", record.name, record.version);
+        let function =
+            tokio::task::spawn_blocking(move || engine.load(function_spec, &registry_bytes, &what))
+                .await
+                .map_err(Problem::internal)?
+                .map_err(|e| Problem::invalid(format!("{e:#}")))?;
+        let outputs = spec
+            .outputs
+            .into_iter()
+            .map(|o| match o {
+                Output::Function(next) => Output::Function(route_name(&tenant.id, &next)),
+                other => other,
+            })
+            .collect();
+        Ok(Route {
+            function,
+            triggers: spec.triggers,
+            outputs,
+            concurrency: spec.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        })
+    }
+
+    fn view(&self, tenant: &str, name: &str) -> Result<FunctionView, Problem> {
+        let deployment = self.inner.registry.deployment(tenant, name)?;
+        let versions = self.inner.registry.versions(tenant, name)?;
+        if versions.is_empty() && deployment.active.is_none() {
+            return Err(RegistryError::NoFunction(name.to_owned()).into());
+        }
+        Ok(FunctionView {
+            name: name.to_owned(),
+            active: deployment.active,
+            previous: deployment.previous,
+            versions: versions.into_iter().map(VersionView::from).collect(),
+        })
+    }
+
+    /// Activates `version` of `name`: loads it, records it, swaps it in.
+    async fn activate(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        requirement: &str,
+    ) -> Result<FunctionView, Problem> {
+        let _one = self.inner.deploys.lock().await;
+        let record = self.inner.registry.resolve(&tenant.id, name, requirement)?;
+        let route = self.load(tenant, &record).await?;
+        self.inner
+            .registry
+            .activate(&tenant.id, name, &record.version)?;
+        self.install(tenant, name, route);
+        tracing::info!(
+            tenant = tenant.id,
+            function = name,
+            version = record.version,
+            "activated"
+        );
+        self.view(&tenant.id, name)
+    }
+
+    fn active_count(&self, tenant: &str) -> Result<usize, Problem> {
+        let mut n = 0;
+        for name in self.inner.registry.names(tenant)? {
+            if self
+                .inner
+                .registry
+                .deployment(tenant, &name)?
+                .active
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The `/v1` deploy, tenant and usage routes.
+pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
+    let tenant_routes = Router::new()
+        .route(
+            "/v1/uploads",
+            post(upload).layer(DefaultBodyLimit::max(max_component_bytes.saturating_add(1))),
+        )
+        .route("/v1/functions", get(list_functions))
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).delete(remove_function),
+        )
+        .route("/v1/functions/{name}/versions", post(publish))
+        .route("/v1/functions/{name}/activate", post(activate))
+        .route("/v1/functions/{name}/rollback", post(rollback))
+        .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/usage", get(usage))
+        .route("/v1/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/tenants/{id}", get(get_tenant).patch(update_tenant))
+        .route("/v1/tenants/{id}/tokens", post(issue_token))
+        .route("/v1/tenants/{id}/tokens/{token}", delete(revoke_token))
+        .route("/v1/gc", post(gc))
+        .layer(middleware::from_fn_with_state(
+            deployer.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/v1/openapi.json", get(openapi_document))
+        .merge(tenant_routes)
+        .with_state(deployer)
+}
+
+async fn authenticate(
+    State(deployer): State<Deployer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
+    let operator = deployer.inner.node.operator_token.as_deref();
+    let principal = match (presented, operator) {
+        // No operator token configured: the admin API listens on loopback
+        // only (the manifest insists), and a caller without a token is the operator.
+        (None, None) => Some(Principal::Operator),
+        (Some(Some(token)), Some(op))
+            if super::admin::constant_time_eq(token.as_bytes(), op.as_bytes()) =>
+        {
+            Some(Principal::Operator)
+        }
+        (Some(Some(token)), _) => match deployer.inner.tenants.authenticate(token) {
+            Ok(Some((tenant, _))) => Some(Principal::Tenant(tenant)),
+            Ok(None) => None,
+            Err(e) => return Problem::from(e).into_response(),
+        },
+        _ => None,
+    };
+    let Some(principal) = principal else {
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "this call needs `Authorization: Bearer <token>` with a valid, unrevoked tenant token or the operator token",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+fn principal(request: &axum::http::Extensions) -> Result<Principal, Problem> {
+    request
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Problem::internal("no principal on an authenticated request"))
+}
+
+/// The calling tenant; the operator manages tenants, not their functions.
+fn tenant_of(
+    deployer: &Deployer,
+    extensions: &axum::http::Extensions,
+) -> Result<TenantRecord, Problem> {
+    match principal(extensions)? {
+        Principal::Tenant(id) => Ok(deployer.inner.tenants.get(&id)?),
+        Principal::Operator => Err(Problem::forbidden(
+            "functions belong to tenants: call with a tenant's token (`brink tenant create` makes one)",
+        )),
+    }
+}
+
+fn operator(extensions: &axum::http::Extensions) -> Result<(), Problem> {
+    match principal(extensions)? {
+        Principal::Operator => Ok(()),
+        Principal::Tenant(id) => Err(Problem::forbidden(format!(
+            "tenant `{id}` may not manage tenants: this call needs the operator token"
+        ))),
+    }
+}
+
+async fn upload(
+    State(deployer): State<Deployer>,
+    extensions: axum::http::Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let title = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "Component too large"
+        } else {
+            "Unreadable request body"
+        };
+        Problem::new(status, title, r.body_text())
+    })?;
+    check_header(&body, "the upload").map_err(|e| Problem::invalid(format!("{e:#}")))?;
+    let size = body.len();
+    let inner = deployer.clone();
+    let digest = tokio::task::spawn_blocking(move || inner.inner.registry.put_blob(&body))
+        .await
+        .map_err(Problem::internal)??;
+    deployer.inner.tenants.record_upload(&tenant.id, &digest)?;
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "digest": digest, "size": size }),
+    )
+}
+
+/// `POST /v1/functions/{name}/versions`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    version: String,
+    digest: String,
+    #[serde(default)]
+    spec: DeploySpec,
+    #[serde(default)]
+    signatures: Vec<Signature>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    /// Default true; false stages it (stored and compiled, not running).
+    activate: Option<bool>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(r) => {
+            return Err(Problem::new(
+                r.status(),
+                "Unreadable request body",
+                r.body_text(),
+            ));
+        }
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Invalid JSON", e))
+}
+
+async fn publish(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let request: PublishRequest = json_body(&body)?;
+    brink_registry::check_name(&name)?;
+    let version = brink_registry::parse_version(&request.version)?.to_string();
+    let owned = deployer
+        .inner
+        .tenants
+        .uploaded(&tenant.id, &request.digest)?
+        || deployer
+            .inner
+            .registry
+            .versions(&tenant.id, &name)?
+            .iter()
+            .any(|v| v.digest == request.digest);
+    if !owned {
+        return Err(Problem::invalid(format!(
+            "no upload {} by tenant `{}`: upload the component first (POST /v1/uploads)",
+            request.digest, tenant.id
+        )));
+    }
+    deployer
+        .inner
+        .node
+        .policy
+        .check(&request.digest, &name, &version, &request.signatures)
+        .map_err(Problem::forbidden)?;
+    deployer.check_spec(&tenant, &request.spec)?;
+    let activate = request.activate.unwrap_or(true);
+    let is_new = deployer
+        .inner
+        .registry
+        .deployment(&tenant.id, &name)?
+        .active
+        .is_none();
+    if activate && is_new {
+        let active = deployer.active_count(&tenant.id)?;
+        if active >= tenant.quota.max_functions as usize {
+            return Err(Problem::forbidden(format!(
+                "tenant `{}` has {active} active functions, its quota: remove one first",
+                tenant.id
+            )));
+        }
+    }
+    let spec = serde_json::to_value(&request.spec).map_err(Problem::internal)?;
+    // Compile before recording, so a version that cannot run is never stored.
+    let candidate = VersionRecord {
+        namespace: tenant.id.clone(),
+        name: name.clone(),
+        version: version.clone(),
+        digest: request.digest.clone(),
+        size: 0,
+        created_unix_ms: 0,
+        signatures: request.signatures.clone(),
+        annotations: request.annotations.clone(),
+        spec: spec.clone(),
+    };
+    deployer.load(&tenant, &candidate).await?;
+    deployer.inner.registry.publish(NewVersion {
+        namespace: tenant.id.clone(),
+        name: name.clone(),
+        version: version.clone(),
+        digest: request.digest,
+        signatures: request.signatures,
+        annotations: request.annotations,
+        spec,
+    })?;
+    let view = if activate {
+        deployer.activate(&tenant, &name, &version).await?
+    } else {
+        deployer.view(&tenant.id, &name)?
+    };
+    json(StatusCode::CREATED, &view)
+}
+
+async fn list_functions(
+    State(deployer): State<Deployer>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let views = deployer
+        .inner
+        .registry
+        .names(&tenant.id)?
+        .iter()
+        .map(|name| deployer.view(&tenant.id, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    json(StatusCode::OK, &serde_json::json!({ "functions": views }))
+}
+
+async fn get_function(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)
+}
+
+async fn remove_function(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let _one = deployer.inner.deploys.lock().await;
+    deployer.inner.registry.remove(&tenant.id, &name)?;
+    deployer
+        .inner
+        .node
+        .dispatcher
+        .uninstall(&route_name(&tenant.id, &name));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateRequest {
+    /// `1.2.3`, `^1.2` or `latest`.
+    version: String,
+}
+
+async fn activate(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let request: ActivateRequest = json_body(&body)?;
+    let is_new = deployer
+        .inner
+        .registry
+        .deployment(&tenant.id, &name)?
+        .active
+        .is_none();
+    if is_new && deployer.active_count(&tenant.id)? >= tenant.quota.max_functions as usize {
+        return Err(Problem::forbidden(format!(
+            "tenant `{}` is at its quota of {} active functions",
+            tenant.id, tenant.quota.max_functions
+        )));
+    }
+    json(
+        StatusCode::OK,
+        &deployer.activate(&tenant, &name, &request.version).await?,
+    )
+}
+
+async fn rollback(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let _one = deployer.inner.deploys.lock().await;
+    let deployment = deployer.inner.registry.deployment(&tenant.id, &name)?;
+    let Some(back) = deployment.previous.last() else {
+        return Err(RegistryError::NothingToRollBackTo { name }.into());
+    };
+    let record = deployer.inner.registry.version(&tenant.id, &name, back)?;
+    let route = deployer.load(&tenant, &record).await?;
+    deployer.inner.registry.rollback(&tenant.id, &name)?;
+    deployer.install(&tenant, &name, route);
+    tracing::info!(
+        tenant = tenant.id,
+        function = name,
+        version = record.version,
+        "rolled back"
+    );
+    json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)
+}
+
+async fn invoke(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let key = route_name(&tenant.id, &name);
+    if deployer.inner.node.dispatcher.digest_of(&key).is_none() {
+        return Ok(dispatch_problem(
+            &super::dispatch::DispatchError::UnknownFunction(name),
+        ));
+    }
+    Ok(invoke_function(&deployer.inner.node.dispatcher, &key, &headers, body).await)
+}
+
+async fn usage(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
+    let metrics = deployer.inner.node.dispatcher.metrics();
+    let ids = match principal(&extensions)? {
+        Principal::Tenant(id) => vec![id],
+        Principal::Operator => deployer
+            .inner
+            .tenants
+            .list()?
+            .into_iter()
+            .map(|t| t.id)
+            .collect(),
+    };
+    let mut usage = Vec::new();
+    for id in ids {
+        let u = metrics.usage(&id);
+        usage.push(serde_json::json!({
+            "tenant": id,
+            "functions": deployer.active_count(&id)?,
+            "invocations": u.invocations,
+            "execution_seconds": u.execution_seconds,
+        }));
+    }
+    json(StatusCode::OK, &serde_json::json!({ "usage": usage }))
+}
+
+/// `POST /v1/tenants`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    id: String,
+    #[serde(default)]
+    quota: Quota,
+    #[serde(default)]
+    grants: TenantGrants,
+}
+
+/// A tenant as the API shows it (token secrets are never shown again).
+fn tenant_json(t: &TenantRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "created_unix_ms": t.created_unix_ms,
+        "quota": t.quota,
+        "grants": t.grants,
+        "tokens": t.tokens,
+    })
+}
+
+async fn create_tenant(
+    State(deployer): State<Deployer>,
+    extensions: axum::http::Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    operator(&extensions)?;
+    let request: CreateTenant = json_body(&body)?;
+    let (tenant, token) =
+        deployer
+            .inner
+            .tenants
+            .create(&request.id, request.quota, request.grants)?;
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "tenant": tenant_json(&tenant), "token": token }),
+    )
+}
+
+async fn list_tenants(
+    State(deployer): State<Deployer>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    operator(&extensions)?;
+    let tenants: Vec<_> = deployer
+        .inner
+        .tenants
+        .list()?
+        .iter()
+        .map(tenant_json)
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
+}
+
+async fn get_tenant(
+    State(deployer): State<Deployer>,
+    Path(id): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    // A tenant may read its own record (quota, grants, token ids).
+    match principal(&extensions)? {
+        Principal::Tenant(own) if own != id => {
+            return Err(Problem::forbidden(format!(
+                "tenant `{own}` may not read tenant `{id}`"
+            )));
+        }
+        _ => {}
+    }
+    json(
+        StatusCode::OK,
+        &tenant_json(&deployer.inner.tenants.get(&id)?),
+    )
+}
+
+/// `PATCH /v1/tenants/{id}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateTenant {
+    quota: Option<Quota>,
+    grants: Option<TenantGrants>,
+}
+
+async fn update_tenant(
+    State(deployer): State<Deployer>,
+    Path(id): Path<String>,
+    extensions: axum::http::Extensions,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    operator(&extensions)?;
+    let request: UpdateTenant = json_body(&body)?;
+    let tenant = deployer
+        .inner
+        .tenants
+        .update(&id, request.quota, request.grants)?;
+    json(StatusCode::OK, &tenant_json(&tenant))
+}
+
+async fn issue_token(
+    State(deployer): State<Deployer>,
+    Path(id): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    operator(&extensions)?;
+    let token = deployer.inner.tenants.issue_token(&id)?;
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "tenant": id, "token": token }),
+    )
+}
+
+async fn revoke_token(
+    State(deployer): State<Deployer>,
+    Path((id, token)): Path<(String, String)>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    operator(&extensions)?;
+    deployer.inner.tenants.revoke_token(&id, &token)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn gc(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
+    operator(&extensions)?;
+    let inner = deployer.clone();
+    let report = tokio::task::spawn_blocking(move || inner.inner.registry.gc())
+        .await
+        .map_err(Problem::internal)??;
+    json(StatusCode::OK, &report)
+}
+
+async fn openapi_document() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi().to_string(),
+    )
+        .into_response()
+}
+
+/// The admin API's OpenAPI 3.1 document: every route the admin listener serves.
+pub fn openapi() -> serde_json::Value {
+    let problem = serde_json::json!({"description": "An RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+    let op = |summary: &str, ok: &str| {
+        serde_json::json!({
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "responses": {
+                ok: {"description": "Success"},
+                "401": problem, "403": problem, "404": problem, "422": problem,
+            }
+        })
+    };
+    let name = serde_json::json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let with = |mut o: serde_json::Value, params: &[&serde_json::Value]| {
+        o["parameters"] = serde_json::Value::Array(params.iter().map(|p| (*p).clone()).collect());
+        o
+    };
+    let id = serde_json::json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let token = serde_json::json!({"name": "token", "in": "path", "required": true, "schema": {"type": "string"}});
+    let bucket = serde_json::json!({"name": "bucket", "in": "path", "required": true, "schema": {"type": "string"}});
+    let key = serde_json::json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}});
+    let uplink = serde_json::json!({"name": "uplink", "in": "path", "required": true, "schema": {"type": "string"}});
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Brink admin API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": {"type": "object", "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"},
+                "status": {"type": "integer"}, "detail": {"type": "string"}}}}
+        },
+        "paths": {
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/v1/uploads": {"post": op("Upload a component (raw bytes, application/wasm); answers its digest", "201")},
+            "/v1/functions": {"get": op("The calling tenant's functions", "200")},
+            "/v1/functions/{name}": {
+                "get": with(op("A function: active version, earlier ones, every version", "200"), &[&name]),
+                "delete": with(op("Remove a function and all its versions", "204"), &[&name]),
+            },
+            "/v1/functions/{name}/versions": {"post": with(op("Publish a version of an upload with its spec and signatures; activates it unless `activate` is false", "201"), &[&name])},
+            "/v1/functions/{name}/activate": {"post": with(op("Activate a version (`1.2.3`, `^1.2`, `latest`)", "200"), &[&name])},
+            "/v1/functions/{name}/rollback": {"post": with(op("Activate the previously active version", "200"), &[&name])},
+            "/v1/functions/{name}/invoke": {"post": with(op("Invoke the function with one CloudEvent; answers its outputs", "200"), &[&name])},
+            "/v1/usage": {"get": op("Usage per tenant: invocations, execution time, functions", "200")},
+            "/v1/tenants": {
+                "get": op("Every tenant (operator)", "200"),
+                "post": op("Create a tenant and its first token (operator)", "201"),
+            },
+            "/v1/tenants/{id}": {
+                "get": with(op("A tenant: quota, grants, token ids", "200"), &[&id]),
+                "patch": with(op("Change a tenant's quota or grants (operator)", "200"), &[&id]),
+            },
+            "/v1/tenants/{id}/tokens": {"post": with(op("Issue another token (operator)", "201"), &[&id])},
+            "/v1/tenants/{id}/tokens/{token}": {"delete": with(op("Revoke a token (operator)", "204"), &[&id, &token])},
+            "/v1/gc": {"post": op("Delete blobs no version refers to, unpublished uploads included (operator)", "200")},
+            "/v1/kv": {"get": op("The app's key-value buckets (operator)", "200")},
+            "/v1/kv/{bucket}": {"get": with(op("Keys of a bucket (`prefix`, `cursor`)", "200"), &[&bucket])},
+            "/v1/kv/{bucket}/{key}": {
+                "get": with(op("A value's bytes", "200"), &[&bucket, &key]),
+                "put": with(op("Set a value (`ttl_ms`)", "204"), &[&bucket, &key]),
+                "delete": with(op("Remove a value", "204"), &[&bucket, &key]),
+            },
+            "/v1/outbox": {"get": op("Every uplink's queue", "200")},
+            "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink", "200"), &[&uplink])},
+        }
+    })
+}
