@@ -1,6 +1,7 @@
 #![allow(clippy::panic)]
 //! End-to-end tests of the host with real components built from `functions/`.
 
+mod deploy;
 mod functions;
 mod kv;
 mod limits;

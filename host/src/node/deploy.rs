@@ -527,7 +527,7 @@ pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
     let tenant_routes = Router::new()
         .route(
             "/v1/uploads",
-            post(upload).layer(DefaultBodyLimit::max(max_component_bytes.saturating_add(1))),
+            post(upload).layer(DefaultBodyLimit::max(max_component_bytes)),
         )
         .route("/v1/functions", get(list_functions))
         .route(
@@ -845,6 +845,7 @@ async fn rollback(
 ) -> Answer {
     let tenant = tenant_of(&deployer, &extensions)?;
     let _one = deployer.inner.deploys.lock().await;
+    deployer.view(&tenant.id, &name)?;
     let deployment = deployer.inner.registry.deployment(&tenant.id, &name)?;
     let Some(back) = deployment.previous.last() else {
         return Err(RegistryError::NothingToRollBackTo { name }.into());

@@ -1,0 +1,871 @@
+//! Deploying to a running node: tenants, tokens, signatures, namespaces,
+//! quotas, hot activation and rollback, through the real admin API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use brink_host::node::Node;
+use brink_registry::SecretKey;
+use brink_tests::artifacts;
+use serde_json::{Value, json};
+
+/// A node with `[registry]` (`extra` added to the manifest), its admin URL.
+struct Host {
+    node: Node,
+    admin: String,
+    events: String,
+    _data: Option<tempfile::TempDir>,
+}
+
+async fn host(extra: &str, data: Option<&std::path::Path>) -> anyhow::Result<Host> {
+    let owned = match data {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let dir = data.map_or_else(
+        || {
+            owned
+                .as_ref()
+                .map(|d| d.path().to_owned())
+                .unwrap_or_default()
+        },
+        std::path::Path::to_owned,
+    );
+    let text = format!(
+        r#"brink_manifest_version = 1
+data_dir = {data:?}
+[http]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+token = "operator-secret"
+{extra}
+"#,
+        data = dir.display().to_string(),
+    );
+    let node = brink_tests::start_node(&text).await?;
+    let admin = format!(
+        "http://{}",
+        node.admin_addr()
+            .ok_or_else(|| anyhow::anyhow!("no admin API"))?
+    );
+    let events = format!("http://{}/events", node.http_addr());
+    Ok(Host {
+        node,
+        admin,
+        events,
+        _data: owned,
+    })
+}
+
+/// A call's status and JSON body (null when empty or not JSON).
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = brink_tests::http().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+impl Host {
+    async fn tenant(&self, id: &str, quota: Value, grants: Value) -> anyhow::Result<String> {
+        let (status, body) = call(
+            reqwest::Method::POST,
+            &format!("{}/v1/tenants", self.admin),
+            Some("operator-secret"),
+            Some(json!({ "id": id, "quota": quota, "grants": grants })),
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+        Ok(body["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn upload(&self, token: &str, bytes: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        let response = brink_tests::http()
+            .post(format!("{}/v1/uploads", self.admin))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, serde_json::from_slice(&response.bytes().await?)?))
+    }
+
+    /// Uploads `path` and publishes it as `name@version` with `spec`.
+    async fn deploy(
+        &self,
+        token: &str,
+        name: &str,
+        version: &str,
+        path: &str,
+        spec: Value,
+        signatures: Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let (status, up) = self.upload(token, std::fs::read(path)?).await?;
+        assert_eq!(status, 201, "{up}");
+        call(
+            reqwest::Method::POST,
+            &format!("{}/v1/functions/{name}/versions", self.admin),
+            Some(token),
+            Some(json!({
+                "version": version,
+                "digest": up["digest"],
+                "spec": spec,
+                "signatures": signatures,
+            })),
+        )
+        .await
+    }
+
+    async fn invoke(&self, token: &str, name: &str, value: f64) -> anyhow::Result<(u16, Value)> {
+        let event = json!({
+            "specversion": "1.0", "id": uuid(), "source": "/test", "type": "com.example.reading",
+            "subject": "t-1", "datacontenttype": "application/json",
+            "data": { "device": "t-1", "value": value },
+        });
+        let response = brink_tests::http()
+            .post(format!("{}/v1/functions/{name}/invoke", self.admin))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let ty = response
+            .headers()
+            .get("ce-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await?;
+        let data: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((status, json!({ "type": ty, "data": data })))
+    }
+}
+
+fn uuid() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("e-{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+fn transform_spec(tenant: &str, output_type: &str) -> Value {
+    json!({
+        "triggers": [{ "http": format!("/t/{tenant}/readings") }],
+        "config": { "output_type": output_type },
+    })
+}
+
+const POST: reqwest::Method = reqwest::Method::POST;
+const GET: reqwest::Method = reqwest::Method::GET;
+const DELETE: reqwest::Method = reqwest::Method::DELETE;
+
+#[tokio::test]
+async fn deploys_need_the_signatures_the_trust_policy_asks_for() -> anyhow::Result<()> {
+    let keys: Vec<SecretKey> = (0..3)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<_, _>>()?;
+    let h = host(
+        &format!(
+            "[registry]\ntrusted_keys = [{:?}, {:?}]\nrequired_signatures = 2\n",
+            keys[0].public().to_string(),
+            keys[1].public().to_string()
+        ),
+        None,
+    )
+    .await?;
+    let token = h.tenant("acme", json!({}), json!({})).await?;
+    let bytes = std::fs::read(artifacts::TRANSFORM)?;
+    let digest = brink_registry::digest(&bytes);
+    let other = brink_registry::digest(b"something else");
+    let sign =
+        |k: &SecretKey, digest: &str| serde_json::to_value(k.sign(digest, "transform", "1.0.0"));
+    let spec = transform_spec("acme", "com.acme.f");
+    for (signatures, says) in [
+        (json!([]), "has 0"),
+        (json!([sign(&keys[0], &digest)?]), "has 1"),
+        (
+            json!([sign(&keys[0], &digest)?, sign(&keys[2], &digest)?]),
+            "does not trust",
+        ),
+        (
+            json!([sign(&keys[0], &digest)?, sign(&keys[1], &other)?]),
+            "do not verify",
+        ),
+    ] {
+        let (status, body) = h
+            .deploy(
+                &token,
+                "transform",
+                "1.0.0",
+                artifacts::TRANSFORM,
+                spec.clone(),
+                signatures,
+            )
+            .await?;
+        assert_eq!(status, 403, "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{detail}");
+        assert!(detail.contains("needs valid signatures from 2"), "{detail}");
+    }
+    let (status, _) = h.invoke(&token, "transform", 20.0).await?;
+    assert_eq!(status, 404, "a refused deploy runs nothing");
+
+    let both = json!([sign(&keys[0], &digest)?, sign(&keys[1], &digest)?]);
+    let (status, body) = h
+        .deploy(
+            &token,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            spec,
+            both,
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["active"], "1.0.0");
+    assert_eq!(
+        body["versions"][0]["signed_by"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (status, out) = h.invoke(&token, "transform", 100.0).await?;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["type"], "com.acme.f");
+    assert_eq!(out["data"]["temperature"]["value"], 212.0);
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn missing_wrong_and_revoked_tokens_are_refused() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let token = h.tenant("acme", json!({}), json!({})).await?;
+    let url = format!("{}/v1/functions", h.admin);
+    for bad in [
+        None,
+        Some("wrong"),
+        Some("brink_0000_0000"),
+        Some("operator-secretX"),
+    ] {
+        let (status, body) = call(GET, &url, bad, None).await?;
+        assert_eq!(status, 401, "{bad:?}: {body}");
+        assert_eq!(body["status"], 401);
+    }
+    let (status, _) = call(GET, &url, Some(&token), None).await?;
+    assert_eq!(status, 200);
+    let (_, tenant) = call(
+        GET,
+        &format!("{}/v1/tenants/acme", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    let token_id = tenant["tokens"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, second) = call(
+        POST,
+        &format!("{}/v1/tenants/acme/tokens", h.admin),
+        Some("operator-secret"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        DELETE,
+        &format!("{}/v1/tenants/acme/tokens/{token_id}", h.admin),
+        Some("operator-secret"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let (status, _) = call(GET, &url, Some(&token), None).await?;
+    assert_eq!(status, 401, "a revoked token authenticates nothing");
+    let (status, _) = call(GET, &url, second["token"].as_str(), None).await?;
+    assert_eq!(status, 200, "the tenant's other token still works");
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_with_a_reason() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let token = h.tenant("acme", json!({}), json!({})).await?;
+    for (bytes, says) in [
+        (b"hello, not wasm".to_vec(), "not WebAssembly"),
+        (b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
+    ] {
+        let (status, body) = h.upload(&token, bytes).await?;
+        assert_eq!(status, 422, "{body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{detail}");
+    }
+    let limit = brink_tests::engine()?.config().max_component_bytes;
+    let mut huge = std::fs::read(artifacts::ECHO)?;
+    huge.resize(limit + 1, 0);
+    let (status, _) = h.upload(&token, huge).await?;
+    assert_eq!(status, 413);
+
+    let (status, body) = h
+        .deploy(
+            &token,
+            "nohandler",
+            "1.0.0",
+            artifacts::FIXTURE_NO_HANDLER,
+            json!({}),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("handle"),
+        "{body}"
+    );
+    // kv-ops imports key-value state, which this spec does not grant.
+    let (status, body) = h
+        .deploy(
+            &token,
+            "kvops",
+            "1.0.0",
+            artifacts::FIXTURE_KV_OPS,
+            json!({}),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keyvalue"),
+        "{body}"
+    );
+    let (_, list) = call(
+        GET,
+        &format!("{}/v1/functions", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    assert_eq!(list["functions"], json!([]), "nothing refused was recorded");
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/functions/echo/versions", h.admin),
+        Some(&token),
+        Some(json!({ "version": "one", "digest": "sha256:00" })),
+    )
+    .await?;
+    assert_eq!(status, 422, "{body}");
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn tenants_cannot_reach_each_others_functions_state_or_namespaces() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    let enrich = |tenant: &str| {
+        json!({ "triggers": [{ "event_type": "com.example.*" }], "kv": ["devices"], "config": { "missing": "pass" }, "outputs": [] })
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("triggers".into(), json!([{ "http": format!("/t/{tenant}/in") }]));
+                Value::Object(o)
+            })
+            .unwrap_or_default()
+    };
+    let (status, body) = h
+        .deploy(
+            &a,
+            "enrich",
+            "1.0.0",
+            artifacts::ENRICH,
+            enrich("acme"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = h
+        .deploy(
+            &b,
+            "benrich",
+            "1.0.0",
+            artifacts::ENRICH,
+            enrich("bolt"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+
+    // Key-value state: acme's metadata is acme's alone.
+    let kv = h.node.kv().ok_or_else(|| anyhow::anyhow!("no kv"))?;
+    kv.bucket("tenant:acme", "devices")?
+        .set("t-1", br#"{"location":"acme line"}"#, None)?;
+    let (status, out) = h.invoke(&a, "enrich", 1.0).await?;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["data"]["meta"]["location"], "acme line");
+    let (_, out) = h.invoke(&b, "benrich", 1.0).await?;
+    assert_eq!(
+        out["data"]["meta"],
+        Value::Null,
+        "bolt sees none of acme's state: {out}"
+    );
+
+    // Functions: bolt can neither see nor touch acme's.
+    let base = &h.admin;
+    let bolt = Some(b.as_str());
+    let (_, list) = call(GET, &format!("{base}/v1/functions"), bolt, None).await?;
+    assert_eq!(list["functions"].as_array().map(Vec::len), Some(1));
+    for (method, path, body) in [
+        (POST, "/v1/functions/enrich/rollback", None),
+        (GET, "/v1/functions/enrich", None),
+        (DELETE, "/v1/functions/enrich", None),
+        (POST, "/v1/functions/enrich/invoke", None),
+        (
+            POST,
+            "/v1/functions/enrich/activate",
+            Some(json!({"version": "1.0.0"})),
+        ),
+    ] {
+        let (status, body) = call(method, &format!("{base}{path}"), bolt, body).await?;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let (status, _) = h.upload(&a, std::fs::read(artifacts::ECHO)?).await?;
+    assert_eq!(status, 201);
+    let echo = brink_registry::digest(&std::fs::read(artifacts::ECHO)?);
+    let (status, body) = call(
+        POST,
+        &format!("{base}/v1/functions/echo/versions"),
+        bolt,
+        Some(json!({ "version": "1.0.0", "digest": echo })),
+    )
+    .await?;
+    assert_eq!(status, 422, "bolt may not publish acme's upload: {body}");
+    // Namespaces: paths, topics, models, uplinks and webhooks.
+    for (spec, says) in [
+        (
+            json!({ "triggers": [{ "http": "/t/acme/in" }] }),
+            "outside tenant `bolt`",
+        ),
+        (
+            json!({ "triggers": [{ "http": "/readings" }] }),
+            "outside tenant `bolt`",
+        ),
+        (
+            json!({ "outputs": [{ "mqtt": "t/acme/x" }] }),
+            "outside tenant `bolt`",
+        ),
+        (json!({ "models": ["digits"] }), "not granted this model"),
+        (json!({ "outbox": ["cloud"] }), "not granted this uplink"),
+        (
+            json!({ "outputs": [{ "uplink": "cloud" }] }),
+            "not granted this uplink",
+        ),
+        (
+            json!({ "outputs": [{ "webhook": "http://127.0.0.1:1/" }] }),
+            "not granted webhooks",
+        ),
+    ] {
+        let (status, body) = h
+            .deploy(
+                &b,
+                "echo",
+                "1.0.0",
+                artifacts::ECHO,
+                spec.clone(),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(status, 403, "{spec}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(says),
+            "{body}"
+        );
+    }
+    // Operator routes, and other tenants' records.
+    for (method, path) in [
+        (GET, "/v1/tenants"),
+        (POST, "/v1/tenants/acme/tokens"),
+        (POST, "/v1/gc"),
+        (GET, "/v1/tenants/acme"),
+    ] {
+        let (status, body) = call(method, &format!("{base}{path}"), bolt, None).await?;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, _) = call(GET, &format!("{base}/v1/kv"), bolt, None).await?;
+    assert_eq!(status, 401, "a tenant's token is not the operator's");
+    // Events: posted under acme's prefix, they reach acme's function only.
+    let client = brink_tests::http();
+    let event = |path: &str| {
+        client
+            .post(format!("{}{path}", h.events))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", uuid())
+            .header("ce-source", "/test")
+            .header("ce-type", "com.example.reading")
+            .header("content-type", "application/json")
+            .body(r#"{"device":"t-1","value":1}"#)
+            .send()
+    };
+    assert_eq!(event("/t/acme/in").await?.status(), 202);
+    assert_eq!(event("/t/bolt/in").await?.status(), 202);
+    assert_eq!(event("/t/carl/in").await?.status(), 404);
+    let (_, usage) = call(GET, &format!("{base}/v1/usage"), Some(&a), None).await?;
+    assert_eq!(usage["usage"][0]["tenant"], "acme");
+    assert_eq!(usage["usage"][0]["invocations"], 2, "{usage}");
+    assert_eq!(
+        usage["usage"].as_array().map(Vec::len),
+        Some(1),
+        "a tenant sees its own usage only"
+    );
+    // The node's public invoke route does not reach tenants' functions.
+    let response = client
+        .post(format!(
+            "http://{}/functions/acme%2Fenrich",
+            h.node.http_addr()
+        ))
+        .header("content-type", "application/cloudevents+json")
+        .body(json!({"specversion":"1.0","id":"x","source":"/t","type":"t"}).to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), 404);
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn quota_exhaustion_is_a_clear_error_that_spares_other_tenants() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let small = h
+        .tenant(
+            "small",
+            json!({ "max_functions": 1, "max_memory_mb": 16, "max_invocations_per_s": 5 }),
+            json!({}),
+        )
+        .await?;
+    let big = h.tenant("big", json!({}), json!({})).await?;
+    let spec = transform_spec("small", "com.small.f");
+    let (status, body) = h
+        .deploy(
+            &small,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            spec.clone(),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = h
+        .deploy(
+            &small,
+            "other",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            spec.clone(),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("quota"),
+        "{body}"
+    );
+    let mut greedy = spec.clone();
+    greedy["limits"] = json!({ "memory_mb": 32 });
+    let (status, body) = h
+        .deploy(
+            &small,
+            "transform",
+            "1.1.0",
+            artifacts::TRANSFORM,
+            greedy,
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("memory_mb 32"),
+        "{body}"
+    );
+    let (status, body) = h
+        .deploy(
+            &big,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("big", "com.big.f"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+
+    let mut limited = 0;
+    for _ in 0..20 {
+        let (status, body) = h.invoke(&small, "transform", 1.0).await?;
+        match status {
+            200 => {}
+            429 => {
+                limited += 1;
+                assert!(
+                    body["data"]["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("invocations per second"),
+                    "{body}"
+                );
+            }
+            other => anyhow::bail!("unexpected {other}: {body}"),
+        }
+        let (status, body) = h.invoke(&big, "transform", 1.0).await?;
+        assert_eq!(status, 200, "the other tenant is unaffected: {body}");
+    }
+    assert!(limited >= 10, "only {limited} of 20 were limited");
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_new_version_goes_live_under_load_without_losing_or_repeating_events()
+-> anyhow::Result<()> {
+    let h = Arc::new(host("[registry]\n", None).await?);
+    let token = h
+        .tenant("acme", json!({ "max_invocations_per_s": 0 }), json!({}))
+        .await?;
+    let (status, body) = h
+        .deploy(
+            &token,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("acme", "v1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (h, token, stop) = (h.clone(), token.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let (status, out) = h.invoke(&token, "transform", 1.0).await?;
+                anyhow::ensure!(status == 200, "{status}: {out}");
+                seen.push(out["type"].as_str().unwrap_or_default().to_owned());
+            }
+            anyhow::Ok(seen)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = h
+        .deploy(
+            &token,
+            "transform",
+            "2.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("acme", "v2"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/functions/transform/rollback", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["active"], "1.0.0");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for worker in workers {
+        let seen = worker.await??;
+        // Each worker's answers run v1, then v2, then v1 again: never back
+        // and forth within a phase, so the switch is one atomic step.
+        let mut phases = seen.clone();
+        phases.dedup();
+        assert!(
+            phases.len() <= 3 && phases.first().map(String::as_str) == Some("v1"),
+            "{phases:?}"
+        );
+        assert!(seen.iter().all(|t| t == "v1" || t == "v2"));
+        total += seen.len();
+    }
+    let (_, usage) = call(GET, &format!("{}/v1/usage", h.admin), Some(&token), None).await?;
+    assert_eq!(
+        usage["usage"][0]["invocations"].as_u64(),
+        Some(total as u64),
+        "every request ran exactly once"
+    );
+    assert!(total > 50, "only {total} requests ran");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deployments_and_tenants_survive_a_node_restart() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let h = host("[registry]\n", Some(data.path())).await?;
+    let token = h.tenant("acme", json!({}), json!({})).await?;
+    let (status, body) = h
+        .deploy(
+            &token,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("acme", "v1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = h
+        .deploy(
+            &token,
+            "transform",
+            "1.1.0",
+            artifacts::TRANSFORM,
+            transform_spec("acme", "v1.1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    h.node.shutdown().await?;
+
+    let h = host("[registry]\n", Some(data.path())).await?;
+    let (status, out) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!((status, out["type"].as_str()), (200, Some("v1.1")), "{out}");
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/functions/transform/rollback", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, out) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!(out["type"], "v1");
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/functions/transform/rollback", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = call(
+        DELETE,
+        &format!("{}/v1/functions/transform", h.admin),
+        Some(&token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let (status, _) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!(status, 404);
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn every_admin_route_is_in_the_openapi_document() -> anyhow::Result<()> {
+    let h = host(
+        &format!(
+            "[registry]\n[function.echo]\nsource = {:?}\nkv = [\"default\"]\n",
+            artifacts::ECHO
+        ),
+        None,
+    )
+    .await?;
+    let (status, doc) = call(GET, &format!("{}/v1/openapi.json", h.admin), None, None).await?;
+    assert_eq!(status, 200);
+    let paths = doc["paths"]
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("no paths"))?;
+    // Every route the admin routers declare is documented, with its methods.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src/node");
+    let mut declared = 0;
+    for file in ["admin.rs", "deploy.rs"] {
+        let source = std::fs::read_to_string(root.join(file))?;
+        for chunk in source.split(".route(").skip(1) {
+            let Some(path) = chunk.split('"').nth(1) else {
+                continue;
+            };
+            let path = path.replace("{*key}", "{key}");
+            let handlers = chunk.split(')').take(4).collect::<String>();
+            let entry = paths
+                .get(&path)
+                .ok_or_else(|| anyhow::anyhow!("{path} is not documented"))?;
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if handlers.contains(&format!("{method}(")) {
+                    assert!(
+                        entry.get(method).is_some(),
+                        "{method} {path} is not documented"
+                    );
+                    declared += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        declared >= 20,
+        "only {declared} routes found in the sources"
+    );
+    // And every documented operation is served (answers something other than the router's 404/405).
+    for (path, ops) in paths {
+        let url = format!(
+            "{}{}",
+            h.admin,
+            path.replace("{name}", "x")
+                .replace("{id}", "x")
+                .replace("{token}", "x")
+                .replace("{bucket}", "default")
+                .replace("{key}", "k")
+                .replace("{uplink}", "x")
+        );
+        for method in ops
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
+            let response = brink_tests::http()
+                .request(method.clone(), &url)
+                .bearer_auth("operator-secret")
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let problem = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/"));
+            assert!(
+                status != 405 && (status != 404 || problem),
+                "{method} {path}: {status}"
+            );
+        }
+    }
+    h.node.shutdown().await
+}
