@@ -10,6 +10,8 @@ use brink_host::builder::{self, BuildRequest};
 use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
 use clap::{Parser, Subcommand};
 
+mod remote;
+
 /// Brink: a WebAssembly edge-function host for CloudEvents.
 #[derive(Debug, Parser)]
 #[command(name = "brink", version, about, long_about = None)]
@@ -64,6 +66,76 @@ enum Command {
     /// of the oldest), what was sent, retried, dropped and expired, and
     /// whether it is connected; `brink outbox purge <uplink>` drops its backlog.
     Outbox(OutboxArgs),
+    /// Make an ed25519 signing key (secret in --out; prints the public key).
+    Keygen {
+        #[arg(long, default_value = "brink.key")]
+        out: PathBuf,
+    },
+    /// Sign a component as NAME@VERSION; adds to `<component>.sigs.json`, which `brink deploy` sends.
+    Sign {
+        component: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+    },
+    /// Check a token against a node's admin API and save both for the commands below.
+    Login {
+        url: String,
+        #[arg(long, env = "BRINK_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Upload, publish and activate a function version on a running node.
+    Deploy(remote::DeployArgs),
+    /// The calling tenant's functions: active version, versions, previous.
+    Ls {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Remove a function and all its versions.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Make the previously active version active again.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Activate a version (`1.2.3`, `^1.2`, `latest`) of a function.
+    Activate {
+        name: String,
+        version: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Invoke a deployed function with one event; prints its output events as JSON lines.
+    Invoke {
+        name: String,
+        /// The event's data: JSON, or else text.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        #[arg(long = "type", default_value = "com.brink.invoke")]
+        ty: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Usage per tenant: functions, invocations, execution time.
+    Usage {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Manage tenants (operator token).
+    Tenant {
+        #[command(subcommand)]
+        command: remote::TenantCommand,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,6 +335,14 @@ fn main() -> ExitCode {
         Command::Build(args) => build(args),
         Command::Kv(args) => kv(args),
         Command::Outbox(args) => outbox(args),
+        Command::Keygen { out } => remote::keygen(&out),
+        Command::Sign {
+            component,
+            key,
+            name,
+            version,
+        } => remote::sign(&component, &key, &name, &version),
+        other => remote_command(other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -272,6 +352,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn remote_command(command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Login { url, token } => remote::login(&url, &token).await,
+            Command::Deploy(args) => {
+                let source = args.source.clone();
+                let component = if source.is_dir() {
+                    let mut built = tokio::task::spawn_blocking(move || {
+                        builder::build(&BuildRequest {
+                            manifest_path: source.join("Cargo.toml"),
+                            target_dir: None,
+                            release: true,
+                        })
+                    })
+                    .await??;
+                    if built.len() != 1 {
+                        bail!(
+                            "{} builds {} components; deploy one .wasm",
+                            args.source.display(),
+                            built.len()
+                        );
+                    }
+                    built.remove(0).path
+                } else {
+                    source
+                };
+                remote::deploy(args, &component).await
+            }
+            Command::Ls { remote } => remote::ls(&remote).await,
+            Command::Rm { name, remote } => remote::change(&remote, &name, "rm", None).await,
+            Command::Rollback { name, remote } => {
+                remote::change(&remote, &name, "rollback", None).await
+            }
+            Command::Activate {
+                name,
+                version,
+                remote,
+            } => remote::change(&remote, &name, "activate", Some(&version)).await,
+            Command::Invoke {
+                name,
+                data,
+                ty,
+                remote,
+            } => remote::invoke(&remote, &name, &data, &ty).await,
+            Command::Usage { remote } => remote::usage(&remote).await,
+            Command::Tenant { command, remote } => remote::tenant(&remote, command).await,
+            _ => bail!("not a remote command"),
+        }
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -980,3 +980,187 @@ fn up_with_an_onnxruntime_model_and_no_library_fails_with_one_clear_line() -> an
     );
     Ok(())
 }
+
+/// `brink` with a private compile cache and a private config directory (for `brink login`).
+fn brink_as(home: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_brink"))
+        .args(args)
+        .env("BRINK_CACHE_DIR", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HOME", home)
+        .env_remove("BRINK_URL")
+        .env_remove("BRINK_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn ok(out: Output) -> anyhow::Result<String> {
+    anyhow::ensure!(out.status.success(), "brink failed: {}", stderr(&out));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn the_deploy_flow_runs_from_keygen_to_rollback() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path();
+    let key = home.join("release.key");
+    let public = ok(brink_as(
+        home,
+        &["keygen", "--out", &key.display().to_string()],
+    )?)?;
+    let public = public.trim();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = home.join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+data_dir = "state"
+[http]
+listen = "127.0.0.1:{http_port}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "operator-secret"
+[registry]
+trusted_keys = ["{public}"]
+"#
+        ),
+    )?;
+    let _node = start_node(&manifest, &home.join("cache"), http_port)?;
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let operator = ["--url", url.as_str(), "--token", "operator-secret"];
+    let token = ok(brink_as(
+        home,
+        &[
+            &["tenant", "create", "acme", "--max-functions", "5"][..],
+            &operator[..],
+        ]
+        .concat(),
+    )?)?;
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("brink_"), "{token}");
+    let tenants = ok(brink_as(
+        home,
+        &[&["tenant", "ls", "--json"][..], &operator[..]].concat(),
+    )?)?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&tenants)?["tenants"][0]["id"],
+        "acme"
+    );
+
+    ok(brink_as(home, &["login", &url, "--token", &token])?)?;
+    // A component copied aside, so its signatures file lands in the temp dir.
+    let wasm = home.join("transform.wasm");
+    std::fs::copy(artifacts::TRANSFORM, &wasm)?;
+    let wasm = wasm.display().to_string();
+    let unsigned = brink_as(
+        home,
+        &[
+            "deploy",
+            &wasm,
+            "--name",
+            "transform",
+            "--version",
+            "1.0.0",
+            "--trigger",
+            "http:/t/acme/readings",
+        ],
+    )?;
+    assert_clean_failure(&unsigned, "needs valid signatures from 1");
+    ok(brink_as(
+        home,
+        &[
+            "sign",
+            &wasm,
+            "--key",
+            &key.display().to_string(),
+            "--name",
+            "transform",
+            "--version",
+            "1.0.0",
+        ],
+    )?)?;
+    let deployed = ok(brink_as(
+        home,
+        &[
+            "deploy",
+            &wasm,
+            "--name",
+            "transform",
+            "--version",
+            "1.0.0",
+            "--trigger",
+            "http:/t/acme/readings",
+            "--config",
+            "output_type=com.acme.v1",
+        ],
+    )?)?;
+    assert!(deployed.contains("deployed transform@1.0.0"), "{deployed}");
+    let key_arg = key.display().to_string();
+    ok(brink_as(
+        home,
+        &[
+            "deploy",
+            &wasm,
+            "--name",
+            "transform",
+            "--version",
+            "1.1.0",
+            "--sign-with",
+            &key_arg,
+            "--config",
+            "output_type=com.acme.v2",
+        ],
+    )?)?;
+
+    let invoked = ok(brink_as(
+        home,
+        &[
+            "invoke",
+            "transform",
+            "--data",
+            r#"{"device":"t-1","value":100}"#,
+        ],
+    )?)?;
+    let event: serde_json::Value = serde_json::from_str(invoked.trim())?;
+    assert_eq!(event["type"], "com.acme.v2");
+    assert_eq!(event["data"]["temperature"]["value"], 212.0);
+    let listed = ok(brink_as(home, &["ls"])?)?;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("transform") && l.contains("1.1.0")),
+        "{listed}"
+    );
+    let rolled = ok(brink_as(home, &["rollback", "transform"])?)?;
+    assert!(rolled.contains("active 1.0.0"), "{rolled}");
+    let invoked = ok(brink_as(
+        home,
+        &[
+            "invoke",
+            "transform",
+            "--data",
+            r#"{"device":"t-1","value":0}"#,
+        ],
+    )?)?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(invoked.trim())?["type"],
+        "com.acme.v1"
+    );
+    let usage = ok(brink_as(home, &["usage", "--json"])?)?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&usage)?["usage"][0]["invocations"],
+        2
+    );
+    ok(brink_as(home, &["rm", "transform"])?)?;
+    let listed = ok(brink_as(home, &["ls", "--json"])?)?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed)?["functions"],
+        serde_json::json!([])
+    );
+    let missing = brink_as(home, &["invoke", "transform"])?;
+    assert_clean_failure(&missing, "404");
+    Ok(())
+}
