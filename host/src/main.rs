@@ -709,16 +709,7 @@ impl AdminClient {
             .send()
             .await
             .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
-        let status = response.status();
-        let body = response.bytes().await.context("reading the response")?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{status}: {detail}");
-        }
-        Ok(body)
+        Ok(remote::answer(response).await?.1)
     }
 }
 

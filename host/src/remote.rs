@@ -206,6 +206,24 @@ pub fn sign(component: &Path, key: &Path, name: &str, version: &str) -> anyhow::
     Ok(())
 }
 
+/// The headers and body of a 2xx answer; otherwise the status and the
+/// problem's detail as the error.
+pub async fn answer(
+    response: reqwest::Response,
+) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.context("reading the response")?;
+    if !status.is_success() {
+        let detail = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {detail}");
+    }
+    Ok((headers, body))
+}
+
 /// The admin API, as a client.
 #[derive(Debug)]
 pub struct Api {
@@ -253,23 +271,6 @@ impl Api {
         }
     }
 
-    async fn answer(
-        &self,
-        response: reqwest::Response,
-    ) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.context("reading the response")?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|p| p.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{status}: {detail}");
-        }
-        Ok((headers, body))
-    }
-
     async fn call(
         &self,
         method: reqwest::Method,
@@ -286,7 +287,7 @@ impl Api {
             .send()
             .await
             .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
-        let (_, body) = self.answer(response).await?;
+        let (_, body) = answer(response).await?;
         if body.is_empty() {
             return Ok(Value::Null);
         }
@@ -322,7 +323,7 @@ impl Api {
             .await
             .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
         bar.finish_and_clear();
-        let (_, body) = self.answer(response).await?;
+        let (_, body) = answer(response).await?;
         Ok(serde_json::from_slice(&body)?)
     }
 }
@@ -545,7 +546,7 @@ pub async fn invoke(remote: &Remote, name: &str, data: &str, ty: &str) -> anyhow
         .send()
         .await
         .with_context(|| format!("cannot reach the admin API at {}", api.url))?;
-    let (headers, body) = api.answer(response).await?;
+    let (headers, body) = answer(response).await?;
     if body.is_empty() && !headers.contains_key("ce-type") {
         eprintln!("no output events");
         return Ok(());

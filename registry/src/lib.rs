@@ -15,6 +15,23 @@
 
 pub mod signing;
 
+#[cfg(test)]
+mod test_support {
+    /// The error of a call a test expects to fail.
+    pub trait Failure<E> {
+        fn failure(self) -> anyhow::Result<E>;
+    }
+
+    impl<T: std::fmt::Debug, E> Failure<E> for Result<T, E> {
+        fn failure(self) -> anyhow::Result<E> {
+            match self {
+                Ok(v) => anyhow::bail!("expected an error, got {v:?}"),
+                Err(e) => Ok(e),
+            }
+        }
+    }
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -481,20 +498,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The error of a call a test expects to fail.
-    trait Failure<E> {
-        fn failure(self) -> anyhow::Result<E>;
-    }
-
-    impl<T: std::fmt::Debug, E> Failure<E> for Result<T, E> {
-        fn failure(self) -> anyhow::Result<E> {
-            match self {
-                Ok(v) => anyhow::bail!("expected an error, got {v:?}"),
-                Err(e) => Ok(e),
-            }
-        }
-    }
+    use crate::test_support::Failure as _;
 
     fn publish(
         r: &Registry,

@@ -269,20 +269,7 @@ impl TrustPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The error of a call a test expects to fail.
-    trait Failure<E> {
-        fn failure(self) -> anyhow::Result<E>;
-    }
-
-    impl<T: std::fmt::Debug, E> Failure<E> for Result<T, E> {
-        fn failure(self) -> anyhow::Result<E> {
-            match self {
-                Ok(v) => anyhow::bail!("expected an error, got {v:?}"),
-                Err(e) => Ok(e),
-            }
-        }
-    }
+    use crate::test_support::Failure as _;
 
     const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -22,7 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::http::problem;
+use super::http::{Problem, problem};
 use crate::kv::{Kv, KvError};
 use crate::outbox::{Outbox, OutboxError};
 
@@ -97,30 +97,6 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
 /// Compares without an early exit, so timing does not reveal the token.
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// An error answer: an RFC 9457 problem.
-#[derive(Debug)]
-struct Problem {
-    status: StatusCode,
-    title: &'static str,
-    detail: String,
-}
-
-impl Problem {
-    fn new(status: StatusCode, title: &'static str, detail: impl std::fmt::Display) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.to_string(),
-        }
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        problem(self.status, self.title, self.detail)
-    }
 }
 
 impl From<KvError> for Problem {

@@ -25,7 +25,7 @@ use brink_registry::{NewVersion, Registry, RegistryError, Signature, TrustPolicy
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
-use super::http::{dispatch_problem, invoke_function, problem};
+use super::http::{Problem, dispatch_problem, invoke_function, problem};
 use crate::engine::{Engine, check_header};
 use crate::kv::Kv;
 use crate::manifest::{FunctionSection, LimitsSection, Output, Trigger};
@@ -98,46 +98,6 @@ struct Inner {
     handles: Mutex<BTreeMap<String, Arc<Tenant>>>,
     /// One deploy at a time, so two activations never interleave.
     deploys: tokio::sync::Mutex<()>,
-}
-
-/// An error answer.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    title: &'static str,
-    detail: String,
-}
-
-impl Problem {
-    fn new(status: StatusCode, title: &'static str, detail: impl std::fmt::Display) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.to_string(),
-        }
-    }
-
-    fn forbidden(detail: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Not allowed", detail)
-    }
-
-    fn invalid(detail: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid deployment",
-            detail,
-        )
-    }
-
-    fn internal(e: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        problem(self.status, self.title, self.detail)
-    }
 }
 
 impl From<RegistryError> for Problem {
@@ -482,27 +442,41 @@ impl Deployer {
         })
     }
 
-    /// Activates `version` of `name`: loads it, records it, swaps it in.
-    async fn activate(
+    /// Records `version` of `name` as active and routes its events to
+    /// `route` (loaded from it); the caller holds the deploy lock.
+    fn go_live(
         &self,
         tenant: &TenantRecord,
         name: &str,
-        requirement: &str,
+        version: &str,
+        route: Route,
     ) -> Result<FunctionView, Problem> {
-        let _one = self.inner.deploys.lock().await;
-        let record = self.inner.registry.resolve(&tenant.id, name, requirement)?;
-        let route = self.load(tenant, &record).await?;
-        self.inner
-            .registry
-            .activate(&tenant.id, name, &record.version)?;
+        self.inner.registry.activate(&tenant.id, name, version)?;
         self.install(tenant, name, route);
-        tracing::info!(
-            tenant = tenant.id,
-            function = name,
-            version = record.version,
-            "activated"
-        );
+        tracing::info!(tenant = tenant.id, function = name, version, "activated");
         self.view(&tenant.id, name)
+    }
+
+    /// Refuses to activate `name` when it is not active yet and the tenant
+    /// is at its quota of active functions.
+    fn check_function_quota(&self, tenant: &TenantRecord, name: &str) -> Result<(), Problem> {
+        if self
+            .inner
+            .registry
+            .deployment(&tenant.id, name)?
+            .active
+            .is_some()
+        {
+            return Ok(());
+        }
+        let active = self.active_count(&tenant.id)?;
+        if active >= tenant.quota.max_functions as usize {
+            return Err(Problem::forbidden(format!(
+                "tenant `{}` has {active} active functions, its quota of {}: remove one first",
+                tenant.id, tenant.quota.max_functions
+            )));
+        }
+        Ok(())
     }
 
     fn active_count(&self, tenant: &str) -> Result<usize, Problem> {
@@ -717,22 +691,10 @@ async fn publish(
         .policy
         .check(&request.digest, &name, &version, &request.signatures)
         .map_err(Problem::forbidden)?;
-    deployer.check_spec(&tenant, &request.spec)?;
     let activate = request.activate.unwrap_or(true);
-    let is_new = deployer
-        .inner
-        .registry
-        .deployment(&tenant.id, &name)?
-        .active
-        .is_none();
-    if activate && is_new {
-        let active = deployer.active_count(&tenant.id)?;
-        if active >= tenant.quota.max_functions as usize {
-            return Err(Problem::forbidden(format!(
-                "tenant `{}` has {active} active functions, its quota: remove one first",
-                tenant.id
-            )));
-        }
+    let _one = deployer.inner.deploys.lock().await;
+    if activate {
+        deployer.check_function_quota(&tenant, &name)?;
     }
     let spec = serde_json::to_value(&request.spec).map_err(Problem::internal)?;
     // Compile before recording, so a version that cannot run is never stored.
@@ -747,7 +709,7 @@ async fn publish(
         annotations: request.annotations.clone(),
         spec: spec.clone(),
     };
-    deployer.load(&tenant, &candidate).await?;
+    let route = deployer.load(&tenant, &candidate).await?;
     deployer.inner.registry.publish(NewVersion {
         namespace: tenant.id.clone(),
         name: name.clone(),
@@ -758,7 +720,7 @@ async fn publish(
         spec,
     })?;
     let view = if activate {
-        deployer.activate(&tenant, &name, &version).await?
+        deployer.go_live(&tenant, &name, &version, route)?
     } else {
         deployer.view(&tenant.id, &name)?
     };
@@ -820,21 +782,16 @@ async fn activate(
 ) -> Answer {
     let tenant = tenant_of(&deployer, &extensions)?;
     let request: ActivateRequest = json_body(&body)?;
-    let is_new = deployer
+    let _one = deployer.inner.deploys.lock().await;
+    deployer.check_function_quota(&tenant, &name)?;
+    let record = deployer
         .inner
         .registry
-        .deployment(&tenant.id, &name)?
-        .active
-        .is_none();
-    if is_new && deployer.active_count(&tenant.id)? >= tenant.quota.max_functions as usize {
-        return Err(Problem::forbidden(format!(
-            "tenant `{}` is at its quota of {} active functions",
-            tenant.id, tenant.quota.max_functions
-        )));
-    }
+        .resolve(&tenant.id, &name, &request.version)?;
+    let route = deployer.load(&tenant, &record).await?;
     json(
         StatusCode::OK,
-        &deployer.activate(&tenant, &name, &request.version).await?,
+        &deployer.go_live(&tenant, &name, &record.version, route)?,
     )
 }
 

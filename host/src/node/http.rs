@@ -29,6 +29,50 @@ pub fn router(dispatcher: Dispatcher, max_body: usize) -> Router {
         .with_state(AppState { dispatcher })
 }
 
+/// An error answer of the admin API: an RFC 9457 problem.
+#[derive(Debug)]
+pub(super) struct Problem {
+    pub(super) status: StatusCode,
+    pub(super) title: &'static str,
+    pub(super) detail: String,
+}
+
+impl Problem {
+    pub(super) fn new(
+        status: StatusCode,
+        title: &'static str,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(super) fn forbidden(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Not allowed", detail)
+    }
+
+    pub(super) fn invalid(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid deployment",
+            detail,
+        )
+    }
+
+    pub(super) fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        problem(self.status, self.title, self.detail)
+    }
+}
+
 /// An RFC 9457 problem response.
 pub(super) fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Display) -> Response {
     let body = serde_json::json!({
