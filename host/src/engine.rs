@@ -92,6 +92,8 @@ pub struct FunctionSpec {
     pub outbox: Option<OutboxAccess>,
     /// The models the function may use; set with [`FunctionSpec::with_models`].
     pub nn: Option<NnAccess>,
+    /// Where its log lines go besides the host's log, for `brink logs`.
+    pub logs: Option<crate::capability::log::LogTap>,
 }
 
 impl FunctionSpec {
@@ -538,11 +540,12 @@ impl Function {
     async fn instantiate_unbounded(&self, event_id: &str) -> Result<Instance, InvokeError> {
         let f = &self.inner;
         let event_id: Arc<str> = Arc::from(event_id);
-        let (wasi, stdout, stderr) = capability::wasi::ctx(&f.name, &event_id);
+        let tap = f.spec.logs.as_ref();
+        let (wasi, stdout, stderr) = capability::wasi::ctx(&f.name, &event_id, tap);
         let state = HostState {
             table: ResourceTable::new(),
             wasi,
-            log: LogCtx::new(f.name.clone(), event_id),
+            log: LogCtx::new(f.name.clone(), event_id, tap.cloned()),
             config: ConfigCtx::new(f.config.clone()),
             kv: KvCtx::new(f.spec.kv.clone()),
             outbox: OutboxCtx::new(f.spec.outbox.clone()),

@@ -124,6 +124,16 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
     },
+    /// A deployed function's recent log records (its log calls, stdout,
+    /// stderr, and the host's word on failed invocations).
+    Logs {
+        name: String,
+        /// Keep printing new records as they come (server-sent events).
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
     /// Usage per tenant: functions, invocations, execution time.
     Usage {
         #[command(flatten)]
@@ -402,6 +412,11 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
                 ty,
                 remote,
             } => remote::invoke(&remote, &name, &data, &ty).await,
+            Command::Logs {
+                name,
+                follow,
+                remote,
+            } => remote::logs(&remote, &name, follow).await,
             Command::Usage { remote } => remote::usage(&remote).await,
             Command::Tenant { command, remote } => remote::tenant(&remote, command).await,
             _ => bail!("not a remote command"),
@@ -446,6 +461,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         kv: None,
         outbox: None,
         nn: None,
+        logs: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

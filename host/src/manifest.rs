@@ -999,6 +999,7 @@ impl FunctionSection {
             kv: None,
             outbox: None,
             nn: None,
+            logs: None,
         }
     }
 }

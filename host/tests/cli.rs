@@ -983,7 +983,12 @@ fn up_with_an_onnxruntime_model_and_no_library_fails_with_one_clear_line() -> an
 
 /// `brink` with a private compile cache and a private config directory (for `brink login`).
 fn brink_as(home: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_brink"))
+    Ok(brink_command(home, args).output()?)
+}
+
+fn brink_command(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brink"));
+    command
         .args(args)
         .env("BRINK_CACHE_DIR", home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config"))
@@ -991,8 +996,8 @@ fn brink_as(home: &Path, args: &[&str]) -> anyhow::Result<Output> {
         .env_remove("BRINK_URL")
         .env_remove("BRINK_TOKEN")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()?)
+        .stdin(Stdio::null());
+    command
 }
 
 fn ok(out: Output) -> anyhow::Result<String> {
@@ -1001,7 +1006,7 @@ fn ok(out: Output) -> anyhow::Result<String> {
 }
 
 #[test]
-fn the_deploy_flow_runs_from_keygen_to_rollback() -> anyhow::Result<()> {
+fn the_deploy_flow_runs_from_keygen_to_logs() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let home = dir.path();
     let key = home.join("release.key");
@@ -1154,6 +1159,45 @@ trusted_keys = ["{public}"]
         serde_json::from_str::<serde_json::Value>(&usage)?["usage"][0]["invocations"],
         2
     );
+    // `brink logs -f` follows the function: an event it refuses shows up
+    // there with the host's reason.
+    let mut tail = NodeProcess(
+        brink_command(home, &["logs", "transform", "-f", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = tail
+        .0
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (lines, followed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let refused = brink_as(home, &["invoke", "transform", "--data", "not a reading"])?;
+    assert!(!refused.status.success());
+    let line = followed.recv_timeout(std::time::Duration::from_secs(30))?;
+    let record: serde_json::Value = serde_json::from_str(&line)?;
+    assert_eq!(record["source"], "host", "{line}");
+    assert_eq!(record["level"], "error", "{line}");
+    drop(tail);
+    let logs = ok(brink_as(home, &["logs", "transform"])?)?;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" ERROR ") && l.contains(" host ")),
+        "{logs}"
+    );
+
     ok(brink_as(home, &["rm", "transform"])?)?;
     let listed = ok(brink_as(home, &["ls", "--json"])?)?;
     assert_eq!(

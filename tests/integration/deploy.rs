@@ -869,3 +869,194 @@ async fn every_admin_route_is_in_the_openapi_document() -> anyhow::Result<()> {
     }
     h.node.shutdown().await
 }
+
+/// Reads server-sent events from `response` until `want` of them arrived
+/// (each as (id, event, data)), or the stream ends.
+async fn sse_events(
+    response: &mut reqwest::Response,
+    want: usize,
+) -> anyhow::Result<Vec<(String, String, Value)>> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < want {
+        let chunk =
+            tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk()).await??;
+        let Some(chunk) = chunk else { break };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (String::new(), String::new(), Value::Null);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v)?;
+                }
+            }
+            if !kind.is_empty() {
+                events.push((id, kind, data));
+            }
+        }
+    }
+    Ok(events)
+}
+
+async fn follow(
+    h: &Host,
+    token: &str,
+    name: &str,
+    last_event_id: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = brink_tests::http()
+        .get(format!("{}/v1/functions/{name}/logs?follow=true", h.admin))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    Ok(request.send().await?)
+}
+
+#[tokio::test]
+async fn a_tenant_tails_its_functions_log_live_and_no_one_else_can() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    let spec = json!({ "config": { "threshold": "10", "direction": "above" } });
+    let (status, body) = h
+        .deploy(&a, "filter", "1.0.0", artifacts::FILTER, spec, json!([]))
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = h.invoke(&a, "filter", 42.0).await?;
+    assert_eq!(status, 200);
+
+    // The recent records, as JSON.
+    let url = format!("{}/v1/functions/filter/logs", h.admin);
+    let (status, body) = call(GET, &url, Some(&a), None).await?;
+    assert_eq!(status, 200, "{body}");
+    let records = body["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 1, "{body}");
+    assert_eq!(records[0]["level"], "debug");
+    assert_eq!(records[0]["source"], "log");
+    assert!(
+        records[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("t-1 = 42") && m.ends_with("pass")),
+        "{body}"
+    );
+
+    // Following: the history first, then each new record as it is logged,
+    // through a hot deploy of a new version.
+    let mut tail = follow(&h, &a, "filter", None).await?;
+    assert_eq!(tail.status(), 200);
+    assert!(
+        tail.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let first = sse_events(&mut tail, 1).await?;
+    assert_eq!(first[0].1, "log");
+    assert_eq!(first[0].2["seq"].to_string(), first[0].0);
+    h.invoke(&a, "filter", 3.0).await?;
+    let spec = json!({ "config": { "threshold": "100", "direction": "above" } });
+    let (status, body) = h
+        .deploy(&a, "filter", "1.1.0", artifacts::FILTER, spec, json!([]))
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    h.invoke(&a, "filter", 50.0).await?;
+    let live = sse_events(&mut tail, 2).await?;
+    let messages: Vec<&str> = live
+        .iter()
+        .filter_map(|(_, _, d)| d["message"].as_str())
+        .collect();
+    assert_eq!(messages.len(), 2, "{live:?}");
+    assert!(messages[0].contains("t-1 = 3 ") && messages[0].ends_with("drop"));
+    assert!(messages[1].contains("threshold 100") && messages[1].ends_with("drop"));
+
+    // A follower that reconnects with Last-Event-ID gets only what it missed.
+    let mut resumed = follow(&h, &a, "filter", Some(&live[0].0)).await?;
+    let again = sse_events(&mut resumed, 1).await?;
+    assert_eq!(again[0].0, live[1].0);
+    drop(resumed);
+
+    // A trapping function: its panic on stderr and the host's word on the failure.
+    let (status, body) = h
+        .deploy(
+            &a,
+            "trap",
+            "1.0.0",
+            artifacts::FIXTURE_TRAP,
+            json!({}),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = h.invoke(&a, "trap", 1.0).await?;
+    assert!(status >= 500, "{status}");
+    let (_, body) = call(
+        GET,
+        &format!("{}/v1/functions/trap/logs", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    let records = body["records"].as_array().cloned().unwrap_or_default();
+    assert!(
+        records.iter().any(|r| r["source"] == "stderr"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("panicked"))),
+        "{body}"
+    );
+    assert!(
+        records.iter().any(|r| r["source"] == "host"
+            && r["level"] == "error"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("calibration table"))),
+        "{body}"
+    );
+
+    // Another tenant, the operator and no one at all are refused, live or not.
+    for token in [
+        Some(b.as_str()),
+        Some("operator-secret"),
+        Some("brink_0000_bogus"),
+        None,
+    ] {
+        let (status, body) = call(GET, &url, token, None).await?;
+        assert!(
+            matches!(status, 401 | 403 | 404),
+            "{token:?}: {status} {body}"
+        );
+        let mut request = brink_tests::http().get(format!("{url}?follow=true"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        assert!(
+            matches!(response.status().as_u16(), 401 | 403 | 404),
+            "{token:?}: {}",
+            response.status()
+        );
+    }
+    let (status, _) = call(GET, &format!("{url}?follow=maybe"), Some(&a), None).await?;
+    assert_eq!(status, 422);
+
+    // Removing the function ends its followers' streams.
+    let (status, _) = call(
+        DELETE,
+        &format!("{}/v1/functions/filter", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let rest = sse_events(&mut tail, usize::MAX).await?;
+    assert!(rest.is_empty(), "{rest:?}");
+    let (status, _) = call(GET, &url, Some(&a), None).await?;
+    assert_eq!(status, 404);
+    h.node.shutdown().await
+}

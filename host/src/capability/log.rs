@@ -1,7 +1,14 @@
 //! `brink:edge/log`: guest log records go to the host's `tracing` log, tagged
-//! with the function and the event id.
+//! with the function and the event id, and, for a function with a
+//! [`LogTap`], to the tap too: the recent records and a live feed that
+//! `brink logs <name> -f` follows.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
 
 use wasmtime::component::{HasData, Linker};
 
@@ -20,12 +27,135 @@ pub const INTERFACES: &[&str] = &[
 pub struct LogCtx {
     pub(crate) function: Arc<str>,
     pub(crate) event_id: Arc<str>,
+    pub(crate) tap: Option<LogTap>,
 }
 
 impl LogCtx {
     /// The context for one invocation.
-    pub fn new(function: Arc<str>, event_id: Arc<str>) -> Self {
-        Self { function, event_id }
+    pub fn new(function: Arc<str>, event_id: Arc<str>, tap: Option<LogTap>) -> Self {
+        Self {
+            function,
+            event_id,
+            tap,
+        }
+    }
+}
+
+/// Records kept per function for `brink logs` without `-f`.
+const TAP_HISTORY: usize = 128;
+/// Records a follower may fall behind by before it is told it missed some.
+const TAP_FEED: usize = 1024;
+
+/// One line of a function's log, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    /// Rises with every record of the function; a follower that
+    /// reconnects with `Last-Event-ID` skips what it has seen.
+    pub seq: u64,
+    pub time_unix_ms: u64,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// `log` (the log interface), `stdout`, `stderr`, or `host` (what the
+    /// host says of an invocation: a trap, a timeout, a handler error).
+    pub source: &'static str,
+    pub event_id: String,
+    pub message: String,
+}
+
+/// A function's log as the admin API serves it: its recent records and a
+/// live feed. Cheap to clone; kept across versions, so a follower goes on
+/// through a deploy.
+#[derive(Clone)]
+pub struct LogTap {
+    inner: Arc<TapInner>,
+}
+
+struct TapInner {
+    /// The history and the next number. Records are numbered, stored and
+    /// sent under this lock, so a new follower's history and feed neither
+    /// overlap nor leave a gap.
+    history: Mutex<(VecDeque<LogRecord>, u64)>,
+    feed: broadcast::Sender<LogRecord>,
+}
+
+impl std::fmt::Debug for LogTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogTap")
+            .field("followers", &self.inner.feed.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LogTap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogTap {
+    /// An empty tap.
+    pub fn new() -> Self {
+        let (feed, _) = broadcast::channel(TAP_FEED);
+        Self {
+            inner: Arc::new(TapInner {
+                // Numbers start at the clock in microseconds, so they keep
+                // rising across a node restart and a follower that reconnects
+                // with `Last-Event-ID` misses nothing the new node logs.
+                history: Mutex::new((VecDeque::with_capacity(TAP_HISTORY), now_micros())),
+                feed,
+            }),
+        }
+    }
+
+    /// Adds a record.
+    pub fn record(&self, level: &'static str, source: &'static str, event_id: &str, message: &str) {
+        let time_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut history = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (records, next) = &mut *history;
+        let record = LogRecord {
+            seq: *next,
+            time_unix_ms,
+            level,
+            source,
+            event_id: event_id.to_owned(),
+            message: truncate(message, MAX_MESSAGE).to_owned(),
+        };
+        *next += 1;
+        if records.len() == TAP_HISTORY {
+            records.pop_front();
+        }
+        records.push_back(record.clone());
+        // No follower is not an error: the history keeps it.
+        let _ = self.inner.feed.send(record);
+    }
+
+    /// The recent records, oldest first.
+    pub fn recent(&self) -> Vec<LogRecord> {
+        let history = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        history.0.iter().cloned().collect()
+    }
+
+    /// The recent records and the feed of every later one.
+    pub fn follow(&self) -> (Vec<LogRecord>, broadcast::Receiver<LogRecord>) {
+        let history = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (
+            history.0.iter().cloned().collect(),
+            self.inner.feed.subscribe(),
+        )
     }
 }
 
@@ -36,6 +166,9 @@ impl log::Host for LogCtx {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let message = truncate(&message, MAX_MESSAGE);
         let (function, event_id) = (&*self.function, &*self.event_id);
+        if let Some(tap) = &self.tap {
+            tap.record(level_name(level), "log", event_id, message);
+        }
         match level {
             Level::Trace => tracing::trace!(target: "guest", function, event_id, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", function, event_id, "{message}"),
@@ -44,6 +177,22 @@ impl log::Host for LogCtx {
             Level::Error => tracing::error!(target: "guest", function, event_id, "{message}"),
         }
         Ok(())
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
     }
 }
 
@@ -68,4 +217,36 @@ impl HasData for Log {
 /// Links `brink:edge/log`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     log::add_to_linker::<HostState, Log>(linker, |s| &mut s.log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_gets_the_history_then_every_later_record_once() {
+        let tap = LogTap::new();
+        for i in 0..(TAP_HISTORY + 5) {
+            tap.record("info", "log", "e", &format!("line {i}"));
+        }
+        let (history, mut feed) = tap.follow();
+        assert_eq!(history.len(), TAP_HISTORY);
+        assert_eq!(history[0].message, "line 5");
+        assert!(history.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        tap.record("warn", "stderr", "e2", "next");
+        let next = feed.try_recv().ok();
+        let last = history[TAP_HISTORY - 1].seq;
+        assert_eq!(
+            next.map(|r| (r.seq, r.message)),
+            Some((last + 1, "next".to_owned()))
+        );
+        assert!(feed.try_recv().is_err());
+        let long = "é".repeat(MAX_MESSAGE);
+        tap.record("info", "log", "e3", &long);
+        assert!(
+            tap.recent()
+                .last()
+                .is_some_and(|r| r.message.len() <= MAX_MESSAGE)
+        );
+    }
 }

@@ -13,6 +13,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
+use super::log::LogTap;
 use crate::state::HostState;
 
 /// The interface prefixes this capability provides (any 0.2.x version).
@@ -40,9 +41,13 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// The WASI context for one instance, and its stdout and stderr captures.
-pub fn ctx(function: &Arc<str>, event_id: &Arc<str>) -> (WasiCtx, GuestOutput, GuestOutput) {
-    let stdout = GuestOutput::new(function, event_id, Stream::Stdout);
-    let stderr = GuestOutput::new(function, event_id, Stream::Stderr);
+pub fn ctx(
+    function: &Arc<str>,
+    event_id: &Arc<str>,
+    tap: Option<&LogTap>,
+) -> (WasiCtx, GuestOutput, GuestOutput) {
+    let stdout = GuestOutput::new(function, event_id, Stream::Stdout, tap);
+    let stderr = GuestOutput::new(function, event_id, Stream::Stderr, tap);
     let ctx = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -62,6 +67,7 @@ struct Capture {
     function: Arc<str>,
     event_id: Arc<str>,
     stream: Stream,
+    tap: Option<LogTap>,
     partial: Vec<u8>,
     written: usize,
     truncated: bool,
@@ -101,6 +107,12 @@ impl Capture {
             return;
         }
         let (function, event_id) = (&*self.function, &*self.event_id);
+        if let Some(tap) = &self.tap {
+            match self.stream {
+                Stream::Stdout => tap.record("info", "stdout", event_id, line),
+                Stream::Stderr => tap.record("warn", "stderr", event_id, line),
+            }
+        }
         match self.stream {
             Stream::Stdout => tracing::info!(target: "guest::stdout", function, event_id, "{line}"),
             Stream::Stderr => tracing::warn!(target: "guest::stderr", function, event_id, "{line}"),
@@ -121,12 +133,13 @@ pub struct GuestOutput {
 }
 
 impl GuestOutput {
-    fn new(function: &Arc<str>, event_id: &Arc<str>, stream: Stream) -> Self {
+    fn new(function: &Arc<str>, event_id: &Arc<str>, stream: Stream, tap: Option<&LogTap>) -> Self {
         Self {
             capture: Arc::new(Mutex::new(Capture {
                 function: function.clone(),
                 event_id: event_id.clone(),
                 stream,
+                tap: tap.cloned(),
                 partial: Vec::new(),
                 written: 0,
                 truncated: false,

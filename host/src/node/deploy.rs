@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use brink_registry::{NewVersion, Registry, RegistryError, Signature, TrustPolicy, VersionRecord};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
 use super::http::{Problem, dispatch_problem, invoke_function, problem};
+use crate::capability::log::{LogRecord, LogTap};
 use crate::engine::{Engine, check_header};
 use crate::kv::Kv;
 use crate::manifest::{FunctionSection, LimitsSection, Output, Trigger};
@@ -81,6 +83,9 @@ pub struct DeployContext {
     pub mqtt: bool,
     pub policy: TrustPolicy,
     pub operator_token: Option<String>,
+    /// Turns true when the node stops; live log tails end then, so they do
+    /// not hold the admin listener open.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The node's deployments.
@@ -98,6 +103,8 @@ struct Inner {
     handles: Mutex<BTreeMap<String, Arc<Tenant>>>,
     /// One deploy at a time, so two activations never interleave.
     deploys: tokio::sync::Mutex<()>,
+    /// Each deployed function's log, by route name; kept across versions.
+    logs: Mutex<BTreeMap<String, LogTap>>,
 }
 
 impl From<RegistryError> for Problem {
@@ -206,6 +213,7 @@ impl Deployer {
                 node,
                 handles: Mutex::new(BTreeMap::new()),
                 deploys: tokio::sync::Mutex::new(()),
+                logs: Mutex::new(BTreeMap::new()),
             }),
         };
         deployer.restore().await?;
@@ -257,6 +265,17 @@ impl Deployer {
                 h
             }
         }
+    }
+
+    /// The log of the function routed as `key`.
+    fn tap(&self, key: &str) -> LogTap {
+        self.inner
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
     }
 
     fn install(&self, tenant: &TenantRecord, name: &str, route: Route) {
@@ -376,6 +395,7 @@ impl Deployer {
             instance_reuse: spec.instance_reuse,
         };
         let mut function_spec = section.spec(&key);
+        function_spec.logs = Some(self.tap(&key));
         if !spec.kv.is_empty() {
             let kv = node
                 .kv
@@ -512,6 +532,7 @@ pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
         .route("/v1/functions/{name}/activate", post(activate))
         .route("/v1/functions/{name}/rollback", post(rollback))
         .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/functions/{name}/logs", get(logs))
         .route("/v1/usage", get(usage))
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route("/v1/tenants/{id}", get(get_tenant).patch(update_tenant))
@@ -759,11 +780,15 @@ async fn remove_function(
     let tenant = tenant_of(&deployer, &extensions)?;
     let _one = deployer.inner.deploys.lock().await;
     deployer.inner.registry.remove(&tenant.id, &name)?;
+    let key = route_name(&tenant.id, &name);
+    deployer.inner.node.dispatcher.uninstall(&key);
+    // Followers' feeds close once the last running event of it is done.
     deployer
         .inner
-        .node
-        .dispatcher
-        .uninstall(&route_name(&tenant.id, &name));
+        .logs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&key);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -835,6 +860,88 @@ async fn invoke(
         ));
     }
     Ok(invoke_function(&deployer.inner.node.dispatcher, &key, &headers, body).await)
+}
+
+/// `GET /v1/functions/{name}/logs`: the recent records as JSON; with
+/// `?follow=true` (or `Accept: text/event-stream`) a server-sent event
+/// stream of them and then of every new one, resumable with `Last-Event-ID`.
+async fn logs(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let tenant = tenant_of(&deployer, &extensions)?;
+    deployer.view(&tenant.id, &name)?;
+    let tap = deployer.tap(&route_name(&tenant.id, &name));
+    let follow = match super::admin::query_param(query.as_deref(), "follow").as_deref() {
+        Some("true" | "1" | "") => true,
+        Some("false" | "0") | None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream")),
+        Some(other) => {
+            return Err(Problem::invalid(format!(
+                "follow={other:?}: expected true or false"
+            )));
+        }
+    };
+    if !follow {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({ "records": tap.recent() }),
+        );
+    }
+    let after: u64 = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Problem::invalid("Last-Event-ID must be a record's seq"))?,
+    };
+    let (history, feed) = tap.follow();
+    let event = |record: &LogRecord| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .id(record.seq.to_string())
+                .event("log")
+                .data(serde_json::to_string(record).unwrap_or_default()),
+        )
+    };
+    let backlog: Vec<_> = history
+        .iter()
+        .filter(|r| r.seq > after)
+        .map(event)
+        .collect();
+    let live = futures_util::stream::unfold(feed, move |mut feed| async move {
+        loop {
+            match feed.recv().await {
+                Ok(record) if record.seq <= after => continue,
+                Ok(record) => return Some((event(&record), feed)),
+                Err(RecvError::Lagged(missed)) => {
+                    let note = Event::default()
+                        .event("lagged")
+                        .data(serde_json::json!({ "missed": missed }).to_string());
+                    return Some((Ok(note), feed));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut stop = deployer.inner.node.shutdown.clone();
+    let stream = futures_util::stream::iter(backlog)
+        .chain(live)
+        .take_until(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn usage(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
@@ -1018,6 +1125,7 @@ pub fn openapi() -> serde_json::Value {
         o["parameters"] = serde_json::Value::Array(params.iter().map(|p| (*p).clone()).collect());
         o
     };
+    let follow = serde_json::json!({"name": "follow", "in": "query", "required": false, "schema": {"type": "boolean"}});
     let id = serde_json::json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let token = serde_json::json!({"name": "token", "in": "path", "required": true, "schema": {"type": "string"}});
     let bucket = serde_json::json!({"name": "bucket", "in": "path", "required": true, "schema": {"type": "string"}});
@@ -1044,6 +1152,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/functions/{name}/activate": {"post": with(op("Activate a version (`1.2.3`, `^1.2`, `latest`)", "200"), &[&name])},
             "/v1/functions/{name}/rollback": {"post": with(op("Activate the previously active version", "200"), &[&name])},
             "/v1/functions/{name}/invoke": {"post": with(op("Invoke the function with one CloudEvent; answers its outputs", "200"), &[&name])},
+            "/v1/functions/{name}/logs": {"get": with(op("The function's recent log records; `follow=true` (or Accept: text/event-stream) streams them and every new one as server-sent events, resumable with Last-Event-ID", "200"), &[&name, &follow])},
             "/v1/usage": {"get": op("Usage per tenant: invocations, execution time, functions", "200")},
             "/v1/tenants": {
                 "get": op("Every tenant (operator)", "200"),

@@ -429,6 +429,8 @@ impl Dispatcher {
                 permit.map_err(|_| DispatchError::UnknownFunction(function.to_owned()))?
             }
         };
+        let tap = stage.function.spec().logs.as_ref();
+        let event_id = tap.map(|_| event.id.clone());
         let start = Instant::now();
         let result = stage.function.invoke(event).await;
         drop(permit);
@@ -445,6 +447,9 @@ impl Dispatcher {
             Err(e) => {
                 self.count_error(function, e.kind());
                 tracing::warn!(function, "{e}");
+                if let (Some(tap), Some(id)) = (tap, &event_id) {
+                    tap.record("error", "host", id, &e.to_string());
+                }
                 return Err(e.into());
             }
         };

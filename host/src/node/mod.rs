@@ -326,6 +326,7 @@ impl Node {
             metrics.watch_models(models.clone());
         }
         let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
+        let (shutdown, mut stop) = watch::channel(false);
         let deployer = match (&manifest.registry, &store) {
             (Some(registry), Some(store)) => {
                 let policy = registry.policy().map_err(anyhow::Error::msg)?;
@@ -339,6 +340,7 @@ impl Node {
                     mqtt: mqtt.is_some(),
                     policy,
                     operator_token: manifest.admin.token.clone(),
+                    shutdown: shutdown.subscribe(),
                 };
                 Some(
                     deploy::Deployer::open(&data_dir.join("registry"), tenants, context)
@@ -360,7 +362,6 @@ impl Node {
             dispatcher.clone(),
             manifest.http.max_body_kb.saturating_mul(1024),
         );
-        let (shutdown, mut stop) = watch::channel(false);
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
