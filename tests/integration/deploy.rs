@@ -509,8 +509,38 @@ async fn tenants_cannot_reach_each_others_functions_state_or_namespaces() -> any
         let (status, body) = call(method, &format!("{base}{path}"), bolt, None).await?;
         assert_eq!(status, 403, "{path}: {body}");
     }
-    let (status, _) = call(GET, &format!("{base}/v1/kv"), bolt, None).await?;
-    assert_eq!(status, 401, "a tenant's token is not the operator's");
+    // The key-value views: each tenant sees its own buckets, never another's.
+    let (status, body) = call(GET, &format!("{base}/v1/kv"), bolt, None).await?;
+    assert_eq!(status, 200, "{body}");
+    let acme = Some(a.as_str());
+    let (_, body) = call(GET, &format!("{base}/v1/kv"), acme, None).await?;
+    assert_eq!(body["buckets"], json!(["devices"]));
+    let (status, body) = call(GET, &format!("{base}/v1/kv/devices"), acme, None).await?;
+    assert_eq!((status, &body["keys"]), (200, &json!(["t-1"])), "{body}");
+    for (method, path) in [
+        (GET, "/v1/kv/devices/t-1"),
+        (GET, "/v1/kv/devices"),
+        (DELETE, "/v1/kv/devices/t-1"),
+    ] {
+        let (status, body) = call(method.clone(), &format!("{base}{path}"), bolt, None).await?;
+        assert!(
+            matches!(status, 200 | 204 | 404) && body["keys"].as_array().is_none_or(Vec::is_empty),
+            "{path}: {status} {body}"
+        );
+        let (status, body) = call(method, &format!("{base}{path}?tenant=acme"), bolt, None).await?;
+        assert_eq!(status, 403, "{path}?tenant=acme: {body}");
+    }
+    let (status, body) = call(
+        GET,
+        &format!("{base}/v1/kv/devices/t-1?tenant=acme"),
+        Some("operator-secret"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "the operator reads a tenant's state: {body}");
+    assert!(kv.bucket("tenant:acme", "devices")?.get("t-1")?.is_some());
+    let (status, _) = call(POST, &format!("{base}/v1/outbox/cloud/purge"), bolt, None).await?;
+    assert!(matches!(status, 403 | 404), "{status}");
     // Events: posted under acme's prefix, they reach acme's function only.
     let client = brink_tests::http();
     let event = |path: &str| {
@@ -1058,5 +1088,204 @@ async fn a_tenant_tails_its_functions_log_live_and_no_one_else_can() -> anyhow::
     assert!(rest.is_empty(), "{rest:?}");
     let (status, _) = call(GET, &url, Some(&a), None).await?;
     assert_eq!(status, 404);
+    h.node.shutdown().await
+}
+
+/// An identity server's signing key, as a test makes one: ed25519 (EdDSA),
+/// published in a JWKS document under `kid`.
+struct IdentityKey {
+    kid: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl IdentityKey {
+    fn generate(kid: &str) -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed)?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        })
+    }
+
+    fn jwk(&self) -> Value {
+        use base64::Engine as _;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.key.verifying_key().as_bytes());
+        json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "use": "sig", "alg": "EdDSA" })
+    }
+
+    /// A compact JWT of `claims`, signed with `alg` in its header.
+    fn sign(&self, alg: &str, claims: &Value) -> String {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = json!({ "alg": alg, "typ": "JWT", "kid": self.kid });
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64.encode(signature.to_bytes()))
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[tokio::test]
+async fn jwts_from_the_identity_server_act_as_the_operator_or_a_tenant() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let jwks = dir.path().join("jwks.json");
+    let current = IdentityKey::generate("2026-11")?;
+    let impostor = IdentityKey::generate("2026-11")?;
+    std::fs::write(&jwks, json!({ "keys": [current.jwk()] }).to_string())?;
+    let issuer = "https://id.example.test/realms/edge";
+    let h = host(
+        &format!(
+            "[admin.jwt]\njwks_file = {:?}\nissuer = {issuer:?}\naudience = \"brink\"\n[registry]\n",
+            jwks.display().to_string()
+        ),
+        None,
+    )
+    .await?;
+    let claims = |extra: Value| {
+        let mut c =
+            json!({ "iss": issuer, "aud": "brink", "exp": now_s() + 300, "sub": "someone" });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    };
+    let base = &h.admin;
+
+    // Keycloak puts realm roles under realm_access.roles: the operator role there.
+    let operator = current.sign(
+        "EdDSA",
+        &claims(json!({ "realm_access": { "roles": ["offline_access", "brink-operator"] } })),
+    );
+    let (status, body) = call(
+        POST,
+        &format!("{base}/v1/tenants"),
+        Some(&operator),
+        Some(json!({ "id": "acme" })),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+
+    // A tenant's JWT: its functions, no one else's, no operator routes.
+    let acme = current.sign("EdDSA", &claims(json!({ "brink_tenant": "acme" })));
+    let (status, body) = h
+        .deploy(
+            &acme,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("acme", "com.acme.v1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, out) = h.invoke(&acme, "transform", 20.0).await?;
+    assert_eq!(
+        (status, &out["type"]),
+        (200, &json!("com.acme.v1")),
+        "{out}"
+    );
+    let (status, _) = call(GET, &format!("{base}/v1/tenants"), Some(&acme), None).await?;
+    assert_eq!(status, 403);
+
+    // Refused, each with the reason in the problem's detail.
+    let expired = claims(json!({ "brink_tenant": "acme", "exp": now_s() - 3600 }));
+    let other_issuer = claims(json!({ "brink_tenant": "acme", "iss": "https://evil.test" }));
+    let other_audience = claims(json!({ "brink_tenant": "acme", "aud": "grafana" }));
+    let unknown_tenant = claims(json!({ "brink_tenant": "nobody" }));
+    let no_role_or_tenant = claims(json!({}));
+    let mut no_exp = claims(json!({ "brink_tenant": "acme" }));
+    if let Some(c) = no_exp.as_object_mut() {
+        c.remove("exp");
+    }
+    let tampered = {
+        let token = current.sign("EdDSA", &claims(json!({ "brink_tenant": "acme" })));
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        use base64::Engine as _;
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            claims(
+                json!({ "brink_tenant": "acme", "realm_access": { "roles": ["brink-operator"] } }),
+            )
+            .to_string(),
+        );
+        parts.join(".")
+    };
+    for (token, says) in [
+        (current.sign("EdDSA", &expired), "ExpiredSignature"),
+        (current.sign("EdDSA", &other_issuer), "InvalidIssuer"),
+        (current.sign("EdDSA", &other_audience), "InvalidAudience"),
+        (
+            current.sign("EdDSA", &unknown_tenant),
+            "`nobody` does not exist",
+        ),
+        (
+            current.sign("EdDSA", &no_role_or_tenant),
+            "neither the role",
+        ),
+        (current.sign("EdDSA", &no_exp), "exp"),
+        (
+            impostor.sign("EdDSA", &claims(json!({ "brink_tenant": "acme" }))),
+            "InvalidSignature",
+        ),
+        (tampered, "InvalidSignature"),
+        (
+            current.sign("HS256", &claims(json!({ "brink_tenant": "acme" }))),
+            "shared secret",
+        ),
+        (
+            current.sign("none", &claims(json!({ "brink_tenant": "acme" }))),
+            "not a valid JWT",
+        ),
+        ("a.b.c".to_owned(), "not a valid JWT"),
+    ] {
+        let (status, body) = call(GET, &format!("{base}/v1/functions"), Some(&token), None).await?;
+        assert_eq!(status, 401, "{says}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{says}: {body}"
+        );
+    }
+
+    // Key rotation: a token signed by a key the file gained later is
+    // accepted once the node reads the file again.
+    let next = IdentityKey::generate("2026-12")?;
+    std::fs::write(
+        &jwks,
+        json!({ "keys": [current.jwk(), next.jwk()] }).to_string(),
+    )?;
+    let rotated = next.sign("EdDSA", &claims(json!({ "brink_tenant": "acme" })));
+    let mut accepted = false;
+    for _ in 0..40 {
+        let (status, _) = call(GET, &format!("{base}/v1/functions"), Some(&rotated), None).await?;
+        if status == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(accepted, "a key added to the JWKS file is picked up");
+    // Opaque tokens still work beside JWTs.
+    let (status, body) = call(
+        POST,
+        &format!("{base}/v1/tenants/acme/tokens"),
+        Some(&operator),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let opaque = body["token"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = call(GET, &format!("{base}/v1/functions"), Some(&opaque), None).await?;
+    assert_eq!(status, 200);
     h.node.shutdown().await
 }

@@ -1,7 +1,9 @@
 //! The admin API: inspect and seed a running node's key-value state
-//! (`brink kv`). JSON and raw bytes over HTTP under `/v1`; errors are
-//! RFC 9457 problem bodies. With `[admin] token` set, every call needs it as
-//! a bearer token.
+//! (`brink kv`) and its outbox. JSON and raw bytes over HTTP under `/v1`;
+//! errors are RFC 9457 problem bodies. Callers authenticate as in
+//! [`super::auth`]: the operator sees the app's buckets (or a tenant's, with
+//! `?tenant=<id>`), a tenant only its own; a tenant sees the uplinks it is
+//! granted, and only the operator purges.
 //!
 //! - `GET /v1/kv`: the app's buckets, `{"buckets": [...]}`
 //! - `GET /v1/kv/{bucket}?prefix=&cursor=`: `{"keys": [...], "cursor": ...}`
@@ -16,13 +18,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::http::{Problem, problem};
+use super::auth::{Auth, Principal, operator, principal};
+use super::deploy::kv_namespace;
+use super::http::Problem;
 use crate::kv::{Kv, KvError};
 use crate::outbox::{Outbox, OutboxError};
 
@@ -31,16 +35,12 @@ struct AdminState {
     kv: Option<Kv>,
     outbox: Option<Outbox>,
     namespace: Arc<str>,
-    token: Option<Arc<str>>,
+    auth: Auth,
 }
 
-/// The admin routes over `kv` and `outbox` (none: the node has none).
-pub fn router(
-    kv: Option<Kv>,
-    outbox: Option<Outbox>,
-    namespace: &str,
-    token: Option<&str>,
-) -> Router {
+/// The admin routes over `kv` and `outbox` (none: the node has none), for
+/// callers `auth` lets in.
+pub fn router(kv: Option<Kv>, outbox: Option<Outbox>, namespace: &str, auth: Auth) -> Router {
     let max_body = kv
         .as_ref()
         .map_or(1 << 20, |kv| kv.config().max_value_bytes)
@@ -49,7 +49,7 @@ pub fn router(
         kv,
         outbox,
         namespace: Arc::from(namespace),
-        token: token.map(Arc::from),
+        auth: auth.clone(),
     };
     Router::new()
         .route("/v1/kv", get(buckets))
@@ -64,39 +64,32 @@ pub fn router(
             axum::routing::post(outbox_purge),
         )
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            super::auth::middleware,
+        ))
         .with_state(state)
 }
 
-async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
-    // Without an operator token only callers with no token pass (the API is
-    // on loopback); a tenant's token is never the operator's.
-    let allowed = match (&state.token, presented) {
-        (None, None) => true,
-        (Some(token), Some(Some(p))) => constant_time_eq(p.as_bytes(), token.as_bytes()),
-        _ => false,
-    };
-    if !allowed {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "this admin API needs `Authorization: Bearer <token>` with the node's admin token",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+/// The key-value namespace the caller sees: a tenant its own; the operator
+/// the app's, or the tenant's that `?tenant=` names.
+fn namespace(
+    state: &AdminState,
+    extensions: &Extensions,
+    query: Option<&str>,
+) -> Result<String, Problem> {
+    let asked = query_param(query, "tenant");
+    match (principal(extensions)?, asked) {
+        (Principal::Operator, None) => Ok(state.namespace.to_string()),
+        (Principal::Operator, Some(tenant)) => {
+            state.auth.tenant(&tenant)?;
+            Ok(kv_namespace(&tenant))
+        }
+        (Principal::Tenant(own), Some(other)) if other != own => Err(Problem::forbidden(format!(
+            "tenant `{own}` may not see tenant `{other}`'s state"
+        ))),
+        (Principal::Tenant(own), _) => Ok(kv_namespace(&own)),
     }
-    next.run(request).await
-}
-
-/// Compares without an early exit, so timing does not reveal the token.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl From<KvError> for Problem {
@@ -138,9 +131,13 @@ pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn buckets(State(state): State<AdminState>) -> Answer {
+async fn buckets(
+    State(state): State<AdminState>,
+    extensions: Extensions,
+    RawQuery(query): RawQuery,
+) -> Answer {
     let kv = store(&state)?;
-    let namespace = state.namespace.clone();
+    let namespace = namespace(&state, &extensions, query.as_deref())?;
     let buckets = blocking(move || kv.buckets(&namespace)).await?;
     Ok(json(&serde_json::json!({ "buckets": buckets })))
 }
@@ -148,12 +145,13 @@ async fn buckets(State(state): State<AdminState>) -> Answer {
 async fn list(
     State(state): State<AdminState>,
     Path(bucket): Path<String>,
+    extensions: Extensions,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let kv = store(&state)?;
     let prefix = query_param(query.as_deref(), "prefix").unwrap_or_default();
     let cursor = query_param(query.as_deref(), "cursor");
-    let namespace = state.namespace.clone();
+    let namespace = namespace(&state, &extensions, query.as_deref())?;
     let (keys, cursor) = blocking(move || {
         kv.bucket(&namespace, &bucket)?
             .list(&prefix, cursor.as_deref())
@@ -165,9 +163,11 @@ async fn list(
 async fn get_value(
     State(state): State<AdminState>,
     Path((bucket, key)): Path<(String, String)>,
+    extensions: Extensions,
+    RawQuery(query): RawQuery,
 ) -> Answer {
     let kv = store(&state)?;
-    let namespace = state.namespace.clone();
+    let namespace = namespace(&state, &extensions, query.as_deref())?;
     let what = format!("no `{key}` in bucket `{bucket}`");
     let value = blocking(move || kv.bucket(&namespace, &bucket)?.get(&key))
         .await?
@@ -183,6 +183,7 @@ async fn get_value(
 async fn put_value(
     State(state): State<AdminState>,
     Path((bucket, key)): Path<(String, String)>,
+    extensions: Extensions,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Answer {
@@ -198,7 +199,7 @@ async fn put_value(
             )
         })?
         .map(Duration::from_millis);
-    let namespace = state.namespace.clone();
+    let namespace = namespace(&state, &extensions, query.as_deref())?;
     blocking(move || {
         kv.bucket(&namespace, &bucket)?.set(&key, &body, ttl)?;
         kv.flush().map_err(KvError::Backend)
@@ -210,9 +211,11 @@ async fn put_value(
 async fn delete_value(
     State(state): State<AdminState>,
     Path((bucket, key)): Path<(String, String)>,
+    extensions: Extensions,
+    RawQuery(query): RawQuery,
 ) -> Answer {
     let kv = store(&state)?;
-    let namespace = state.namespace.clone();
+    let namespace = namespace(&state, &extensions, query.as_deref())?;
     blocking(move || {
         kv.bucket(&namespace, &bucket)?.delete(&key)?;
         kv.flush().map_err(KvError::Backend)
@@ -245,15 +248,29 @@ fn outbox_of(state: &AdminState) -> Result<Outbox, Problem> {
     })
 }
 
-async fn outbox_status(State(state): State<AdminState>) -> Answer {
+async fn outbox_status(State(state): State<AdminState>, extensions: Extensions) -> Answer {
     let outbox = outbox_of(&state)?;
+    // A tenant sees the uplinks it is granted: their queues, not whose events are in them.
+    let granted = match principal(&extensions)? {
+        Principal::Operator => None,
+        Principal::Tenant(id) => Some(state.auth.tenant(&id)?.grants.uplinks),
+    };
     let status = tokio::task::spawn_blocking(move || outbox.status())
         .await
         .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Outbox failed", e))?;
+    let status: Vec<_> = status
+        .into_iter()
+        .filter(|u| granted.as_ref().is_none_or(|g| g.contains(&u.uplink)))
+        .collect();
     Ok(json(&serde_json::json!({ "uplinks": status })))
 }
 
-async fn outbox_purge(State(state): State<AdminState>, Path(uplink): Path<String>) -> Answer {
+async fn outbox_purge(
+    State(state): State<AdminState>,
+    Path(uplink): Path<String>,
+    extensions: Extensions,
+) -> Answer {
+    operator(&extensions, "purge an uplink's queue")?;
     let outbox = outbox_of(&state)?;
     match outbox.purge(&uplink).await {
         Ok(purged) => Ok(json(

@@ -16,24 +16,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use brink_registry::{NewVersion, Registry, RegistryError, Signature, TrustPolicy, VersionRecord};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{self, Auth, Principal, operator, principal};
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
-use super::http::{Problem, dispatch_problem, invoke_function, problem};
+use super::http::{Problem, dispatch_problem, invoke_function};
 use crate::capability::log::{LogRecord, LogTap};
 use crate::engine::{Engine, check_header};
 use crate::kv::Kv;
 use crate::manifest::{FunctionSection, LimitsSection, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
-use crate::tenancy::{Quota, TenantError, TenantGrants, TenantRecord, Tenants};
+use crate::tenancy::{Quota, TenantGrants, TenantRecord, Tenants};
 
 /// How a deployed function runs: what `[function.<name>]` says for the
 /// manifest's own functions, as JSON.
@@ -65,13 +66,6 @@ fn route_name(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
 
-/// Who is calling.
-#[derive(Debug, Clone)]
-enum Principal {
-    Operator,
-    Tenant(String),
-}
-
 /// What a deploy needs from the node.
 #[derive(Debug, Clone)]
 pub struct DeployContext {
@@ -82,7 +76,7 @@ pub struct DeployContext {
     pub models: Option<Models>,
     pub mqtt: bool,
     pub policy: TrustPolicy,
-    pub operator_token: Option<String>,
+    pub auth: Auth,
     /// Turns true when the node stops; live log tails end then, so they do
     /// not hold the admin listener open.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -127,20 +121,6 @@ impl From<RegistryError> for Problem {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request")
             }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "Registry failed"),
-        };
-        Self::new(status, title, e)
-    }
-}
-
-impl From<TenantError> for Problem {
-    fn from(e: TenantError) -> Self {
-        let (status, title) = match &e {
-            TenantError::InvalidId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid tenant"),
-            TenantError::Exists(_) => (StatusCode::CONFLICT, "Conflict"),
-            TenantError::Unknown(_) | TenantError::UnknownToken { .. } => {
-                (StatusCode::NOT_FOUND, "Not found")
-            }
-            TenantError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
         };
         Self::new(status, title, e)
     }
@@ -540,61 +520,13 @@ pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
         .route("/v1/tenants/{id}/tokens/{token}", delete(revoke_token))
         .route("/v1/gc", post(gc))
         .layer(middleware::from_fn_with_state(
-            deployer.clone(),
-            authenticate,
+            deployer.inner.node.auth.clone(),
+            auth::middleware,
         ));
     Router::new()
         .route("/v1/openapi.json", get(openapi_document))
         .merge(tenant_routes)
         .with_state(deployer)
-}
-
-async fn authenticate(
-    State(deployer): State<Deployer>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")));
-    let operator = deployer.inner.node.operator_token.as_deref();
-    let principal = match (presented, operator) {
-        // No operator token configured: the admin API listens on loopback
-        // only (the manifest insists), and a caller without a token is the operator.
-        (None, None) => Some(Principal::Operator),
-        (Some(Some(token)), Some(op))
-            if super::admin::constant_time_eq(token.as_bytes(), op.as_bytes()) =>
-        {
-            Some(Principal::Operator)
-        }
-        (Some(Some(token)), _) => match deployer.inner.tenants.authenticate(token) {
-            Ok(Some((tenant, _))) => Some(Principal::Tenant(tenant)),
-            Ok(None) => None,
-            Err(e) => return Problem::from(e).into_response(),
-        },
-        _ => None,
-    };
-    let Some(principal) = principal else {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "this call needs `Authorization: Bearer <token>` with a valid, unrevoked tenant token or the operator token",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    };
-    request.extensions_mut().insert(principal);
-    next.run(request).await
-}
-
-fn principal(request: &axum::http::Extensions) -> Result<Principal, Problem> {
-    request
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Problem::internal("no principal on an authenticated request"))
 }
 
 /// The calling tenant; the operator manages tenants, not their functions.
@@ -607,15 +539,6 @@ fn tenant_of(
         Principal::Operator => Err(Problem::forbidden(
             "functions belong to tenants: call with a tenant's token (`brink tenant create` makes one)",
         )),
-    }
-}
-
-fn operator(extensions: &axum::http::Extensions) -> Result<(), Problem> {
-    match principal(extensions)? {
-        Principal::Operator => Ok(()),
-        Principal::Tenant(id) => Err(Problem::forbidden(format!(
-            "tenant `{id}` may not manage tenants: this call needs the operator token"
-        ))),
     }
 }
 
@@ -996,7 +919,7 @@ async fn create_tenant(
     extensions: axum::http::Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "manage tenants")?;
     let request: CreateTenant = json_body(&body)?;
     let (tenant, token) =
         deployer
@@ -1013,7 +936,7 @@ async fn list_tenants(
     State(deployer): State<Deployer>,
     extensions: axum::http::Extensions,
 ) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "manage tenants")?;
     let tenants: Vec<_> = deployer
         .inner
         .tenants
@@ -1058,7 +981,7 @@ async fn update_tenant(
     extensions: axum::http::Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "manage tenants")?;
     let request: UpdateTenant = json_body(&body)?;
     let tenant = deployer
         .inner
@@ -1072,7 +995,7 @@ async fn issue_token(
     Path(id): Path<String>,
     extensions: axum::http::Extensions,
 ) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "manage tenants")?;
     let token = deployer.inner.tenants.issue_token(&id)?;
     json(
         StatusCode::CREATED,
@@ -1085,13 +1008,13 @@ async fn revoke_token(
     Path((id, token)): Path<(String, String)>,
     extensions: axum::http::Extensions,
 ) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "manage tenants")?;
     deployer.inner.tenants.revoke_token(&id, &token)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn gc(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
-    operator(&extensions)?;
+    operator(&extensions, "collect the registry's garbage")?;
     let inner = deployer.clone();
     let report = tokio::task::spawn_blocking(move || inner.inner.registry.gc())
         .await
@@ -1130,12 +1053,13 @@ pub fn openapi() -> serde_json::Value {
     let token = serde_json::json!({"name": "token", "in": "path", "required": true, "schema": {"type": "string"}});
     let bucket = serde_json::json!({"name": "bucket", "in": "path", "required": true, "schema": {"type": "string"}});
     let key = serde_json::json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}});
+    let tenant = serde_json::json!({"name": "tenant", "in": "query", "required": false, "description": "The operator's view of a tenant's namespace", "schema": {"type": "string"}});
     let uplink = serde_json::json!({"name": "uplink", "in": "path", "required": true, "schema": {"type": "string"}});
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Brink admin API", "version": "1"},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "The operator token, a tenant token (`brink_…`), or a JWT from the identity server `[admin.jwt]` names"}},
             "schemas": {"Problem": {"type": "object", "properties": {
                 "type": {"type": "string"}, "title": {"type": "string"},
                 "status": {"type": "integer"}, "detail": {"type": "string"}}}}
@@ -1165,15 +1089,15 @@ pub fn openapi() -> serde_json::Value {
             "/v1/tenants/{id}/tokens": {"post": with(op("Issue another token (operator)", "201"), &[&id])},
             "/v1/tenants/{id}/tokens/{token}": {"delete": with(op("Revoke a token (operator)", "204"), &[&id, &token])},
             "/v1/gc": {"post": op("Delete blobs no version refers to, unpublished uploads included (operator)", "200")},
-            "/v1/kv": {"get": op("The app's key-value buckets (operator)", "200")},
-            "/v1/kv/{bucket}": {"get": with(op("Keys of a bucket (`prefix`, `cursor`)", "200"), &[&bucket])},
+            "/v1/kv": {"get": with(op("Key-value buckets: a tenant's own; the operator's view is the app's, or a tenant's with `tenant`", "200"), &[&tenant])},
+            "/v1/kv/{bucket}": {"get": with(op("Keys of a bucket (`prefix`, `cursor`)", "200"), &[&bucket, &tenant])},
             "/v1/kv/{bucket}/{key}": {
-                "get": with(op("A value's bytes", "200"), &[&bucket, &key]),
-                "put": with(op("Set a value (`ttl_ms`)", "204"), &[&bucket, &key]),
-                "delete": with(op("Remove a value", "204"), &[&bucket, &key]),
+                "get": with(op("A value's bytes", "200"), &[&bucket, &key, &tenant]),
+                "put": with(op("Set a value (`ttl_ms`)", "204"), &[&bucket, &key, &tenant]),
+                "delete": with(op("Remove a value", "204"), &[&bucket, &key, &tenant]),
             },
-            "/v1/outbox": {"get": op("Every uplink's queue", "200")},
-            "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink", "200"), &[&uplink])},
+            "/v1/outbox": {"get": op("Uplink queues: every one for the operator, the granted ones for a tenant", "200")},
+            "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink (operator)", "200"), &[&uplink])},
         }
     })
 }

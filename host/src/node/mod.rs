@@ -2,6 +2,7 @@
 //! its triggers receive.
 
 pub mod admin;
+pub mod auth;
 pub mod deploy;
 pub mod dispatch;
 pub mod http;
@@ -327,10 +328,20 @@ impl Node {
         }
         let dispatcher = Dispatcher::new(routes, metrics, Arc::new(sink));
         let (shutdown, mut stop) = watch::channel(false);
-        let deployer = match (&manifest.registry, &store) {
-            (Some(registry), Some(store)) => {
+        let tenants = match (&manifest.registry, &store) {
+            (Some(_), Some(store)) => Some(crate::tenancy::Tenants::open(store.clone())?),
+            _ => None,
+        };
+        let jwt = match &manifest.admin.jwt {
+            Some(settings) => {
+                Some(auth::JwtVerifier::open(settings, base).context("setting up admin.jwt")?)
+            }
+            None => None,
+        };
+        let auth = auth::Auth::new(manifest.admin.token.clone(), tenants.clone(), jwt);
+        let deployer = match (&manifest.registry, tenants) {
+            (Some(registry), Some(tenants)) => {
                 let policy = registry.policy().map_err(anyhow::Error::msg)?;
-                let tenants = crate::tenancy::Tenants::open(store.clone())?;
                 let context = deploy::DeployContext {
                     engine: engine.clone(),
                     dispatcher: dispatcher.clone(),
@@ -339,7 +350,7 @@ impl Node {
                     models: models.clone(),
                     mqtt: mqtt.is_some(),
                     policy,
-                    operator_token: manifest.admin.token.clone(),
+                    auth: auth.clone(),
                     shutdown: shutdown.subscribe(),
                 };
                 Some(
@@ -378,12 +389,7 @@ impl Node {
                         format!("binding the admin API on {}", manifest.admin.listen)
                     })?;
                 let addr = listener.local_addr()?;
-                let mut app = admin::router(
-                    kv.clone(),
-                    outbox.clone(),
-                    &manifest.app,
-                    manifest.admin.token.as_deref(),
-                );
+                let mut app = admin::router(kv.clone(), outbox.clone(), &manifest.app, auth);
                 if let Some(deployer) = deployer {
                     app = app.merge(deploy::router(
                         deployer,
