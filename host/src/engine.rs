@@ -149,6 +149,7 @@ impl FunctionSpec {
             granted: Arc::new(names.into_iter().map(Into::into).collect()),
             load_bytes,
             function: Arc::from(self.name.as_str()),
+            meter: None,
         });
         self
     }

@@ -35,6 +35,9 @@ pub enum TenantCommand {
         max_memory_mb: Option<u64>,
         #[arg(long)]
         max_invocations_per_s: Option<u32>,
+        /// Key-value bytes across all the tenant's buckets, in MiB.
+        #[arg(long)]
+        max_kv_mb: Option<u64>,
         /// A model of the node the tenant's functions may use (repeatable).
         #[arg(long = "model")]
         models: Vec<String>,
@@ -720,16 +723,18 @@ pub async fn usage(remote: &Remote) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>10} {:>12} {:>16}",
-        "tenant", "functions", "invocations", "execution (s)"
+        "{:<24} {:>10} {:>12} {:>14} {:>14} {:>12}",
+        "tenant", "functions", "invocations", "execution (s)", "inference (s)", "kv bytes"
     );
     for u in usage["usage"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:>10} {:>12} {:>16.3}",
+            "{:<24} {:>10} {:>12} {:>14.3} {:>14.3} {:>12}",
             u["tenant"].as_str().unwrap_or_default(),
             u["functions"],
             u["invocations"],
-            u["execution_seconds"].as_f64().unwrap_or(0.0)
+            u["execution_seconds"].as_f64().unwrap_or(0.0),
+            u["inference_seconds"].as_f64().unwrap_or(0.0),
+            u["kv_bytes"]
         );
     }
     Ok(())
@@ -744,6 +749,7 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             max_functions,
             max_memory_mb,
             max_invocations_per_s,
+            max_kv_mb,
             models,
             uplinks,
             webhooks,
@@ -756,6 +762,7 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                     "max_invocations_per_s",
                     max_invocations_per_s.map(u64::from),
                 ),
+                ("max_kv_mb", max_kv_mb),
             ] {
                 if let Some(v) = v {
                     quota.insert(k.to_owned(), json!(v));
@@ -783,8 +790,8 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             let list = api.call(reqwest::Method::GET, "/v1/tenants", None).await?;
             if !remote.json {
                 println!(
-                    "{:<24} {:>9} {:>10} {:>8}  tokens",
-                    "tenant", "functions", "memory_mb", "inv/s"
+                    "{:<24} {:>9} {:>10} {:>8} {:>6}  tokens",
+                    "tenant", "functions", "memory_mb", "inv/s", "kv_mb"
                 );
                 for t in list["tenants"].as_array().into_iter().flatten() {
                     let tokens: Vec<String> = t["tokens"]
@@ -801,11 +808,12 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                         })
                         .collect();
                     println!(
-                        "{:<24} {:>9} {:>10} {:>8}  {}",
+                        "{:<24} {:>9} {:>10} {:>8} {:>6}  {}",
                         t["id"].as_str().unwrap_or_default(),
                         t["quota"]["max_functions"],
                         t["quota"]["max_memory_mb"],
                         t["quota"]["max_invocations_per_s"],
+                        t["quota"]["max_kv_mb"],
                         tokens.join(", ")
                     );
                 }

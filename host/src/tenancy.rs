@@ -42,6 +42,8 @@ pub struct Quota {
     pub max_memory_mb: u64,
     /// Invocations per second across its functions (0: unlimited).
     pub max_invocations_per_s: u32,
+    /// Key-value bytes (keys and values) across all its buckets, in MiB.
+    pub max_kv_mb: u64,
 }
 
 impl Default for Quota {
@@ -50,6 +52,7 @@ impl Default for Quota {
             max_functions: 20,
             max_memory_mb: 64,
             max_invocations_per_s: 1000,
+            max_kv_mb: 64,
         }
     }
 }

@@ -1289,3 +1289,127 @@ async fn jwts_from_the_identity_server_act_as_the_operator_or_a_tenant() -> anyh
     assert_eq!(status, 200);
     h.node.shutdown().await
 }
+
+#[tokio::test]
+async fn key_value_bytes_and_inference_time_are_held_to_quota_and_metered_per_tenant()
+-> anyhow::Result<()> {
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits/digits.onnx");
+    let h = host(
+        &format!(
+            "[registry]\n[model.digits]\npath = {:?}\nbackend = \"tract\"\n",
+            model.display().to_string()
+        ),
+        None,
+    )
+    .await?;
+    let a = h
+        .tenant(
+            "acme",
+            json!({ "max_kv_mb": 1 }),
+            json!({ "models": ["digits"] }),
+        )
+        .await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    let put = |token: &str, path: &str, bytes: usize| {
+        brink_tests::http()
+            .put(format!("{}/v1/kv/{path}", h.admin))
+            .bearer_auth(token)
+            .body(vec![7u8; bytes])
+            .send()
+    };
+    assert_eq!(put(&a, "frames/f1", 700 << 10).await?.status(), 204);
+    let over = put(&a, "models/m1", 700 << 10).await?;
+    assert_eq!(over.status(), 507);
+    let detail = serde_json::from_slice::<Value>(&over.bytes().await?)?["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.contains("namespace `tenant:acme`") && detail.contains("quota of 1048576 bytes"),
+        "{detail}"
+    );
+    assert_eq!(
+        put(&b, "frames/f1", 700 << 10).await?.status(),
+        204,
+        "bolt is not held to acme's quota"
+    );
+    assert_eq!(put(&b, "models/m1", 700 << 10).await?.status(), 204);
+    let (status, _) = call(
+        DELETE,
+        &format!("{}/v1/kv/frames/f1", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    assert_eq!(
+        put(&a, "models/m1", 700 << 10).await?.status(),
+        204,
+        "a delete made room"
+    );
+
+    // Inference time is billed to the tenant whose function ran the model.
+    let (status, body) = h
+        .deploy(
+            &a,
+            "classify",
+            "1.0.0",
+            artifacts::CLASSIFY_DIGITS,
+            json!({ "models": ["digits"] }),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let frame = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/digits/digit-event.json"),
+    )?;
+    for _ in 0..3 {
+        let response = brink_tests::http()
+            .post(format!("{}/v1/functions/classify/invoke", h.admin))
+            .bearer_auth(&a)
+            .header("content-type", "application/cloudevents+json")
+            .body(frame.clone())
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200, "{}", response.text().await?);
+    }
+    let (_, usage) = call(
+        GET,
+        &format!("{}/v1/usage", h.admin),
+        Some("operator-secret"),
+        None,
+    )
+    .await?;
+    let of = |id: &str| {
+        usage["usage"]
+            .as_array()
+            .and_then(|u| u.iter().find(|t| t["tenant"] == id).cloned())
+            .unwrap_or_default()
+    };
+    let (acme, bolt) = (of("acme"), of("bolt"));
+    let kv_bytes = acme["kv_bytes"].as_u64().unwrap_or_default();
+    assert!((700 << 10..800 << 10).contains(&kv_bytes), "{usage}");
+    assert!(
+        bolt["kv_bytes"].as_u64().unwrap_or_default() > 1400 << 10,
+        "{usage}"
+    );
+    let inference = acme["inference_seconds"].as_f64().unwrap_or_default();
+    let execution = acme["execution_seconds"].as_f64().unwrap_or_default();
+    assert!(inference > 0.0 && inference < execution, "{usage}");
+    assert_eq!(bolt["inference_seconds"], 0.0, "{usage}");
+    let metrics = brink_tests::http()
+        .get(format!("http://{}/metrics", h.node.http_addr()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "brink_tenant_kv_bytes{tenant=\"acme\"}",
+        "brink_tenant_inference_seconds_total{tenant=\"acme\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    h.node.shutdown().await
+}

@@ -45,6 +45,25 @@ pub struct NnAccess {
     pub load_bytes: bool,
     /// Whose requests these are, for the queues' fair share.
     pub function: Arc<str>,
+    /// Told how long each inference took, queueing included (for billing).
+    pub meter: Option<InferenceMeter>,
+}
+
+/// Adds up a function's inference time; the node bills it to the tenant.
+#[derive(Clone)]
+pub struct InferenceMeter(Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl InferenceMeter {
+    /// A meter that hands each inference's duration to `record`.
+    pub fn new(record: impl Fn(std::time::Duration) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(record))
+    }
+}
+
+impl std::fmt::Debug for InferenceMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InferenceMeter")
+    }
 }
 
 /// A function's inference context.
@@ -298,8 +317,8 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         inputs: Vec<(String, Resource<TensorHandle>)>,
     ) -> NnResult<Vec<(String, Resource<TensorHandle>)>> {
         let model = self.table.get(&context)?.0.clone();
-        let function = match self.access() {
-            Ok(a) => a.function.clone(),
+        let (function, meter) = match self.access() {
+            Ok(a) => (a.function.clone(), a.meter.clone()),
             Err(e) => return self.fail(e),
         };
         let mut tensors = Vec::with_capacity(inputs.len());
@@ -319,7 +338,12 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         if let Some(e) = invalid {
             return self.fail(e);
         }
-        match model.compute(&function, tensors).await {
+        let started = std::time::Instant::now();
+        let computed = model.compute(&function, tensors).await;
+        if let Some(meter) = meter {
+            (meter.0)(started.elapsed());
+        }
+        match computed {
             Ok(outputs) => {
                 let mut named = Vec::with_capacity(outputs.len());
                 for (name, t) in outputs {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,6 +70,14 @@ pub enum KvError {
         would: u64,
         quota: u64,
     },
+    #[error(
+        "namespace `{namespace}` would hold {would} bytes across its buckets, over its quota of {quota} bytes"
+    )]
+    NamespaceQuotaExceeded {
+        namespace: String,
+        would: u64,
+        quota: u64,
+    },
     #[error("the value of `{0}` is not a decimal 64-bit integer, so it cannot be incremented")]
     NotAnInteger(String),
     #[error("incrementing `{0}` overflows a 64-bit integer")]
@@ -92,6 +100,10 @@ struct KvInner {
     config: KvConfig,
     ttl_index: Arc<dyn Tree>,
     buckets: RwLock<HashMap<String, Arc<BucketState>>>,
+    /// Usage of each namespace with an open bucket. Changed only under the
+    /// `buckets` write lock, so a namespace is counted before any of its
+    /// buckets takes writes.
+    namespaces: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
 }
 
 #[derive(Debug)]
@@ -100,6 +112,15 @@ struct BucketState {
     /// Bytes of keys and values held, counted once at first open and then
     /// kept up to date by every write.
     size: AtomicI64,
+    namespace: Arc<NamespaceUsage>,
+}
+
+/// Bytes a namespace (a tenant) holds across its buckets, and its quota.
+#[derive(Debug)]
+struct NamespaceUsage {
+    size: AtomicI64,
+    /// `u64::MAX`: none.
+    quota: AtomicU64,
 }
 
 /// One bucket of one namespace.
@@ -140,6 +161,7 @@ impl Kv {
                 config,
                 ttl_index,
                 buckets: RwLock::new(HashMap::new()),
+                namespaces: RwLock::new(HashMap::new()),
             }),
         })
     }
@@ -171,15 +193,13 @@ impl Kv {
                 match buckets.get(&full_name) {
                     Some(state) => state.clone(),
                     None => {
+                        let usage = self.namespace_usage(namespace)?;
                         let tree = self.inner.backend.tree(&full_name)?;
-                        let mut size = 0i64;
-                        tree.for_each(&mut |k, v| {
-                            size += (k.len() + v.len()) as i64;
-                            true
-                        })?;
+                        let size = tree_size(tree.as_ref())?;
                         let state = Arc::new(BucketState {
                             tree,
                             size: AtomicI64::new(size),
+                            namespace: usage,
                         });
                         buckets.insert(full_name.clone(), state.clone());
                         state
@@ -193,6 +213,80 @@ impl Kv {
             tree_name: Arc::from(full_name),
             state,
         })
+    }
+
+    /// The usage of `namespace`, counted on first use; the caller holds the
+    /// `buckets` write lock, or no bucket of the namespace is open yet.
+    fn namespace_usage(&self, namespace: &str) -> Result<Arc<NamespaceUsage>, KvError> {
+        if let Some(usage) = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+        {
+            return Ok(usage.clone());
+        }
+        let mut size = 0;
+        for bucket in self.buckets(namespace)? {
+            size += tree_size(
+                self.inner
+                    .backend
+                    .tree(&tree_name(namespace, &bucket))?
+                    .as_ref(),
+            )?;
+        }
+        let usage = Arc::new(NamespaceUsage {
+            size: AtomicI64::new(size),
+            quota: AtomicU64::new(u64::MAX),
+        });
+        self.inner
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(namespace.to_owned(), usage.clone());
+        Ok(usage)
+    }
+
+    /// Holds `namespace` to `quota` bytes across all its buckets from now on
+    /// (none: only each bucket's quota). Writes that would go over it fail
+    /// with [`KvError::NamespaceQuotaExceeded`]; deletes always succeed.
+    pub fn set_namespace_quota(&self, namespace: &str, quota: Option<u64>) -> Result<(), KvError> {
+        let _counting = self
+            .inner
+            .buckets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.namespace_usage(namespace)?
+            .quota
+            .store(quota.unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes of keys and values `namespace` holds across its buckets.
+    pub fn namespace_size(&self, namespace: &str) -> Result<u64, KvError> {
+        let _counting = self
+            .inner
+            .buckets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(self
+            .namespace_usage(namespace)?
+            .size
+            .load(Ordering::Relaxed)
+            .max(0) as u64)
+    }
+
+    /// Bytes held by each namespace counted so far (each with a bucket open
+    /// or a quota set), by namespace.
+    pub fn namespace_sizes(&self) -> Vec<(String, u64)> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(ns, u)| (ns.clone(), u.size.load(Ordering::Relaxed).max(0) as u64))
+            .collect()
     }
 
     /// The buckets of `namespace` that exist.
@@ -245,9 +339,26 @@ impl Kv {
                         && tree_handle.compare_and_swap(key, Some(&raw), None)?
                     {
                         removed += 1;
-                        if let Some(b) = bucket {
-                            b.size
-                                .fetch_sub((key.len() + raw.len()) as i64, Ordering::Relaxed);
+                        let freed = (key.len() + raw.len()) as i64;
+                        match bucket {
+                            Some(b) => {
+                                b.size.fetch_sub(freed, Ordering::Relaxed);
+                                b.namespace.size.fetch_sub(freed, Ordering::Relaxed);
+                            }
+                            None => {
+                                let namespace = tree.rsplit_once("/kv/").map(|(ns, _)| ns);
+                                let usage = namespace.and_then(|ns| {
+                                    self.inner
+                                        .namespaces
+                                        .read()
+                                        .unwrap_or_else(PoisonError::into_inner)
+                                        .get(ns)
+                                        .cloned()
+                                });
+                                if let Some(usage) = usage {
+                                    usage.size.fetch_sub(freed, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
                 }
@@ -481,15 +592,44 @@ impl Bucket {
                 quota,
             });
         }
+        let namespace = &self.state.namespace;
+        let quota = namespace.quota.load(Ordering::Relaxed);
+        let would = namespace
+            .size
+            .load(Ordering::Relaxed)
+            .saturating_add(growth);
+        if growth > 0 && would > quota.min(i64::MAX as u64) as i64 {
+            let full = &*self.tree_name;
+            return Err(KvError::NamespaceQuotaExceeded {
+                namespace: full
+                    .rsplit_once("/kv/")
+                    .map_or(full, |(ns, _)| ns)
+                    .to_owned(),
+                would: would as u64,
+                quota,
+            });
+        }
         Ok(())
     }
 
     fn account(&self, key: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
         let size = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as i64);
+        let change = size(new) - size(old);
+        self.state.size.fetch_add(change, Ordering::Relaxed);
         self.state
+            .namespace
             .size
-            .fetch_add(size(new) - size(old), Ordering::Relaxed);
+            .fetch_add(change, Ordering::Relaxed);
     }
+}
+
+fn tree_size(tree: &dyn Tree) -> Result<i64, KvError> {
+    let mut size = 0i64;
+    tree.for_each(&mut |k, v| {
+        size += (k.len() + v.len()) as i64;
+        true
+    })?;
+    Ok(size)
 }
 
 fn tree_name(namespace: &str, bucket: &str) -> String {
@@ -594,6 +734,36 @@ fn parse_index_key(k: &[u8]) -> Option<(u64, &str, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_quota_holds_across_buckets_and_survives_a_reopen() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let kv = Kv::open_sled(dir.path(), KvConfig::default())?;
+            kv.bucket("tenant:a", "one")?.set("k", &[0; 600], None)?;
+            kv.bucket("app", "other")?.set("k", &[0; 900], None)?;
+            kv.flush()?;
+        }
+        let kv = Kv::open_sled(dir.path(), KvConfig::default())?;
+        kv.set_namespace_quota("tenant:a", Some(1000))?;
+        let used = kv.namespace_size("tenant:a")?;
+        assert!((600..700).contains(&used), "counted from disk: {used}");
+        let two = kv.bucket("tenant:a", "two")?;
+        let refused = two.set("k", &[0; 500], None);
+        assert!(
+            matches!(refused, Err(KvError::NamespaceQuotaExceeded { ref namespace, quota: 1000, .. }) if namespace == "tenant:a"),
+            "{refused:?}"
+        );
+        // Another namespace is not held to it; a delete makes room.
+        kv.bucket("app", "other")?.set("k2", &[0; 900], None)?;
+        kv.bucket("tenant:a", "one")?.delete("k")?;
+        two.set("k", &[0; 500], None)?;
+        assert_eq!(
+            kv.namespace_size("tenant:a")?,
+            kv.bucket("tenant:a", "two")?.size()
+        );
+        Ok(())
+    }
 
     fn open() -> anyhow::Result<(Kv, tempfile::TempDir)> {
         let dir = tempfile::tempdir()?;

@@ -96,7 +96,9 @@ impl From<KvError> for Problem {
     fn from(e: KvError) -> Self {
         let (status, title) = match &e {
             KvError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
-            KvError::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded"),
+            KvError::QuotaExceeded { .. } | KvError::NamespaceQuotaExceeded { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded")
+            }
             KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Value too large"),
             _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),
         };

@@ -56,9 +56,12 @@ pub struct DeploySpec {
     pub instance_reuse: Option<u32>,
 }
 
-/// The namespace of a tenant's key-value buckets (`:` appears in no app name).
+/// What a tenant's key-value namespace starts with (`:` appears in no app name).
+pub const TENANT_NAMESPACE: &str = "tenant:";
+
+/// The namespace of a tenant's key-value buckets.
 pub fn kv_namespace(tenant: &str) -> String {
-    format!("tenant:{tenant}")
+    format!("{TENANT_NAMESPACE}{tenant}")
 }
 
 /// The dispatcher's name for a tenant's function.
@@ -201,6 +204,15 @@ impl Deployer {
     }
 
     async fn restore(&self) -> anyhow::Result<()> {
+        for tenant in self.inner.tenants.list()? {
+            if let Err(e) = self.apply_kv_quota(&tenant) {
+                tracing::error!(
+                    tenant = tenant.id,
+                    "key-value quota not applied: {}",
+                    e.detail
+                );
+            }
+        }
         for record in self.inner.registry.active()? {
             let tenant = match self.inner.tenants.get(&record.namespace) {
                 Ok(t) => t,
@@ -245,6 +257,17 @@ impl Deployer {
                 h
             }
         }
+    }
+
+    /// Holds the tenant's key-value namespace to its quota.
+    fn apply_kv_quota(&self, tenant: &TenantRecord) -> Result<(), Problem> {
+        if let Some(kv) = &self.inner.node.kv {
+            kv.set_namespace_quota(
+                &kv_namespace(&tenant.id),
+                Some(tenant.quota.max_kv_mb.saturating_mul(1 << 20)),
+            )?;
+        }
+        Ok(())
     }
 
     /// The log of the function routed as `key`.
@@ -381,6 +404,7 @@ impl Deployer {
                 .kv
                 .clone()
                 .ok_or_else(|| Problem::invalid("this node has no key-value store"))?;
+            self.apply_kv_quota(tenant)?;
             function_spec =
                 function_spec.with_kv(kv, &kv_namespace(&tenant.id), spec.kv.iter().cloned());
         }
@@ -397,6 +421,9 @@ impl Deployer {
                 .clone()
                 .ok_or_else(|| Problem::invalid("this node has no models"))?;
             function_spec = function_spec.with_models(models, spec.models.iter().cloned(), false);
+            if let Some(access) = &mut function_spec.nn {
+                access.meter = Some(node.dispatcher.metrics().inference_meter(&tenant.id));
+            }
         }
         let registry_bytes = {
             let digest = record.digest.clone();
@@ -882,11 +909,17 @@ async fn usage(State(deployer): State<Deployer>, extensions: axum::http::Extensi
     let mut usage = Vec::new();
     for id in ids {
         let u = metrics.usage(&id);
+        let kv_bytes = match &deployer.inner.node.kv {
+            Some(kv) => kv.namespace_size(&kv_namespace(&id))?,
+            None => 0,
+        };
         usage.push(serde_json::json!({
             "tenant": id,
             "functions": deployer.active_count(&id)?,
             "invocations": u.invocations,
             "execution_seconds": u.execution_seconds,
+            "inference_seconds": u.inference_seconds,
+            "kv_bytes": kv_bytes,
         }));
     }
     json(StatusCode::OK, &serde_json::json!({ "usage": usage }))
@@ -926,6 +959,7 @@ async fn create_tenant(
             .inner
             .tenants
             .create(&request.id, request.quota, request.grants)?;
+    deployer.apply_kv_quota(&tenant)?;
     json(
         StatusCode::CREATED,
         &serde_json::json!({ "tenant": tenant_json(&tenant), "token": token }),
@@ -987,6 +1021,7 @@ async fn update_tenant(
         .inner
         .tenants
         .update(&id, request.quota, request.grants)?;
+    deployer.apply_kv_quota(&tenant)?;
     json(StatusCode::OK, &tenant_json(&tenant))
 }
 

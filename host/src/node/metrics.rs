@@ -44,6 +44,8 @@ pub struct TenantLabel {
 pub struct Usage {
     pub invocations: u64,
     pub execution_seconds: f64,
+    /// Time its functions' inferences took, queueing for the model included.
+    pub inference_seconds: f64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +75,8 @@ pub struct Metrics {
     model_counters: [(&'static str, Family<ModelLabel, Counter>); 6],
     tenant_invocations: Family<TenantLabel, Counter>,
     tenant_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    tenant_inference: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    tenant_kv_bytes: Family<TenantLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -202,9 +206,24 @@ impl Default for Metrics {
             "Time a tenant's functions ran, instantiation to checked outputs",
             tenant_seconds.clone(),
         );
+        let tenant_inference =
+            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "tenant_inference_seconds",
+            "Time a tenant's inferences took, queueing for the model included",
+            tenant_inference.clone(),
+        );
+        let tenant_kv_bytes = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenant_kv_bytes",
+            "Bytes of keys and values a tenant holds across its buckets",
+            tenant_kv_bytes.clone(),
+        );
         Self {
             tenant_invocations,
             tenant_seconds,
+            tenant_inference,
+            tenant_kv_bytes,
             models: std::sync::OnceLock::new(),
             model_counters,
             outbox: std::sync::OnceLock::new(),
@@ -244,7 +263,21 @@ impl Metrics {
         Usage {
             invocations: self.tenant_invocations.get_or_create(&label).get(),
             execution_seconds: self.tenant_seconds.get_or_create(&label).get(),
+            inference_seconds: self.tenant_inference.get_or_create(&label).get(),
         }
+    }
+
+    /// A meter that bills inference time to `tenant`.
+    pub fn inference_meter(&self, tenant: &str) -> crate::capability::nn::InferenceMeter {
+        let counter = self
+            .tenant_inference
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_owned(),
+            })
+            .clone();
+        crate::capability::nn::InferenceMeter::new(move |took| {
+            counter.inc_by(took.as_secs_f64());
+        })
     }
     /// Reports the queues of `outbox` from now on.
     pub fn watch_outbox(&self, outbox: crate::outbox::Outbox) {
@@ -269,6 +302,16 @@ impl Metrics {
                     self.kv_bucket_bytes
                         .get_or_create(&BucketLabel { bucket })
                         .set(i64::try_from(b.size()).unwrap_or(i64::MAX));
+                }
+            }
+            for (namespace, bytes) in kv.namespace_sizes() {
+                if let Some(tenant) = namespace.strip_prefix(crate::node::deploy::TENANT_NAMESPACE)
+                {
+                    self.tenant_kv_bytes
+                        .get_or_create(&TenantLabel {
+                            tenant: tenant.to_owned(),
+                        })
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
                 }
             }
         }
