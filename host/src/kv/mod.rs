@@ -118,6 +118,7 @@ struct BucketState {
 /// Bytes a namespace (a tenant) holds across its buckets, and its quota.
 #[derive(Debug)]
 struct NamespaceUsage {
+    name: String,
     size: AtomicI64,
     /// `u64::MAX`: none.
     quota: AtomicU64,
@@ -218,14 +219,8 @@ impl Kv {
     /// The usage of `namespace`, counted on first use; the caller holds the
     /// `buckets` write lock, or no bucket of the namespace is open yet.
     fn namespace_usage(&self, namespace: &str) -> Result<Arc<NamespaceUsage>, KvError> {
-        if let Some(usage) = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(namespace)
-        {
-            return Ok(usage.clone());
+        if let Some(usage) = self.namespace_of(namespace) {
+            return Ok(usage);
         }
         let mut size = 0;
         for bucket in self.buckets(namespace)? {
@@ -237,6 +232,7 @@ impl Kv {
             )?;
         }
         let usage = Arc::new(NamespaceUsage {
+            name: namespace.to_owned(),
             size: AtomicI64::new(size),
             quota: AtomicU64::new(u64::MAX),
         });
@@ -252,12 +248,7 @@ impl Kv {
     /// (none: only each bucket's quota). Writes that would go over it fail
     /// with [`KvError::NamespaceQuotaExceeded`]; deletes always succeed.
     pub fn set_namespace_quota(&self, namespace: &str, quota: Option<u64>) -> Result<(), KvError> {
-        let _counting = self
-            .inner
-            .buckets
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.namespace_usage(namespace)?
+        self.counted(namespace)?
             .quota
             .store(quota.unwrap_or(u64::MAX), Ordering::Relaxed);
         Ok(())
@@ -265,16 +256,30 @@ impl Kv {
 
     /// Bytes of keys and values `namespace` holds across its buckets.
     pub fn namespace_size(&self, namespace: &str) -> Result<u64, KvError> {
+        Ok(self.counted(namespace)?.size.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// The usage of `namespace`, counting it first (under the `buckets`
+    /// write lock) only when it is not counted yet.
+    fn counted(&self, namespace: &str) -> Result<Arc<NamespaceUsage>, KvError> {
+        if let Some(usage) = self.namespace_of(namespace) {
+            return Ok(usage);
+        }
         let _counting = self
             .inner
             .buckets
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(self
-            .namespace_usage(namespace)?
-            .size
-            .load(Ordering::Relaxed)
-            .max(0) as u64)
+        self.namespace_usage(namespace)
+    }
+
+    fn namespace_of(&self, namespace: &str) -> Option<Arc<NamespaceUsage>> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .cloned()
     }
 
     /// Bytes held by each namespace counted so far (each with a bucket open
@@ -346,15 +351,9 @@ impl Kv {
                                 b.namespace.size.fetch_sub(freed, Ordering::Relaxed);
                             }
                             None => {
-                                let namespace = tree.rsplit_once("/kv/").map(|(ns, _)| ns);
-                                let usage = namespace.and_then(|ns| {
-                                    self.inner
-                                        .namespaces
-                                        .read()
-                                        .unwrap_or_else(PoisonError::into_inner)
-                                        .get(ns)
-                                        .cloned()
-                                });
+                                let usage = tree
+                                    .rsplit_once("/kv/")
+                                    .and_then(|(ns, _)| self.namespace_of(ns));
                                 if let Some(usage) = usage {
                                     usage.size.fetch_sub(freed, Ordering::Relaxed);
                                 }
@@ -599,12 +598,8 @@ impl Bucket {
             .load(Ordering::Relaxed)
             .saturating_add(growth);
         if growth > 0 && would > quota.min(i64::MAX as u64) as i64 {
-            let full = &*self.tree_name;
             return Err(KvError::NamespaceQuotaExceeded {
-                namespace: full
-                    .rsplit_once("/kv/")
-                    .map_or(full, |(ns, _)| ns)
-                    .to_owned(),
+                namespace: namespace.name.clone(),
                 would: would as u64,
                 quota,
             });

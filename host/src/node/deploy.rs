@@ -404,7 +404,6 @@ impl Deployer {
                 .kv
                 .clone()
                 .ok_or_else(|| Problem::invalid("this node has no key-value store"))?;
-            self.apply_kv_quota(tenant)?;
             function_spec =
                 function_spec.with_kv(kv, &kv_namespace(&tenant.id), spec.kv.iter().cloned());
         }
