@@ -107,6 +107,12 @@ pub struct RegistrySection {
     /// signed a component's digest, name and version (N of M). Default 1
     /// when `trusted_keys` is set, else 0 (signatures not checked).
     pub required_signatures: Option<usize>,
+    /// `mqtt = true`: tenants' functions may take MQTT triggers and publish
+    /// MQTT outputs under their topics; the node connects to `[mqtt]` (the
+    /// embedded broker when it names no `url`) even when none of the
+    /// manifest's functions uses MQTT. Default false.
+    #[serde(default)]
+    pub mqtt: bool,
 }
 
 impl RegistrySection {
@@ -1102,7 +1108,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// MQTT 3.1.1 §4.7 topic filter rules.
-fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
+pub(crate) fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
     if filter.is_empty() {
         return Err("is empty");
     }
@@ -1122,7 +1128,7 @@ fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
 }
 
 /// An MQTT output topic: no wildcards, and only known `{placeholders}`.
-fn check_template(template: &str) -> Result<(), String> {
+pub(crate) fn check_template(template: &str) -> Result<(), String> {
     if template.is_empty() {
         return Err("is empty".to_owned());
     }

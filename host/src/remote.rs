@@ -47,6 +47,13 @@ pub enum TenantCommand {
         /// Let the tenant's functions post to webhooks.
         #[arg(long)]
         webhooks: bool,
+        /// An MQTT topic prefix beyond `t/<tenant>/` its functions may use,
+        /// such as `plant1/line3/` (repeatable).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Bytes its functions may keep queued in the node's outboxes, in MiB.
+        #[arg(long)]
+        max_outbox_mb: Option<u64>,
     },
     /// Every tenant, with quotas and token ids.
     Ls,
@@ -65,7 +72,8 @@ pub struct DeployArgs {
     pub name: String,
     #[arg(long)]
     pub version: String,
-    /// `http:/t/<tenant>/path` or `event_type:com.example.*` (repeatable).
+    /// `http:/t/<tenant>/path`, `mqtt:t/<tenant>/sensors/+` or
+    /// `event_type:com.example.*` (repeatable).
     #[arg(long = "trigger")]
     pub triggers: Vec<String>,
     /// `function:<name>`, `uplink:<name>`, `mqtt:t/<tenant>/topic` or `webhook:<url>` (repeatable).
@@ -340,10 +348,10 @@ fn pair<'a>(text: &'a str, what: &str, kinds: &str) -> anyhow::Result<(&'a str, 
 fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
     let mut triggers = Vec::new();
     for t in &args.triggers {
-        let (kind, value) = pair(t, "--trigger", "http, event_type")?;
+        let (kind, value) = pair(t, "--trigger", "http, event_type, mqtt")?;
         match kind {
-            "http" | "event_type" => triggers.push(json!({ kind: value })),
-            _ => bail!("--trigger {t:?}: kind must be http or event_type"),
+            "http" | "event_type" | "mqtt" => triggers.push(json!({ kind: value })),
+            _ => bail!("--trigger {t:?}: kind must be http, event_type or mqtt"),
         }
     }
     let mut outputs = Vec::new();
@@ -753,6 +761,8 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             models,
             uplinks,
             webhooks,
+            topics,
+            max_outbox_mb,
         } => {
             let mut quota = serde_json::Map::new();
             for (k, v) in [
@@ -763,6 +773,7 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                     max_invocations_per_s.map(u64::from),
                 ),
                 ("max_kv_mb", max_kv_mb),
+                ("max_outbox_mb", max_outbox_mb),
             ] {
                 if let Some(v) = v {
                     quota.insert(k.to_owned(), json!(v));
@@ -775,7 +786,12 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                     Some(json!({
                         "id": id,
                         "quota": quota,
-                        "grants": { "models": models, "uplinks": uplinks, "webhooks": webhooks },
+                        "grants": {
+                            "models": models,
+                            "uplinks": uplinks,
+                            "webhooks": webhooks,
+                            "topics": topics,
+                        },
                     })),
                 )
                 .await?;

@@ -28,6 +28,8 @@ pub enum TenantError {
     Unknown(String),
     #[error("tenant `{tenant}` has no token `{token}`")]
     UnknownToken { tenant: String, token: String },
+    #[error("{0}")]
+    InvalidGrant(String),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -44,6 +46,9 @@ pub struct Quota {
     pub max_invocations_per_s: u32,
     /// Key-value bytes (keys and values) across all its buckets, in MiB.
     pub max_kv_mb: u64,
+    /// Bytes its functions may hold queued in the node's outboxes, across
+    /// every uplink it is granted, in MiB.
+    pub max_outbox_mb: u64,
 }
 
 impl Default for Quota {
@@ -53,6 +58,7 @@ impl Default for Quota {
             max_memory_mb: 64,
             max_invocations_per_s: 1000,
             max_kv_mb: 64,
+            max_outbox_mb: 64,
         }
     }
 }
@@ -67,6 +73,42 @@ pub struct TenantGrants {
     pub uplinks: BTreeSet<String>,
     /// Whether its functions may post to webhooks (any URL the node reaches).
     pub webhooks: bool,
+    /// MQTT topic prefixes beyond its own `t/<tenant>/` that its functions
+    /// may subscribe to and publish under, such as `plant1/line3/`.
+    pub topics: BTreeSet<String>,
+}
+
+impl TenantGrants {
+    /// Refuses topic prefixes that are not plain topic levels ending in `/`:
+    /// a wildcard or an empty prefix would grant every topic.
+    pub fn check(&self) -> Result<(), TenantError> {
+        for prefix in &self.topics {
+            let plain = !prefix.is_empty()
+                && prefix.ends_with('/')
+                && !prefix.starts_with('$')
+                && !prefix.starts_with('/')
+                && !prefix.contains(['+', '#', '\0'])
+                && !prefix.contains("//");
+            if !plain {
+                return Err(TenantError::InvalidGrant(format!(
+                    "topic grant {prefix:?} must be whole topic levels ending in '/', such as \"plant1/line3/\": no wildcards, no leading '/' or '$', no empty level"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic prefixes a tenant's functions may use: its own and the granted.
+    pub fn topic_prefixes(&self, tenant: &str) -> Vec<String> {
+        std::iter::once(tenant_topic_prefix(tenant))
+            .chain(self.topics.iter().cloned())
+            .collect()
+    }
+}
+
+/// The MQTT topics a tenant owns: `t/<tenant>/`.
+pub fn tenant_topic_prefix(tenant: &str) -> String {
+    format!("t/{tenant}/")
 }
 
 /// One token of a tenant (the secret itself is never stored).
@@ -141,6 +183,7 @@ impl Tenants {
         grants: TenantGrants,
     ) -> Result<(TenantRecord, String), TenantError> {
         check_id(id)?;
+        grants.check()?;
         let record = TenantRecord {
             id: id.to_owned(),
             created_unix_ms: now_ms(),
@@ -249,6 +292,7 @@ impl Tenants {
             record.quota = quota;
         }
         if let Some(grants) = grants {
+            grants.check()?;
             record.grants = grants;
         }
         self.put(&record)?;

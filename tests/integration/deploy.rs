@@ -1413,3 +1413,187 @@ async fn key_value_bytes_and_inference_time_are_held_to_quota_and_metered_per_te
     }
     h.node.shutdown().await
 }
+
+/// A filter that passes readings over 30 from `trigger` to `output`.
+fn mqtt_filter_spec(trigger: &str, output: &str) -> Value {
+    json!({
+        "triggers": [{ "mqtt": trigger }],
+        "outputs": [{ "mqtt": output }],
+        "config": { "threshold": "30" },
+    })
+}
+
+#[tokio::test]
+async fn deployed_functions_take_mqtt_triggers_only_from_their_tenants_topics()
+-> anyhow::Result<()> {
+    use brink_tests::mqtt::{Client5, free_port};
+    let v5 = free_port()?;
+    let h = host(
+        &format!(
+            "[registry]\nmqtt = true\n[mqtt]\nlisten = \"127.0.0.1:{}\"\nlisten_v5 = \"127.0.0.1:{v5}\"\n",
+            free_port()?
+        ),
+        None,
+    )
+    .await?;
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    let mut watcher = Client5::connect(
+        v5,
+        &["t/+/alerts/#", "t/+/dead-letter/#", "plant1/line3/alerts/#"],
+    )
+    .await?;
+    let device = Client5::connect(v5, &[]).await?;
+    let publish = |topic: &'static str, value: f64| {
+        let payload = json!({ "device": "t-1", "value": value }).to_string();
+        let device = &device;
+        async move { device.publish(topic, payload, None, &[]).await }
+    };
+
+    let (status, body) = h
+        .deploy(
+            &a,
+            "filter",
+            "1.0.0",
+            artifacts::FILTER,
+            mqtt_filter_spec("t/acme/sensors/+/temperature", "t/acme/alerts/t-1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    publish("t/acme/sensors/t-1/temperature", 31.5).await?;
+    let alert = watcher.next(10).await?;
+    assert_eq!(alert.topic, "t/acme/alerts/t-1");
+
+    // Another tenant's filters, wildcards over every tenant, and malformed
+    // filters are refused at deploy, each with its reason.
+    for (trigger, status, says) in [
+        ("t/acme/sensors/#", 403, "outside tenant `bolt`'s topics"),
+        ("#", 403, "outside tenant `bolt`'s topics"),
+        ("+/bolt/sensors/#", 403, "outside tenant `bolt`'s topics"),
+        ("t/+/sensors/#", 403, "outside tenant `bolt`'s topics"),
+        ("plant1/line3/#", 403, "outside tenant `bolt`'s topics"),
+        ("t/bolt/a#", 422, "'#' only as the whole last level"),
+    ] {
+        let (got, body) = h
+            .deploy(
+                &b,
+                "filter",
+                "1.0.0",
+                artifacts::FILTER,
+                mqtt_filter_spec(trigger, "t/bolt/alerts/t-1"),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(got, status, "{trigger}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(says),
+            "{trigger}: {body}"
+        );
+    }
+    // Granted a plant's topics, bolt may use them; acme still may not.
+    let (status, body) = call(
+        reqwest::Method::PATCH,
+        &format!("{}/v1/tenants/bolt", h.admin),
+        Some("operator-secret"),
+        Some(json!({ "grants": { "topics": ["#"] } })),
+    )
+    .await?;
+    assert_eq!(status, 422, "a wildcard grant: {body}");
+    let (status, body) = call(
+        reqwest::Method::PATCH,
+        &format!("{}/v1/tenants/bolt", h.admin),
+        Some("operator-secret"),
+        Some(json!({ "grants": { "topics": ["plant1/line3/"] } })),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h
+        .deploy(
+            &b,
+            "filter",
+            "1.0.0",
+            artifacts::FILTER,
+            mqtt_filter_spec("plant1/line3/+/temperature", "plant1/line3/alerts/t-1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = h
+        .deploy(
+            &a,
+            "plant",
+            "1.0.0",
+            artifacts::FILTER,
+            mqtt_filter_spec("plant1/line3/+/temperature", "t/acme/alerts/t-1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+
+    // Each reading reaches only the function of the tenant whose topic it is on.
+    publish("plant1/line3/t-1/temperature", 40.0).await?;
+    assert_eq!(watcher.next(10).await?.topic, "plant1/line3/alerts/t-1");
+    publish("t/acme/sensors/t-1/temperature", 41.0).await?;
+    assert_eq!(watcher.next(10).await?.topic, "t/acme/alerts/t-1");
+    assert!(watcher.quiet_for(300).await.is_none());
+
+    // A malformed event is dead-lettered inside the tenant's own topics.
+    device
+        .publish(
+            "t/acme/sensors/t-1/temperature",
+            "{not json",
+            Some("application/cloudevents+json"),
+            &[],
+        )
+        .await?;
+    let dead = watcher.next(10).await?;
+    assert_eq!(dead.topic, "t/acme/dead-letter/filter");
+    assert_eq!(dead.property("brinkerrorkind"), Some("invalid_event"));
+
+    // A new version's triggers replace the old ones at once.
+    let (status, body) = h
+        .deploy(
+            &a,
+            "filter",
+            "2.0.0",
+            artifacts::FILTER,
+            mqtt_filter_spec("t/acme/v2/+/temperature", "t/acme/alerts/t-1"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    publish("t/acme/sensors/t-1/temperature", 42.0).await?;
+    assert!(
+        watcher.quiet_for(300).await.is_none(),
+        "the old trigger still fired"
+    );
+    publish("t/acme/v2/t-1/temperature", 43.0).await?;
+    assert_eq!(watcher.next(10).await?.topic, "t/acme/alerts/t-1");
+    // Rolled back, the first filter is back; removed, nothing fires.
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/functions/filter/rollback", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    publish("t/acme/sensors/t-1/temperature", 44.0).await?;
+    assert_eq!(watcher.next(10).await?.topic, "t/acme/alerts/t-1");
+    let (status, _) = call(
+        DELETE,
+        &format!("{}/v1/functions/filter", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    publish("t/acme/sensors/t-1/temperature", 45.0).await?;
+    publish("t/acme/v2/t-1/temperature", 46.0).await?;
+    assert!(watcher.quiet_for(300).await.is_none());
+    // bolt's function was never disturbed.
+    publish("plant1/line3/t-2/temperature", 47.0).await?;
+    assert_eq!(watcher.next(10).await?.topic, "plant1/line3/alerts/t-1");
+    h.node.shutdown().await
+}

@@ -325,6 +325,7 @@ impl From<TenantError> for Problem {
     fn from(e: TenantError) -> Self {
         let (status, title) = match &e {
             TenantError::InvalidId(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid tenant"),
+            TenantError::InvalidGrant(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid grant"),
             TenantError::Exists(_) => (StatusCode::CONFLICT, "Conflict"),
             TenantError::Unknown(_) | TenantError::UnknownToken { .. } => {
                 (StatusCode::NOT_FOUND, "Not found")

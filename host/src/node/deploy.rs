@@ -77,7 +77,8 @@ pub struct DeployContext {
     pub kv: Option<Kv>,
     pub outbox: Option<Outbox>,
     pub models: Option<Models>,
-    pub mqtt: bool,
+    /// The MQTT subscriber, when tenants may use MQTT (`[registry] mqtt`).
+    pub mqtt: Option<super::mqtt::Subscriptions>,
     pub policy: TrustPolicy,
     pub auth: Auth,
     /// Turns true when the node stops; live log tails end then, so they do
@@ -245,14 +246,16 @@ impl Deployer {
             .unwrap_or_else(PoisonError::into_inner);
         let current = handles
             .get(&tenant.id)
-            .filter(|h| h.max_invocations_per_s == tenant.quota.max_invocations_per_s);
+            .filter(|h| {
+                h.max_invocations_per_s == tenant.quota.max_invocations_per_s
+                    && h.topics == tenant.grants.topic_prefixes(&tenant.id)
+            });
         match current {
             Some(h) => h.clone(),
             None => {
-                let h = Arc::new(Tenant::new(
-                    tenant.id.clone(),
-                    tenant.quota.max_invocations_per_s,
-                ));
+                let mut h = Tenant::new(tenant.id.clone(), tenant.quota.max_invocations_per_s);
+                h.topics = tenant.grants.topic_prefixes(&tenant.id);
+                let h = Arc::new(h);
                 handles.insert(tenant.id.clone(), h.clone());
                 h
             }
@@ -301,9 +304,10 @@ impl Deployer {
                     )));
                 }
                 Trigger::Mqtt(filter) => {
-                    return Err(Problem::invalid(format!(
-                        "mqtt trigger {filter:?}: deployed functions take events over HTTP (under POST /events{prefix}) and by invocation; MQTT triggers are for the node manifest's functions"
-                    )));
+                    crate::manifest::check_topic_filter(filter).map_err(|e| {
+                        Problem::invalid(format!("mqtt trigger {filter:?} {e}"))
+                    })?;
+                    self.check_topic(tenant, "mqtt trigger", filter)?;
                 }
                 _ => {}
             }
@@ -314,17 +318,10 @@ impl Deployer {
                     brink_registry::check_name(next).map_err(Problem::invalid)?;
                 }
                 Output::Mqtt(topic) => {
-                    let topics = format!("t/{id}/");
-                    if !topic.starts_with(&topics) {
-                        return Err(Problem::forbidden(format!(
-                            "mqtt output {topic:?} is outside tenant `{id}`'s namespace: its topics start with {topics:?}"
-                        )));
-                    }
-                    if !self.inner.node.mqtt {
-                        return Err(Problem::invalid(format!(
-                            "mqtt output {topic:?}: this node has no MQTT connection"
-                        )));
-                    }
+                    crate::manifest::check_template(topic).map_err(|e| {
+                        Problem::invalid(format!("mqtt output {topic:?} {e}"))
+                    })?;
+                    self.check_topic(tenant, "mqtt output", topic)?;
                 }
                 Output::Webhook(url) if !tenant.grants.webhooks => {
                     return Err(Problem::forbidden(format!(
@@ -369,6 +366,45 @@ impl Deployer {
             )));
         }
         Ok(())
+    }
+
+    /// Refuses an MQTT filter or topic outside the tenant's topics, or any
+    /// when the node takes no MQTT for tenants.
+    fn check_topic(&self, tenant: &TenantRecord, what: &str, topic: &str) -> Result<(), Problem> {
+        let id = &tenant.id;
+        let prefixes = tenant.grants.topic_prefixes(id);
+        if !prefixes.iter().any(|p| topic.starts_with(p.as_str())) {
+            return Err(Problem::forbidden(format!(
+                "{what} {topic:?} is outside tenant `{id}`'s topics: they start with {}",
+                prefixes
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        if self.inner.node.mqtt.is_none() {
+            return Err(Problem::invalid(format!(
+                "{what} {topic:?}: this node takes no MQTT for tenants' functions (the operator enables it with `mqtt = true` under [registry])"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the node's MQTT subscriptions follow the functions now routed.
+    /// The function is live either way; a subscription the broker refuses
+    /// is told in the function's log, and tried again at the next deploy or
+    /// reconnect.
+    async fn follow_mqtt(&self, tenant: &str, name: &str) {
+        let Some(mqtt) = &self.inner.node.mqtt else {
+            return;
+        };
+        if let Err(e) = mqtt.sync().await {
+            let key = route_name(tenant, name);
+            tracing::warn!(tenant, function = name, "MQTT subscriptions: {e:#}");
+            self.tap(&key)
+                .record("warn", "host", "", &format!("MQTT subscriptions: {e:#}"));
+        }
     }
 
     /// Compiles and links `record` for `tenant`: the route to install.
@@ -690,7 +726,9 @@ async fn publish(
         spec,
     })?;
     let view = if activate {
-        deployer.go_live(&tenant, &name, &version, route)?
+        let view = deployer.go_live(&tenant, &name, &version, route)?;
+        deployer.follow_mqtt(&tenant.id, &name).await;
+        view
     } else {
         deployer.view(&tenant.id, &name)?
     };
@@ -731,6 +769,7 @@ async fn remove_function(
     deployer.inner.registry.remove(&tenant.id, &name)?;
     let key = route_name(&tenant.id, &name);
     deployer.inner.node.dispatcher.uninstall(&key);
+    deployer.follow_mqtt(&tenant.id, &name).await;
     // Followers' feeds close once the last running event of it is done.
     deployer
         .inner
@@ -763,10 +802,9 @@ async fn activate(
         .registry
         .resolve(&tenant.id, &name, &request.version)?;
     let route = deployer.load(&tenant, &record).await?;
-    json(
-        StatusCode::OK,
-        &deployer.go_live(&tenant, &name, &record.version, route)?,
-    )
+    let view = deployer.go_live(&tenant, &name, &record.version, route)?;
+    deployer.follow_mqtt(&tenant.id, &name).await;
+    json(StatusCode::OK, &view)
 }
 
 async fn rollback(
@@ -785,6 +823,7 @@ async fn rollback(
     let route = deployer.load(&tenant, &record).await?;
     deployer.inner.registry.rollback(&tenant.id, &name)?;
     deployer.install(&tenant, &name, route);
+    deployer.follow_mqtt(&tenant.id, &name).await;
     tracing::info!(
         tenant = tenant.id,
         function = name,

@@ -130,13 +130,19 @@ pub struct Tenant {
     pub id: String,
     /// Invocations per second across the tenant's functions (0: unlimited).
     pub max_invocations_per_s: u32,
+    /// MQTT topic prefixes its functions may be triggered from: its own
+    /// `t/<tenant>/` and those the operator granted.
+    pub topics: Vec<String>,
     bucket: Mutex<TokenBucket>,
 }
 
 impl Tenant {
+    /// A tenant confined to its own topics, `t/<id>/`.
     pub fn new(id: impl Into<String>, max_invocations_per_s: u32) -> Self {
+        let id = id.into();
         Self {
-            id: id.into(),
+            topics: vec![crate::tenancy::tenant_topic_prefix(&id)],
+            id,
             max_invocations_per_s,
             bucket: Mutex::new(TokenBucket {
                 tokens: f64::from(max_invocations_per_s),
@@ -314,16 +320,25 @@ impl Dispatcher {
     }
 
     /// Functions with an MQTT trigger whose filter matches `topic`.
+    /// A tenant's functions see only topics under its own prefixes, whatever
+    /// their filters say (deploy refuses filters outside them, and this holds
+    /// even for a record written before a grant was withdrawn).
     pub fn mqtt_targets(&self, topic: &str) -> Vec<String> {
-        self.targets(|t| match t {
-            Trigger::Mqtt(filter) => topic_matches(filter, topic),
-            _ => false,
-        })
-    }
-
-    /// Functions with at least one MQTT trigger.
-    pub fn mqtt_functions(&self) -> Vec<String> {
-        self.targets(|t| matches!(t, Trigger::Mqtt(_)))
+        self.snapshot()
+            .iter()
+            .filter(|(_, s)| {
+                s.tenant
+                    .as_ref()
+                    .is_none_or(|t| t.topics.iter().any(|p| topic.starts_with(p.as_str())))
+            })
+            .filter(|(_, s)| {
+                s.triggers.iter().any(|t| match t {
+                    Trigger::Mqtt(filter) => topic_matches(filter, topic),
+                    _ => false,
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The concurrency limit of `function`.
@@ -353,14 +368,6 @@ impl Dispatcher {
             .values()
             .flat_map(|s| &s.outputs)
             .any(|o| matches!(o, Output::Mqtt(_)))
-    }
-
-    fn targets(&self, matches: impl Fn(&Trigger) -> bool) -> Vec<String> {
-        self.snapshot()
-            .iter()
-            .filter(|(_, s)| s.triggers.iter().any(&matches))
-            .map(|(name, _)| name.clone())
-            .collect()
     }
 
     /// Runs `event` through `function`, routes its outputs, and returns them.

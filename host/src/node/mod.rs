@@ -269,8 +269,10 @@ impl Node {
                 concurrency: section.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             });
         }
-        // MQTT only when a function uses it, so an HTTP-only app binds no broker ports.
-        let (mut mqtt, settings) = if uses_mqtt {
+        // MQTT only when a function uses it, or tenants may, so an HTTP-only
+        // app binds no broker ports.
+        let tenants_use_mqtt = manifest.registry.as_ref().is_some_and(|r| r.mqtt);
+        let (mut mqtt, settings) = if uses_mqtt || tenants_use_mqtt {
             let settings = mqtt::Settings::from_section(&manifest.mqtt, base)?;
             if manifest.mqtt.url.is_none() {
                 mqtt::start_embedded_broker(&manifest.mqtt)?;
@@ -348,7 +350,7 @@ impl Node {
                     kv: kv.clone(),
                     outbox: outbox.clone(),
                     models: models.clone(),
-                    mqtt: mqtt.is_some(),
+                    mqtt: mqtt.as_ref().map(mqtt::Mqtt::subscriptions),
                     policy,
                     auth: auth.clone(),
                     shutdown: shutdown.subscribe(),
@@ -362,7 +364,8 @@ impl Node {
             _ => None,
         };
         if let (Some(mqtt), Some(settings)) = (&mut mqtt, &settings) {
-            mqtt.subscribe(settings.clone(), dispatcher.clone()).await?;
+            mqtt.subscribe(settings.clone(), dispatcher.clone(), tenants_use_mqtt)
+                .await?;
         }
 
         let listener = tokio::net::TcpListener::bind(manifest.http.listen)

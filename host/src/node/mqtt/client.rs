@@ -175,6 +175,17 @@ impl Client {
         Ok(())
     }
 
+    /// Unsubscribes from `filters`.
+    pub async fn unsubscribe(&self, filters: &[String]) -> anyhow::Result<()> {
+        for filter in filters {
+            match self {
+                Client::V4(c) => c.unsubscribe(filter.clone()).await?,
+                Client::V5(c) => c.unsubscribe(filter.clone()).await?,
+            }
+        }
+        Ok(())
+    }
+
     /// Queues a QoS 1 publish; [`Polled::Sent`] and [`Polled::PubAck`] follow.
     pub async fn publish(&self, topic: &str, message: Outgoing) -> anyhow::Result<()> {
         match self {

@@ -30,6 +30,53 @@ const PUBACK_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_CONNECT: Duration = Duration::from_secs(5);
 /// Dead letters of function `f` go to `brink/dead-letter/f`.
 pub const DEAD_LETTER_PREFIX: &str = "brink/dead-letter/";
+/// How long a deploy waits for the broker to grant its subscriptions.
+const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the dead letters of `function` go: `brink/dead-letter/<f>` for the
+/// manifest's functions, and inside the tenant's own topics,
+/// `t/<tenant>/dead-letter/<f>`, for a tenant's (routed as `<tenant>/<f>`),
+/// so a tenant can read its failures and nobody else's.
+pub fn dead_letter_topic(function: &str) -> String {
+    match function.split_once('/') {
+        Some((tenant, name)) => format!(
+            "{}dead-letter/{name}",
+            crate::tenancy::tenant_topic_prefix(tenant)
+        ),
+        None => format!("{DEAD_LETTER_PREFIX}{function}"),
+    }
+}
+
+/// Asks the subscriber to follow the dispatcher's MQTT triggers after a
+/// function was deployed or removed at run time.
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    requests: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Subscriptions {
+    /// Subscribes to filters that functions gained and unsubscribes from
+    /// those no function has any more; done when the broker granted the new
+    /// ones. While the broker is unreachable it returns at once: the
+    /// subscriber subscribes to every filter when it connects again.
+    pub async fn sync(&self) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(tx)
+            .map_err(|_| anyhow::anyhow!("the MQTT subscriber has stopped"))?;
+        match tokio::time::timeout(SUBACK_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => bail!("{why}"),
+            Ok(Err(_)) => bail!("the MQTT subscriber stopped before the broker answered"),
+            Err(_) => bail!(
+                "the broker did not grant the subscription within {}s",
+                SUBACK_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+type SyncRequest = oneshot::Sender<Result<(), String>>;
 /// Largest message the node accepts or sends.
 const MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;
 
@@ -403,6 +450,9 @@ pub struct Mqtt {
     subscriber: Option<JoinHandle<()>>,
     publisher_task: JoinHandle<()>,
     broker: String,
+    subscriptions: Subscriptions,
+    /// Taken by the subscriber when it starts.
+    sync_requests: Option<mpsc::UnboundedReceiver<SyncRequest>>,
 }
 
 impl Mqtt {
@@ -418,6 +468,7 @@ impl Mqtt {
             run_publisher(&mut connection, driver, stop_rx, Some(ready_tx)).await;
         });
         wait_ready(ready_rx, &settings, "publisher").await?;
+        let (requests, sync_requests) = mpsc::unbounded_channel();
         Ok(Self {
             publisher,
             stop_subscriber: watch::channel(false).0,
@@ -425,7 +476,14 @@ impl Mqtt {
             subscriber: None,
             publisher_task,
             broker: settings.broker(),
+            subscriptions: Subscriptions { requests },
+            sync_requests: Some(sync_requests),
         })
+    }
+
+    /// The handle that makes the subscriber follow run-time deploys.
+    pub fn subscriptions(&self) -> Subscriptions {
+        self.subscriptions.clone()
     }
 
     /// The publisher for outputs.
@@ -434,37 +492,27 @@ impl Mqtt {
     }
 
     /// Subscribes to every MQTT trigger of `dispatcher` and starts handling
-    /// messages; returns once the broker granted the subscriptions.
+    /// messages; returns once the broker granted the subscriptions. With
+    /// `always`, the subscriber starts even while no function has an MQTT
+    /// trigger, because tenants may deploy some later.
     pub async fn subscribe(
         &mut self,
         settings: Settings,
         dispatcher: Dispatcher,
+        always: bool,
     ) -> anyhow::Result<()> {
-        let filters: Vec<String> = dispatcher
-            .mqtt_filters()
-            .into_iter()
-            .map(|f| match &settings.shared_group {
-                Some(group) => format!("$share/{group}/{f}"),
-                None => f,
-            })
-            .collect();
-        if filters.is_empty() {
+        if dispatcher.mqtt_filters().is_empty() && !always {
             return Ok(());
         }
-        let mut ordered = BTreeMap::new();
+        let Some(requests) = self.sync_requests.take() else {
+            bail!("the MQTT subscriber is already running");
+        };
         let trigger = Arc::new(TriggerCtx {
             dispatcher: dispatcher.clone(),
             publisher: self.publisher.clone(),
             plain: settings.plain.clone(),
             max_retries: settings.max_retries,
         });
-        for function in dispatcher.mqtt_functions() {
-            if dispatcher.concurrency(&function) == Some(1) {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(ordered_worker(trigger.clone(), function.clone(), rx));
-                ordered.insert(function, tx);
-            }
-        }
         let connection = Connection::new(&settings, "", true);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = self.stop_subscriber.subscribe();
@@ -472,10 +520,11 @@ impl Mqtt {
             connection,
             Subscriber {
                 trigger,
-                ordered,
-                filters,
+                ordered: Mutex::new(BTreeMap::new()),
+                shared_group: settings.shared_group.clone(),
                 inflight: Arc::new(Semaphore::new(usize::from(client::INFLIGHT))),
             },
+            requests,
             stop,
             Some(ready_tx),
         )));
@@ -635,11 +684,89 @@ struct TriggerCtx {
 
 struct Subscriber {
     trigger: Arc<TriggerCtx>,
-    /// Workers of functions with concurrency 1, which take events in arrival order.
-    ordered: BTreeMap<String, mpsc::UnboundedSender<Job>>,
-    filters: Vec<String>,
+    /// Workers of functions with concurrency 1, which take events in arrival
+    /// order; started at a function's first message.
+    ordered: Mutex<BTreeMap<String, mpsc::UnboundedSender<Job>>>,
+    /// `[mqtt] shared_group`: filters are subscribed as `$share/<group>/<filter>`.
+    shared_group: Option<String>,
     /// Messages being handled; reading stops while none is free.
     inflight: Arc<Semaphore>,
+}
+
+/// What the subscriber has asked the broker for on its current connection.
+#[derive(Default)]
+struct Subscribed {
+    filters: std::collections::BTreeSet<String>,
+    /// SUBSCRIBEs awaiting their SUBACK, in the order sent (the broker
+    /// answers one connection's packets in order): the filters, and the
+    /// deploys waiting on them.
+    awaiting: VecDeque<(Vec<String>, Vec<SyncRequest>)>,
+}
+
+impl Subscriber {
+    /// The filters the functions want now, as subscribed.
+    fn wanted(&self) -> std::collections::BTreeSet<String> {
+        self.trigger
+            .dispatcher
+            .mqtt_filters()
+            .into_iter()
+            .map(|f| match &self.shared_group {
+                Some(group) => format!("$share/{group}/{f}"),
+                None => f,
+            })
+            .collect()
+    }
+
+    /// Brings the connection's subscriptions in line with [`Self::wanted`];
+    /// `waiting` hear once the broker granted (or refused) the new ones.
+    async fn resubscribe(
+        &self,
+        client: &client::Client,
+        subscribed: &mut Subscribed,
+        mut waiting: Vec<SyncRequest>,
+    ) {
+        let wanted = self.wanted();
+        let gone: Vec<String> = subscribed.filters.difference(&wanted).cloned().collect();
+        let new: Vec<String> = wanted.difference(&subscribed.filters).cloned().collect();
+        if !gone.is_empty() {
+            tracing::info!(filters = ?gone, "MQTT unsubscribing");
+            if let Err(e) = client.unsubscribe(&gone).await {
+                tracing::warn!("unsubscribing: {e:#}");
+            }
+        }
+        if new.is_empty() {
+            for w in waiting.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+        } else {
+            tracing::info!(filters = ?new, "MQTT subscribing");
+            if let Err(e) = client.subscribe(&new).await {
+                for w in waiting.drain(..) {
+                    let _ = w.send(Err(format!("subscribing to {new:?}: {e:#}")));
+                }
+            } else {
+                subscribed.awaiting.push_back((new, waiting));
+            }
+        }
+        subscribed.filters = wanted;
+        // Functions gone or no longer ordered: their workers end once idle.
+        lock(&self.ordered)
+            .retain(|function, _| self.trigger.dispatcher.concurrency(function) == Some(1));
+    }
+
+    /// The ordering worker of `function`, if it takes one event at a time.
+    fn ordered_worker(&self, function: &str) -> Option<mpsc::UnboundedSender<Job>> {
+        if self.trigger.dispatcher.concurrency(function) != Some(1) {
+            return None;
+        }
+        let mut ordered = lock(&self.ordered);
+        let worker = ordered.entry(function.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(ordered_worker(self.trigger.clone(), function.to_owned(), rx));
+            tx
+        });
+        Some(worker.clone())
+    }
 }
 
 struct Job {
@@ -709,7 +836,7 @@ impl TriggerCtx {
         event
             .extensions
             .push(("brinkerrorkind".into(), kind.into()));
-        let topic = format!("{DEAD_LETTER_PREFIX}{function}");
+        let topic = dead_letter_topic(function);
         tracing::warn!(function, event_id = %event.id, %topic, "dead-lettered: {error}");
         self.publisher
             .publish(&topic, &event)
@@ -736,7 +863,10 @@ impl Subscriber {
     ) {
         let seq = acks.enqueue();
         let trigger = self.trigger.clone();
-        let targets = trigger.dispatcher.mqtt_targets(&message.topic);
+        let mut targets = trigger.dispatcher.mqtt_targets(&message.topic);
+        // A function never gets its own dead letters: failing on one again
+        // would dead-letter it again, for ever.
+        targets.retain(|function| message.topic != dead_letter_topic(function));
         let decoded = binding::decode(
             Message {
                 topic: &message.topic,
@@ -779,7 +909,7 @@ impl Subscriber {
         let mut waits = Vec::new();
         let mut concurrent = Vec::new();
         for function in targets {
-            match self.ordered.get(&function) {
+            match self.ordered_worker(&function) {
                 Some(worker) => {
                     let (done, wait) = oneshot::channel();
                     if worker
@@ -900,6 +1030,7 @@ fn malformed(message: &Received) -> CloudEvent {
 async fn run_subscriber(
     mut connection: Connection,
     subscriber: Subscriber,
+    mut requests: mpsc::UnboundedReceiver<SyncRequest>,
     mut stop: watch::Receiver<bool>,
     mut ready: Ready,
 ) {
@@ -907,6 +1038,7 @@ async fn run_subscriber(
     let (mut connected, mut attempt) = (false, 0);
     let metrics = subscriber.trigger.dispatcher.metrics();
     let mut acks = AckOrder::new(connection.client.lock().await.clone());
+    let mut subscribed = Subscribed::default();
     loop {
         let polled = tokio::select! {
             biased;
@@ -917,6 +1049,16 @@ async fn run_subscriber(
                 connected = false;
                 continue;
             }
+            Some(request) = requests.recv() => {
+                if connected {
+                    let client = connection.client.lock().await.clone();
+                    subscriber.resubscribe(&client, &mut subscribed, vec![request]).await;
+                } else {
+                    // Connecting subscribes to every wanted filter anyway.
+                    let _ = request.send(Ok(()));
+                }
+                continue;
+            }
             polled = poll_connection(&mut connection, &mut connected, &mut attempt, started, &mut ready, || {}) => polled,
         };
         let Some(polled) = polled else { return };
@@ -925,32 +1067,57 @@ async fn run_subscriber(
         match polled {
             Polled::Connected { session_present } => {
                 acks = AckOrder::new(client.clone());
+                // A new connection: whatever was asked on the old one is
+                // asked again, and those waiting wait for this answer.
+                let waiting: Vec<SyncRequest> = subscribed
+                    .awaiting
+                    .drain(..)
+                    .flat_map(|(_, w)| w)
+                    .collect();
+                let previous = std::mem::take(&mut subscribed.filters);
+                let wanted = subscriber.wanted();
                 tracing::info!(
                     broker = %connection.settings.broker(),
                     session_present,
-                    filters = ?subscriber.filters,
+                    filters = ?wanted,
                     "MQTT connected"
                 );
-                if let Err(e) = client.subscribe(&subscriber.filters).await {
-                    tracing::warn!("subscribing: {e:#}");
+                // A kept session still holds the filters of before; drop
+                // those no function wants any more.
+                if session_present {
+                    subscribed.filters = previous;
+                }
+                subscriber
+                    .resubscribe(&client, &mut subscribed, waiting)
+                    .await;
+                if subscribed.awaiting.is_empty()
+                    && let Some(ready) = ready.take()
+                {
+                    let _ = ready.send(Ok(()));
                 }
             }
             Polled::SubAck { refused } => {
-                let refused: Vec<&String> = refused
-                    .iter()
-                    .filter_map(|i| subscriber.filters.get(*i))
-                    .collect();
+                let (filters, waiting) = subscribed.awaiting.pop_front().unwrap_or_default();
+                let refused: Vec<&String> =
+                    refused.iter().filter_map(|i| filters.get(*i)).collect();
                 let outcome = if refused.is_empty() {
                     Ok(())
                 } else {
-                    Err(anyhow::anyhow!(
+                    // Not subscribed: the next deploy or reconnect tries again.
+                    for filter in &refused {
+                        subscribed.filters.remove(*filter);
+                    }
+                    Err(format!(
                         "the broker refused the subscription to {refused:?}"
                     ))
                 };
+                for w in waiting {
+                    let _ = w.send(outcome.clone());
+                }
                 match ready.take() {
                     Some(ready) => {
                         let failed = outcome.is_err();
-                        let _ = ready.send(outcome);
+                        let _ = ready.send(outcome.map_err(anyhow::Error::msg));
                         if failed {
                             return;
                         }
