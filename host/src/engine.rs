@@ -131,6 +131,7 @@ impl FunctionSpec {
         self.outbox = Some(OutboxAccess {
             outbox,
             uplinks: Arc::new(uplinks.into_iter().map(Into::into).collect()),
+            owner: None,
         });
         self
     }

@@ -1424,8 +1424,8 @@ fn mqtt_filter_spec(trigger: &str, output: &str) -> Value {
 }
 
 #[tokio::test]
-async fn deployed_functions_take_mqtt_triggers_only_from_their_tenants_topics()
--> anyhow::Result<()> {
+async fn deployed_functions_take_mqtt_triggers_only_from_their_tenants_topics() -> anyhow::Result<()>
+{
     use brink_tests::mqtt::{Client5, free_port};
     let v5 = free_port()?;
     let h = host(
@@ -1595,5 +1595,110 @@ async fn deployed_functions_take_mqtt_triggers_only_from_their_tenants_topics()
     // bolt's function was never disturbed.
     publish("plant1/line3/t-2/temperature", 47.0).await?;
     assert_eq!(watcher.next(10).await?.topic, "plant1/line3/alerts/t-1");
+    h.node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_tenants_queued_outbox_bytes_are_held_to_its_quota_and_metered() -> anyhow::Result<()> {
+    // An uplink that is down: what tenants send stays queued.
+    let dead = brink_tests::mqtt::free_port()?;
+    let h = host(
+        &format!("[registry]\n[uplink.cloud]\nhttp = \"http://127.0.0.1:{dead}/ingest\"\n"),
+        None,
+    )
+    .await?;
+    let grants = json!({ "uplinks": ["cloud"] });
+    let a = h
+        .tenant("acme", json!({ "max_outbox_mb": 1 }), grants.clone())
+        .await?;
+    let b = h.tenant("bolt", json!({}), grants).await?;
+    let spec = json!({ "outputs": [{ "uplink": "cloud" }] });
+    for token in [&a, &b] {
+        let (status, body) = h
+            .deploy(
+                token,
+                "echo",
+                "1.0.0",
+                artifacts::ECHO,
+                spec.clone(),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let send = |token: &str| {
+        let event = json!({
+            "specversion": "1.0", "id": uuid(), "source": "/test", "type": "com.example.frame",
+            "datacontenttype": "application/json", "data": { "frame": "x".repeat(300 << 10) },
+        });
+        brink_tests::http()
+            .post(format!("{}/v1/functions/echo/invoke", h.admin))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+    };
+    for _ in 0..3 {
+        let response = send(&a).await?;
+        assert_eq!(response.status(), 200, "{}", response.text().await?);
+    }
+    let over = send(&a).await?;
+    assert_eq!(over.status(), 502);
+    let detail = serde_json::from_slice::<Value>(&over.bytes().await?)?["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.contains("tenant `acme` has") && detail.contains("quota of 1048576 bytes"),
+        "{detail}"
+    );
+    for _ in 0..4 {
+        let response = send(&b).await?;
+        assert_eq!(
+            response.status(),
+            200,
+            "bolt is not held to acme's quota: {}",
+            response.text().await?
+        );
+    }
+    let url = format!("{}/v1/usage", h.admin);
+    let usage = |token: String| {
+        let url = url.clone();
+        async move {
+            let (_, body) = call(GET, &url, Some(&token), None).await?;
+            anyhow::Ok(
+                body["usage"][0]["outbox_bytes"]
+                    .as_u64()
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let acme = usage(a.clone()).await?;
+    assert!((900 << 10..=1 << 20).contains(&acme), "{acme}");
+    assert!(usage(b.clone()).await? > 1200 << 10);
+    let metrics = brink_tests::http()
+        .get(format!("http://{}/metrics", h.node.http_addr()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "brink_tenant_outbox_bytes{{tenant=\"acme\"}} {acme}"
+        )),
+        "{metrics}"
+    );
+    // Purged by the operator, the queue frees acme's room.
+    let (status, body) = call(
+        POST,
+        &format!("{}/v1/outbox/cloud/purge", h.admin),
+        Some("operator-secret"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(usage(a.clone()).await?, 0);
+    let response = send(&a).await?;
+    assert_eq!(response.status(), 200, "{}", response.text().await?);
     h.node.shutdown().await
 }

@@ -24,6 +24,8 @@ pub const INTERFACES: &[&str] = &["brink:edge/outbox@0.1.1", "brink:edge/outbox@
 pub struct OutboxAccess {
     pub outbox: Outbox,
     pub uplinks: Arc<BTreeSet<String>>,
+    /// The tenant whose queued bytes its sends count against.
+    pub owner: Option<Arc<str>>,
 }
 
 /// A function's outbox context.
@@ -42,7 +44,7 @@ impl OutboxCtx {
 fn to_wit(e: OutboxError) -> SendError {
     match e {
         OutboxError::UnknownUplink(_) => SendError::AccessDenied(e.to_string()),
-        OutboxError::Full { .. } => SendError::Full(e.to_string()),
+        OutboxError::Full { .. } | OutboxError::OwnerQuota { .. } => SendError::Full(e.to_string()),
         OutboxError::BadPriority(_) | OutboxError::BadEvent(_) | OutboxError::TooLarge { .. } => {
             SendError::Invalid(e.to_string())
         }
@@ -76,7 +78,13 @@ impl outbox::Host for OutboxCtx {
         let ttl = options.ttl_ms.map(Duration::from_millis);
         Ok(access
             .outbox
-            .send(&options.uplink, &event, options.priority, ttl)
+            .send_as(
+                access.owner.as_deref(),
+                &options.uplink,
+                &event,
+                options.priority,
+                ttl,
+            )
             .await
             .map_err(to_wit))
     }

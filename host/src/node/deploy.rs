@@ -206,12 +206,8 @@ impl Deployer {
 
     async fn restore(&self) -> anyhow::Result<()> {
         for tenant in self.inner.tenants.list()? {
-            if let Err(e) = self.apply_kv_quota(&tenant) {
-                tracing::error!(
-                    tenant = tenant.id,
-                    "key-value quota not applied: {}",
-                    e.detail
-                );
+            if let Err(e) = self.apply_quotas(&tenant) {
+                tracing::error!(tenant = tenant.id, "quotas not applied: {}", e.detail);
             }
         }
         for record in self.inner.registry.active()? {
@@ -244,12 +240,10 @@ impl Deployer {
             .handles
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let current = handles
-            .get(&tenant.id)
-            .filter(|h| {
-                h.max_invocations_per_s == tenant.quota.max_invocations_per_s
-                    && h.topics == tenant.grants.topic_prefixes(&tenant.id)
-            });
+        let current = handles.get(&tenant.id).filter(|h| {
+            h.max_invocations_per_s == tenant.quota.max_invocations_per_s
+                && h.topics == tenant.grants.topic_prefixes(&tenant.id)
+        });
         match current {
             Some(h) => h.clone(),
             None => {
@@ -262,8 +256,14 @@ impl Deployer {
         }
     }
 
-    /// Holds the tenant's key-value namespace to its quota.
-    fn apply_kv_quota(&self, tenant: &TenantRecord) -> Result<(), Problem> {
+    /// Holds the tenant's key-value namespace and its outbox bytes to its quotas.
+    fn apply_quotas(&self, tenant: &TenantRecord) -> Result<(), Problem> {
+        if let Some(outbox) = &self.inner.node.outbox {
+            outbox.set_owner_quota(
+                &tenant.id,
+                Some(tenant.quota.max_outbox_mb.saturating_mul(1 << 20)),
+            );
+        }
         if let Some(kv) = &self.inner.node.kv {
             kv.set_namespace_quota(
                 &kv_namespace(&tenant.id),
@@ -304,9 +304,8 @@ impl Deployer {
                     )));
                 }
                 Trigger::Mqtt(filter) => {
-                    crate::manifest::check_topic_filter(filter).map_err(|e| {
-                        Problem::invalid(format!("mqtt trigger {filter:?} {e}"))
-                    })?;
+                    crate::manifest::check_topic_filter(filter)
+                        .map_err(|e| Problem::invalid(format!("mqtt trigger {filter:?} {e}")))?;
                     self.check_topic(tenant, "mqtt trigger", filter)?;
                 }
                 _ => {}
@@ -318,9 +317,8 @@ impl Deployer {
                     brink_registry::check_name(next).map_err(Problem::invalid)?;
                 }
                 Output::Mqtt(topic) => {
-                    crate::manifest::check_template(topic).map_err(|e| {
-                        Problem::invalid(format!("mqtt output {topic:?} {e}"))
-                    })?;
+                    crate::manifest::check_template(topic)
+                        .map_err(|e| Problem::invalid(format!("mqtt output {topic:?} {e}")))?;
                     self.check_topic(tenant, "mqtt output", topic)?;
                 }
                 Output::Webhook(url) if !tenant.grants.webhooks => {
@@ -449,6 +447,9 @@ impl Deployer {
                 .clone()
                 .ok_or_else(|| Problem::invalid("this node has no outbox"))?;
             function_spec = function_spec.with_outbox(outbox, spec.outbox.iter().cloned());
+            if let Some(access) = &mut function_spec.outbox {
+                access.owner = Some(Arc::from(tenant.id.as_str()));
+            }
         }
         if !spec.models.is_empty() {
             let models = node
@@ -958,6 +959,12 @@ async fn usage(State(deployer): State<Deployer>, extensions: axum::http::Extensi
             "execution_seconds": u.execution_seconds,
             "inference_seconds": u.inference_seconds,
             "kv_bytes": kv_bytes,
+            "outbox_bytes": deployer
+                .inner
+                .node
+                .outbox
+                .as_ref()
+                .map_or(0, |o| o.owner_usage(&id).bytes),
         }));
     }
     json(StatusCode::OK, &serde_json::json!({ "usage": usage }))
@@ -997,7 +1004,7 @@ async fn create_tenant(
             .inner
             .tenants
             .create(&request.id, request.quota, request.grants)?;
-    deployer.apply_kv_quota(&tenant)?;
+    deployer.apply_quotas(&tenant)?;
     json(
         StatusCode::CREATED,
         &serde_json::json!({ "tenant": tenant_json(&tenant), "token": token }),
@@ -1059,7 +1066,7 @@ async fn update_tenant(
         .inner
         .tenants
         .update(&id, request.quota, request.grants)?;
-    deployer.apply_kv_quota(&tenant)?;
+    deployer.apply_quotas(&tenant)?;
     json(StatusCode::OK, &tenant_json(&tenant))
 }
 

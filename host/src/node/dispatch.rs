@@ -105,9 +105,11 @@ pub trait Sink: Send + Sync + 'static {
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
-    /// Stores `event` in the outbox of `uplink`; done when it is on disk.
+    /// Stores `event` in the outbox of `uplink`, counted against `owner`'s
+    /// quota (the tenant whose function sent it); done when it is on disk.
     fn uplink<'a>(
         &'a self,
+        owner: Option<&'a str>,
         uplink: &'a str,
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
@@ -464,7 +466,8 @@ impl Dispatcher {
             .events_out
             .get_or_create(&label)
             .inc_by(outputs.len() as u64);
-        self.route(function, &stage.outputs, &outputs, admission)
+        let owner = stage.tenant.as_ref().map(|t| t.id.as_str());
+        self.route(function, owner, &stage.outputs, &outputs, admission)
             .await?;
         Ok(outputs)
     }
@@ -500,6 +503,7 @@ impl Dispatcher {
     fn route<'a>(
         &'a self,
         function: &'a str,
+        owner: Option<&'a str>,
         outputs: &'a [Output],
         events: &'a [CloudEvent],
         admission: Admission,
@@ -521,7 +525,7 @@ impl Dispatcher {
                             self.output_result(function, &format!("MQTT topic {topic:?}"), sent)?;
                         }
                         Output::Uplink(uplink) => {
-                            let stored = self.sink.uplink(uplink, event).await;
+                            let stored = self.sink.uplink(owner, uplink, event).await;
                             self.output_result(function, &format!("uplink `{uplink}`"), stored)?;
                         }
                     }

@@ -77,6 +77,7 @@ pub struct Metrics {
     tenant_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     tenant_inference: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     tenant_kv_bytes: Family<TenantLabel, Gauge>,
+    tenant_outbox_bytes: Family<TenantLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -219,7 +220,14 @@ impl Default for Metrics {
             "Bytes of keys and values a tenant holds across its buckets",
             tenant_kv_bytes.clone(),
         );
+        let tenant_outbox_bytes = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "tenant_outbox_bytes",
+            "Bytes a tenant's functions hold queued in the outbox, across uplinks",
+            tenant_outbox_bytes.clone(),
+        );
         Self {
+            tenant_outbox_bytes,
             tenant_invocations,
             tenant_seconds,
             tenant_inference,
@@ -316,6 +324,11 @@ impl Metrics {
             }
         }
         if let Some(outbox) = self.outbox.get() {
+            for (tenant, usage) in outbox.owners() {
+                self.tenant_outbox_bytes
+                    .get_or_create(&TenantLabel { tenant })
+                    .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+            }
             for s in outbox.status() {
                 let label = UplinkLabel {
                     uplink: s.uplink.clone(),

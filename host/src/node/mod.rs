@@ -49,6 +49,7 @@ struct NodeSink {
 impl Sink for NodeSink {
     fn uplink<'a>(
         &'a self,
+        owner: Option<&'a str>,
         uplink: &'a str,
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
@@ -61,7 +62,7 @@ impl Sink for NodeSink {
                 .get(uplink)
                 .copied()
                 .unwrap_or((0, None));
-            outbox.send(uplink, event, priority, ttl).await?;
+            outbox.send_as(owner, uplink, event, priority, ttl).await?;
             Ok(())
         })
     }

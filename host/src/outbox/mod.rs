@@ -8,10 +8,17 @@
 //! at least once, with the event's own id stable for deduplication.
 //!
 //! Keys are `[9 - priority][sequence, big-endian]`, so the tree's order is
-//! the drain order. Values are a header (enqueue time, expiry) and the event
-//! in the CloudEvents JSON format.
+//! the drain order. Values are a header and the event in the CloudEvents
+//! JSON format. Header version 1 is the enqueue time and expiry; version 2
+//! adds the owner (the tenant whose function sent it), so a tenant's queued
+//! bytes can be counted across uplinks and held to its quota. Events
+//! without an owner are still written as version 1, and both are read.
+//!
+//! Every removal (acknowledged, discarded, expired, dropped, purged) goes
+//! through one place, which reads the owner back from the removed value, so
+//! an owner's count cannot drift from what is stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +33,7 @@ use crate::store::{Backend, Committer, Tree};
 
 /// The highest priority.
 pub const MAX_PRIORITY: u8 = 9;
+/// Version, enqueue time and expiry; version 2 follows it with the owner.
 const HEADER: usize = 17;
 
 /// What to do with a new event when the outbox is full.
@@ -84,6 +92,15 @@ pub enum OutboxError {
         events: u64,
         bytes: u64,
     },
+    #[error(
+        "tenant `{owner}` has {used} bytes queued in the outbox; an event of {size} bytes would exceed its quota of {quota} bytes (room frees as uplinks drain)"
+    )]
+    OwnerQuota {
+        owner: String,
+        used: u64,
+        size: u64,
+        quota: u64,
+    },
     #[error("the outbox failed: {0:#}")]
     Store(#[from] anyhow::Error),
 }
@@ -96,6 +113,8 @@ pub struct Entry {
     pub priority: u8,
     /// When it was sent, in ms since the Unix epoch.
     pub enqueued_ms: u64,
+    /// The tenant whose function sent it; none for the manifest's functions.
+    pub owner: Option<String>,
     /// The event, in the CloudEvents JSON format.
     pub json: Vec<u8>,
 }
@@ -148,6 +167,17 @@ struct Inner {
     backend: Arc<dyn Backend>,
     committer: Committer,
     queues: BTreeMap<String, Queue>,
+    /// What each owner has queued across every uplink, and its quota.
+    owners: Mutex<HashMap<String, OwnerUsage>>,
+}
+
+/// What one owner holds queued, across every uplink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OwnerUsage {
+    pub events: u64,
+    pub bytes: u64,
+    /// Bytes it may hold; none: only the uplinks' own limits apply.
+    pub quota: Option<u64>,
 }
 
 /// A snapshot of one uplink's queue.
@@ -186,22 +216,39 @@ fn key(priority: u8, seq: u64) -> Vec<u8> {
     k
 }
 
-fn encode(enqueued_ms: u64, expires_ms: Option<u64>, json: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER + json.len());
-    v.push(1);
+fn encode(enqueued_ms: u64, expires_ms: Option<u64>, owner: Option<&str>, json: &[u8]) -> Vec<u8> {
+    let owner = owner.map(|o| &o.as_bytes()[..o.len().min(255)]);
+    let mut v = Vec::with_capacity(HEADER + 1 + owner.map_or(0, <[u8]>::len) + json.len());
+    v.push(if owner.is_some() { 2 } else { 1 });
     v.extend_from_slice(&enqueued_ms.to_be_bytes());
     v.extend_from_slice(&expires_ms.unwrap_or(0).to_be_bytes());
+    if let Some(owner) = owner {
+        v.push(owner.len() as u8);
+        v.extend_from_slice(owner);
+    }
     v.extend_from_slice(json);
     v
+}
+
+/// The owner of a stored value and where its event starts; none when it is
+/// not one we wrote.
+fn owner_and_body(v: &[u8]) -> Option<(Option<&str>, usize)> {
+    match v.first()? {
+        1 => Some((None, HEADER)),
+        2 => {
+            let len = usize::from(*v.get(HEADER)?);
+            let owner = std::str::from_utf8(v.get(HEADER + 1..HEADER + 1 + len)?).ok()?;
+            Some((Some(owner), HEADER + 1 + len))
+        }
+        _ => None,
+    }
 }
 
 /// Splits a stored entry; none when it is not one (never written by us).
 fn decode(k: Vec<u8>, v: &[u8]) -> Option<(Entry, Option<u64>)> {
     let priority = MAX_PRIORITY.checked_sub(*k.first()?)?;
     let seq = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
-    if v.first() != Some(&1) {
-        return None;
-    }
+    let (owner, body) = owner_and_body(v)?;
     let enqueued_ms = u64::from_be_bytes(v.get(1..9)?.try_into().ok()?);
     let expires = u64::from_be_bytes(v.get(9..17)?.try_into().ok()?);
     Some((
@@ -210,7 +257,8 @@ fn decode(k: Vec<u8>, v: &[u8]) -> Option<(Entry, Option<u64>)> {
             seq,
             priority,
             enqueued_ms,
-            json: v.get(HEADER..)?.to_vec(),
+            owner: owner.map(str::to_owned),
+            json: v.get(body..)?.to_vec(),
         },
         (expires != 0).then_some(expires),
     ))
@@ -224,13 +272,20 @@ impl Outbox {
     ) -> anyhow::Result<Self> {
         let committer = Committer::new(backend.clone())?;
         let mut queues = BTreeMap::new();
+        let mut owners: HashMap<String, OwnerUsage> = HashMap::new();
         for (name, config) in uplinks {
             let tree = backend.tree(&format!("__brink/outbox/{name}"))?;
             let stats = Arc::new(QueueStats::default());
             let (mut events, mut bytes) = (0u64, 0u64);
             tree.for_each(&mut |k, v| {
+                let size = (k.len() + v.len()) as u64;
                 events += 1;
-                bytes += (k.len() + v.len()) as u64;
+                bytes += size;
+                if let Some((Some(owner), _)) = owner_and_body(v) {
+                    let usage = owners.entry(owner.to_owned()).or_default();
+                    usage.events += 1;
+                    usage.bytes += size;
+                }
                 true
             })?;
             stats.backlog_events.store(events, Ordering::Relaxed);
@@ -251,6 +306,7 @@ impl Outbox {
                 backend,
                 committer,
                 queues,
+                owners: Mutex::new(owners),
             }),
         })
     }
@@ -286,7 +342,19 @@ impl Outbox {
         priority: u8,
         ttl: Option<Duration>,
     ) -> Result<u64, OutboxError> {
-        let seq = self.append(uplink, event, priority, ttl)?;
+        self.send_as(None, uplink, event, priority, ttl).await
+    }
+
+    /// [`Outbox::send`] on behalf of `owner`, counted against its quota.
+    pub async fn send_as(
+        &self,
+        owner: Option<&str>,
+        uplink: &str,
+        event: &CloudEvent,
+        priority: u8,
+        ttl: Option<Duration>,
+    ) -> Result<u64, OutboxError> {
+        let seq = self.append_as(owner, uplink, event, priority, ttl)?;
         let ticket = self.inner.committer.ticket();
         self.inner.committer.synced(ticket).await?;
         if let Ok(queue) = self.queue(uplink) {
@@ -303,6 +371,18 @@ impl Outbox {
         priority: u8,
         ttl: Option<Duration>,
     ) -> Result<u64, OutboxError> {
+        self.append_as(None, uplink, event, priority, ttl)
+    }
+
+    /// [`Outbox::append`] on behalf of `owner`.
+    pub fn append_as(
+        &self,
+        owner: Option<&str>,
+        uplink: &str,
+        event: &CloudEvent,
+        priority: u8,
+        ttl: Option<Duration>,
+    ) -> Result<u64, OutboxError> {
         let queue = self.queue(uplink)?;
         if priority > MAX_PRIORITY {
             return Err(OutboxError::BadPriority(priority));
@@ -310,7 +390,10 @@ impl Outbox {
         let json = event::from_wit(event)
             .and_then(|e| serde_json::to_vec(&e).map_err(event::EventError::Json))
             .map_err(|e| OutboxError::BadEvent(e.to_string()))?;
-        let size = 9 + HEADER + json.len();
+        let now = now_ms();
+        let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
+        let value = encode(now, expires, owner, &json);
+        let size = 9 + value.len();
         if size > queue.config.max_event_bytes {
             return Err(OutboxError::TooLarge {
                 uplink: uplink.to_owned(),
@@ -318,19 +401,106 @@ impl Outbox {
                 limit: queue.config.max_event_bytes,
             });
         }
-        let now = now_ms();
-        let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
+        let size = size as u64;
         let _admit = queue.admit.lock().unwrap_or_else(PoisonError::into_inner);
-        self.make_room(uplink, queue, size as u64)?;
-        let seq = self.inner.backend.next_id()?;
-        let k = key(priority, seq);
-        queue.tree.insert(&k, &encode(now, expires, &json))?;
+        // The owner's room is taken before the queue's: a tenant over its
+        // quota must not make the queue drop other tenants' events.
+        if let Some(owner) = owner {
+            self.reserve(owner, size)?;
+        }
+        let stored = self.make_room(uplink, queue, size).and_then(|()| {
+            let seq = self.inner.backend.next_id()?;
+            queue.tree.insert(&key(priority, seq), &value)?;
+            Ok(seq)
+        });
+        let seq = match stored {
+            Ok(seq) => seq,
+            Err(e) => {
+                if let Some(owner) = owner {
+                    self.release(owner, size);
+                }
+                return Err(e);
+            }
+        };
         queue.stats.backlog_events.fetch_add(1, Ordering::Relaxed);
-        queue
-            .stats
-            .backlog_bytes
-            .fetch_add(size as u64, Ordering::Relaxed);
+        queue.stats.backlog_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(seq)
+    }
+
+    /// Takes `size` bytes of `owner`'s quota, or says why not.
+    fn reserve(&self, owner: &str, size: u64) -> Result<(), OutboxError> {
+        let mut owners = self
+            .inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let usage = owners.entry(owner.to_owned()).or_default();
+        if let Some(quota) = usage.quota
+            && usage.bytes.saturating_add(size) > quota
+        {
+            tracing::warn!(
+                owner,
+                used = usage.bytes,
+                quota,
+                "outbox: over the tenant's quota"
+            );
+            return Err(OutboxError::OwnerQuota {
+                owner: owner.to_owned(),
+                used: usage.bytes,
+                size,
+                quota,
+            });
+        }
+        usage.events += 1;
+        usage.bytes += size;
+        Ok(())
+    }
+
+    /// Gives back what one event of `owner`'s held.
+    fn release(&self, owner: &str, size: u64) {
+        let mut owners = self
+            .inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(usage) = owners.get_mut(owner) {
+            usage.events = usage.events.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(size);
+        }
+    }
+
+    /// Holds `owner` to `quota` bytes across every uplink (none: no quota).
+    /// What it already has queued stays; new events wait for room.
+    pub fn set_owner_quota(&self, owner: &str, quota: Option<u64>) {
+        self.inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(owner.to_owned())
+            .or_default()
+            .quota = quota;
+    }
+
+    /// What `owner` has queued across every uplink.
+    pub fn owner_usage(&self, owner: &str) -> OwnerUsage {
+        self.inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(owner)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every owner's usage, by owner.
+    pub fn owners(&self) -> BTreeMap<String, OwnerUsage> {
+        self.inner
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Refuses, or drops the oldest lowest-priority events, until an event
@@ -384,11 +554,12 @@ impl Outbox {
     fn remove(&self, queue: &Queue, entry: &Entry) -> anyhow::Result<bool> {
         let removed = queue.tree.remove(&entry.key)?;
         if let Some(old) = &removed {
+            let size = (entry.key.len() + old.len()) as u64;
             saturating_sub(&queue.stats.backlog_events, 1);
-            saturating_sub(
-                &queue.stats.backlog_bytes,
-                (entry.key.len() + old.len()) as u64,
-            );
+            saturating_sub(&queue.stats.backlog_bytes, size);
+            if let Some((Some(owner), _)) = owner_and_body(old) {
+                self.release(owner, size);
+            }
         }
         Ok(removed.is_some())
     }
@@ -652,9 +823,10 @@ mod tests {
         let outbox = open(dir.path(), QueueConfig::default())?;
         outbox.send("cloud", &event("good"), 1, None).await?;
         let queue = outbox.queue("cloud")?;
-        queue
-            .tree
-            .insert(&key(1, u64::MAX), &encode(now_ms(), None, b"not json"))?;
+        queue.tree.insert(
+            &key(1, u64::MAX),
+            &encode(now_ms(), None, None, b"not json"),
+        )?;
         let head = outbox.peek("cloud", 10)?;
         assert_eq!(head.len(), 2);
         assert!(head[1].event().is_err());
@@ -677,6 +849,90 @@ mod tests {
             (status.backlog_events, status.backlog_bytes, status.dropped),
             (0, 0, 1500)
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_owners_quota_holds_across_uplinks_frees_as_they_drain_and_survives_a_reopen()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let uplinks = || {
+            [
+                ("cloud".to_owned(), QueueConfig::default()),
+                (
+                    "backup".to_owned(),
+                    QueueConfig {
+                        max_events: 4,
+                        when_full: WhenFull::DropOldest,
+                        ..QueueConfig::default()
+                    },
+                ),
+            ]
+        };
+        let one = {
+            let outbox = Outbox::open(Arc::new(Sled::open(dir.path())?), uplinks())?;
+            outbox
+                .send_as(Some("test"), "cloud", &event("x"), 1, None)
+                .await?;
+            let size = outbox.owner_usage("test").bytes;
+            outbox.purge("cloud").await?;
+            assert_eq!(outbox.owner_usage("test"), OwnerUsage::default());
+            size
+        };
+        {
+            let outbox = Outbox::open(Arc::new(Sled::open(dir.path())?), uplinks())?;
+            outbox.set_owner_quota("acme", Some(3 * one));
+            outbox
+                .send_as(Some("acme"), "cloud", &event("a"), 1, None)
+                .await?;
+            outbox
+                .send_as(Some("acme"), "backup", &event("b"), 1, None)
+                .await?;
+            outbox
+                .send_as(Some("bolt"), "backup", &event("c"), 1, None)
+                .await?;
+            outbox.send("backup", &event("d"), 1, None).await?;
+            outbox
+                .send_as(Some("acme"), "cloud", &event("e"), 1, None)
+                .await?;
+            // Over its quota: refused with the numbers, and the full backup
+            // queue dropped nobody's event to make room for it.
+            let over = outbox
+                .send_as(Some("acme"), "backup", &event("f"), 1, None)
+                .await;
+            let refused = match &over {
+                Err(OutboxError::OwnerQuota {
+                    owner, used, quota, ..
+                }) => Some((owner.as_str(), *used, *quota)),
+                _ => None,
+            };
+            assert_eq!(refused, Some(("acme", 3 * one, 3 * one)), "{over:?}");
+            assert_eq!(ids(&outbox.peek("backup", 10)?)?, ["b", "c", "d"]);
+            assert_eq!(outbox.owner_usage("acme").events, 3);
+            // Others are not held to acme's quota.
+            outbox
+                .send_as(Some("bolt"), "cloud", &event("g"), 1, None)
+                .await?;
+            // An acknowledged event frees its owner's room.
+            let head = outbox.peek("cloud", 1)?;
+            assert_eq!(head[0].owner.as_deref(), Some("acme"));
+            outbox.ack("cloud", &head)?;
+            outbox
+                .send_as(Some("acme"), "backup", &event("h"), 1, None)
+                .await?;
+        }
+        // Counted again from what is stored, version 1 entries beside version 2.
+        let outbox = Outbox::open(Arc::new(Sled::open(dir.path())?), uplinks())?;
+        assert_eq!(outbox.owner_usage("acme").bytes, 3 * one);
+        assert_eq!(outbox.owner_usage("bolt").events, 2);
+        let backup = outbox.peek("backup", 10)?;
+        let owners: Vec<Option<&str>> = backup.iter().map(|e| e.owner.as_deref()).collect();
+        assert_eq!(owners, [Some("acme"), Some("bolt"), None, Some("acme")]);
+        outbox.discard("backup", &backup[..1])?;
+        assert_eq!(outbox.owner_usage("acme").bytes, 2 * one);
+        outbox.purge("cloud").await?;
+        outbox.purge("backup").await?;
+        assert_eq!(outbox.owners().values().map(|u| u.bytes).sum::<u64>(), 0);
         Ok(())
     }
 }

@@ -762,7 +762,11 @@ impl Subscriber {
         let mut ordered = lock(&self.ordered);
         let worker = ordered.entry(function.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(ordered_worker(self.trigger.clone(), function.to_owned(), rx));
+            tokio::spawn(ordered_worker(
+                self.trigger.clone(),
+                function.to_owned(),
+                rx,
+            ));
             tx
         });
         Some(worker.clone())
@@ -1069,11 +1073,8 @@ async fn run_subscriber(
                 acks = AckOrder::new(client.clone());
                 // A new connection: whatever was asked on the old one is
                 // asked again, and those waiting wait for this answer.
-                let waiting: Vec<SyncRequest> = subscribed
-                    .awaiting
-                    .drain(..)
-                    .flat_map(|(_, w)| w)
-                    .collect();
+                let waiting: Vec<SyncRequest> =
+                    subscribed.awaiting.drain(..).flat_map(|(_, w)| w).collect();
                 let previous = std::mem::take(&mut subscribed.filters);
                 let wanted = subscriber.wanted();
                 tracing::info!(
