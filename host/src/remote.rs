@@ -61,6 +61,8 @@ pub enum TenantCommand {
     Token { id: String },
     /// Revoke one of a tenant's tokens, by its id (`brink tenant ls` shows them).
     RevokeToken { id: String, token_id: String },
+    /// Delete a tenant with its tokens, functions and key-value buckets.
+    Rm { id: String },
 }
 
 /// `brink deploy`'s arguments.
@@ -863,6 +865,21 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                 return Ok(());
             }
             json!({ "revoked": token_id, "tenant": id })
+        }
+        TenantCommand::Rm { id } => {
+            let deleted = api
+                .call(reqwest::Method::DELETE, &format!("/v1/tenants/{id}"), None)
+                .await?;
+            if !remote.json {
+                let count = |k: &str| deleted[k].as_array().map_or(0, Vec::len);
+                println!(
+                    "deleted tenant `{id}`: {} functions, {} key-value buckets",
+                    count("functions"),
+                    count("kv_buckets")
+                );
+                return Ok(());
+            }
+            deleted
         }
     };
     println!("{answer}");

@@ -18,6 +18,8 @@ pub trait Backend: Send + Sync + Debug {
     fn tree(&self, name: &str) -> anyhow::Result<Arc<dyn Tree>>;
     /// The names of the trees that exist.
     fn tree_names(&self) -> anyhow::Result<Vec<String>>;
+    /// Deletes the tree called `name` and everything in it; whether it existed.
+    fn drop_tree(&self, name: &str) -> anyhow::Result<bool>;
     /// Makes every write so far durable (on disk, synced) before returning.
     fn flush(&self) -> anyhow::Result<()>;
     /// A number never returned before, not even before a crash; increasing.
@@ -86,6 +88,12 @@ impl Backend for Sled {
             .open_tree(name)
             .with_context(|| format!("cannot open tree `{name}`"))?;
         Ok(Arc::new(SledTree(tree)))
+    }
+
+    fn drop_tree(&self, name: &str) -> anyhow::Result<bool> {
+        self.db
+            .drop_tree(name)
+            .with_context(|| format!("cannot drop tree `{name}`"))
     }
 
     fn tree_names(&self) -> anyhow::Result<Vec<String>> {

@@ -280,6 +280,35 @@ impl Tenants {
         self.put(&record)
     }
 
+    /// Deletes `id` with its tokens and upload records: none of its tokens
+    /// authenticates from now on. Its functions and data are the caller's.
+    pub fn delete(&self, id: &str) -> Result<TenantRecord, TenantError> {
+        let record = self.get(id)?;
+        let mut hashes = Vec::new();
+        self.tokens.for_each(&mut |k, v| {
+            if serde_json::from_slice::<TokenEntry>(v).is_ok_and(|e| e.tenant == id) {
+                hashes.push(k.to_vec());
+            }
+            true
+        })?;
+        for h in hashes {
+            self.tokens.remove(&h)?;
+        }
+        let prefix = format!("{id}\0");
+        loop {
+            let page = self.uploads.scan(prefix.as_bytes(), None, 1000)?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, _) in page {
+                self.uploads.remove(&k)?;
+            }
+        }
+        self.tenants.remove(id.as_bytes())?;
+        self.backend.flush()?;
+        Ok(record)
+    }
+
     /// Updates the quota and grants of `id`.
     pub fn update(
         &self,

@@ -1206,5 +1206,12 @@ trusted_keys = ["{public}"]
     );
     let missing = brink_as(home, &["invoke", "transform"])?;
     assert_clean_failure(&missing, "404");
+    let deleted = ok(brink_as(
+        home,
+        &[&["tenant", "rm", "acme"][..], &operator[..]].concat(),
+    )?)?;
+    assert!(deleted.contains("deleted tenant `acme`"), "{deleted}");
+    // Its token, kept by `brink login`, no longer signs in.
+    assert_clean_failure(&brink_as(home, &["ls"])?, "401");
     Ok(())
 }

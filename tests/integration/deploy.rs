@@ -1702,3 +1702,75 @@ async fn a_tenants_queued_outbox_bytes_are_held_to_its_quota_and_metered() -> an
     assert_eq!(response.status(), 200, "{}", response.text().await?);
     h.node.shutdown().await
 }
+
+#[tokio::test]
+async fn deleting_a_tenant_removes_its_tokens_functions_and_state_and_spares_the_others()
+-> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    for (token, tenant) in [(&a, "acme"), (&b, "bolt")] {
+        let (status, body) = h
+            .deploy(
+                token,
+                "transform",
+                "1.0.0",
+                artifacts::TRANSFORM,
+                transform_spec(tenant, "com.example.f"),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+        let put = brink_tests::http()
+            .put(format!("{}/v1/kv/frames/f1", h.admin))
+            .bearer_auth(token)
+            .body("frame")
+            .send()
+            .await?;
+        assert_eq!(put.status(), 204);
+    }
+    let post = |tenant: &'static str| {
+        brink_tests::http()
+            .post(format!("{}/t/{tenant}/readings", h.events))
+            .header("content-type", "application/cloudevents+json")
+            .body(
+                json!({
+                    "specversion": "1.0", "id": uuid(), "source": "/test",
+                    "type": "com.example.reading", "subject": "t-1",
+                    "datacontenttype": "application/json",
+                    "data": { "device": "t-1", "value": 20.0 },
+                })
+                .to_string(),
+            )
+            .send()
+    };
+    assert!(post("acme").await?.status().is_success());
+    let tenant_url = format!("{}/v1/tenants/acme", h.admin);
+    let (status, _) = call(DELETE, &tenant_url, Some(&b), None).await?;
+    assert_eq!(status, 403, "a tenant cannot delete another");
+    let (status, body) = call(DELETE, &tenant_url, Some("operator-secret"), None).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["functions"], &body["kv_buckets"]),
+        (&json!(["transform"]), &json!(["frames"]))
+    );
+    // Its tokens, events and record are gone; deleting again finds nothing.
+    let (status, _) = call(GET, &format!("{}/v1/functions", h.admin), Some(&a), None).await?;
+    assert_eq!(status, 401);
+    assert_eq!(post("acme").await?.status(), 404);
+    for method in [GET, DELETE] {
+        let (status, _) = call(method, &tenant_url, Some("operator-secret"), None).await?;
+        assert_eq!(status, 404);
+    }
+    // The other tenant runs on, its state intact.
+    assert!(post("bolt").await?.status().is_success());
+    let (status, body) = call(GET, &format!("{}/v1/kv/frames", h.admin), Some(&b), None).await?;
+    assert_eq!((status, &body["keys"]), (200, &json!(["f1"])), "{body}");
+    // A new tenant of the same name starts empty.
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let (_, body) = call(GET, &format!("{}/v1/kv", h.admin), Some(&a), None).await?;
+    assert_eq!(body["buckets"], json!([]), "{body}");
+    let (_, body) = call(GET, &format!("{}/v1/functions", h.admin), Some(&a), None).await?;
+    assert_eq!(body["functions"], json!([]), "{body}");
+    h.node.shutdown().await
+}

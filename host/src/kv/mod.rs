@@ -294,6 +294,29 @@ impl Kv {
             .collect()
     }
 
+    /// Deletes every bucket of `namespace` with all its keys, and forgets
+    /// its usage and quota; the names of the buckets deleted. Handles to
+    /// them still held see the data gone; the caller stops their users first.
+    pub fn drop_namespace(&self, namespace: &str) -> Result<Vec<String>, KvError> {
+        let mut buckets = self
+            .inner
+            .buckets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let names = self.buckets(namespace)?;
+        for name in &names {
+            let full_name = tree_name(namespace, name);
+            buckets.remove(&full_name);
+            self.inner.backend.drop_tree(&full_name)?;
+        }
+        self.inner
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(namespace);
+        Ok(names)
+    }
+
     /// The buckets of `namespace` that exist.
     pub fn buckets(&self, namespace: &str) -> Result<Vec<String>, KvError> {
         let prefix = tree_name(namespace, "");

@@ -578,7 +578,10 @@ pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
         .route("/v1/functions/{name}/logs", get(logs))
         .route("/v1/usage", get(usage))
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/tenants/{id}", get(get_tenant).patch(update_tenant))
+        .route(
+            "/v1/tenants/{id}",
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
         .route("/v1/tenants/{id}/tokens", post(issue_token))
         .route("/v1/tenants/{id}/tokens/{token}", delete(revoke_token))
         .route("/v1/gc", post(gc))
@@ -1070,6 +1073,54 @@ async fn update_tenant(
     json(StatusCode::OK, &tenant_json(&tenant))
 }
 
+/// `DELETE /v1/tenants/{id}`: the tenant, its tokens, its functions (every
+/// version) and its key-value buckets. Events its functions already queued
+/// in the outbox are still delivered: they were accepted.
+async fn delete_tenant(
+    State(deployer): State<Deployer>,
+    Path(id): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    operator(&extensions, "manage tenants")?;
+    let _one = deployer.inner.deploys.lock().await;
+    // Its tokens stop working first, so it cannot deploy while it goes.
+    deployer.inner.tenants.delete(&id)?;
+    let mut functions = Vec::new();
+    for name in deployer.inner.registry.names(&id)? {
+        deployer.inner.registry.remove(&id, &name)?;
+        let key = route_name(&id, &name);
+        deployer.inner.node.dispatcher.uninstall(&key);
+        deployer
+            .inner
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        functions.push(name);
+    }
+    if let Some(name) = functions.first() {
+        deployer.follow_mqtt(&id, name).await;
+    }
+    let buckets = match &deployer.inner.node.kv {
+        Some(kv) => kv.drop_namespace(&kv_namespace(&id))?,
+        None => Vec::new(),
+    };
+    if let Some(outbox) = &deployer.inner.node.outbox {
+        outbox.set_owner_quota(&id, None);
+    }
+    deployer
+        .inner
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
+    tracing::info!(tenant = id, ?functions, ?buckets, "tenant deleted");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "tenant": id, "functions": functions, "kv_buckets": buckets }),
+    )
+}
+
 async fn issue_token(
     State(deployer): State<Deployer>,
     Path(id): Path<String>,
@@ -1165,6 +1216,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/tenants/{id}": {
                 "get": with(op("A tenant: quota, grants, token ids", "200"), &[&id]),
                 "patch": with(op("Change a tenant's quota or grants (operator)", "200"), &[&id]),
+                "delete": with(op("Delete a tenant with its tokens, functions and key-value buckets (operator)", "200"), &[&id]),
             },
             "/v1/tenants/{id}/tokens": {"post": with(op("Issue another token (operator)", "201"), &[&id])},
             "/v1/tenants/{id}/tokens/{token}": {"delete": with(op("Revoke a token (operator)", "204"), &[&id, &token])},
