@@ -733,18 +733,25 @@ pub async fn usage(remote: &Remote) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>10} {:>12} {:>14} {:>14} {:>12}",
-        "tenant", "functions", "invocations", "execution (s)", "inference (s)", "kv bytes"
+        "{:<24} {:>10} {:>12} {:>14} {:>14} {:>12} {:>12}",
+        "tenant",
+        "functions",
+        "invocations",
+        "execution (s)",
+        "inference (s)",
+        "kv bytes",
+        "outbox bytes"
     );
     for u in usage["usage"].as_array().into_iter().flatten() {
         println!(
-            "{:<24} {:>10} {:>12} {:>14.3} {:>14.3} {:>12}",
+            "{:<24} {:>10} {:>12} {:>14.3} {:>14.3} {:>12} {:>12}",
             u["tenant"].as_str().unwrap_or_default(),
             u["functions"],
             u["invocations"],
             u["execution_seconds"].as_f64().unwrap_or(0.0),
             u["inference_seconds"].as_f64().unwrap_or(0.0),
-            u["kv_bytes"]
+            u["kv_bytes"],
+            u["outbox_bytes"]
         );
     }
     Ok(())
@@ -808,8 +815,8 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             let list = api.call(reqwest::Method::GET, "/v1/tenants", None).await?;
             if !remote.json {
                 println!(
-                    "{:<24} {:>9} {:>10} {:>8} {:>6}  tokens",
-                    "tenant", "functions", "memory_mb", "inv/s", "kv_mb"
+                    "{:<24} {:>9} {:>10} {:>8} {:>6} {:>9}  tokens",
+                    "tenant", "functions", "memory_mb", "inv/s", "kv_mb", "outbox_mb"
                 );
                 for t in list["tenants"].as_array().into_iter().flatten() {
                     let tokens: Vec<String> = t["tokens"]
@@ -826,12 +833,13 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                         })
                         .collect();
                     println!(
-                        "{:<24} {:>9} {:>10} {:>8} {:>6}  {}",
+                        "{:<24} {:>9} {:>10} {:>8} {:>6} {:>9}  {}",
                         t["id"].as_str().unwrap_or_default(),
                         t["quota"]["max_functions"],
                         t["quota"]["max_memory_mb"],
                         t["quota"]["max_invocations_per_s"],
                         t["quota"]["max_kv_mb"],
+                        t["quota"]["max_outbox_mb"],
                         tokens.join(", ")
                     );
                 }
