@@ -389,6 +389,21 @@ impl Deployer {
         Ok(())
     }
 
+    /// Removes every version of `tenant`'s `name` and stops routing to it;
+    /// the caller holds the deploy lock.
+    fn remove(&self, tenant: &str, name: &str) -> Result<(), Problem> {
+        self.inner.registry.remove(tenant, name)?;
+        let key = route_name(tenant, name);
+        self.inner.node.dispatcher.uninstall(&key);
+        // Followers' feeds close once the last running event of it is done.
+        self.inner
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        Ok(())
+    }
+
     /// Makes the node's MQTT subscriptions follow the functions now routed.
     /// The function is live either way; a subscription the broker refuses
     /// is told in the function's log, and tried again at the next deploy or
@@ -770,17 +785,8 @@ async fn remove_function(
 ) -> Answer {
     let tenant = tenant_of(&deployer, &extensions)?;
     let _one = deployer.inner.deploys.lock().await;
-    deployer.inner.registry.remove(&tenant.id, &name)?;
-    let key = route_name(&tenant.id, &name);
-    deployer.inner.node.dispatcher.uninstall(&key);
+    deployer.remove(&tenant.id, &name)?;
     deployer.follow_mqtt(&tenant.id, &name).await;
-    // Followers' feeds close once the last running event of it is done.
-    deployer
-        .inner
-        .logs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1087,15 +1093,7 @@ async fn delete_tenant(
     deployer.inner.tenants.delete(&id)?;
     let mut functions = Vec::new();
     for name in deployer.inner.registry.names(&id)? {
-        deployer.inner.registry.remove(&id, &name)?;
-        let key = route_name(&id, &name);
-        deployer.inner.node.dispatcher.uninstall(&key);
-        deployer
-            .inner
-            .logs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key);
+        deployer.remove(&id, &name)?;
         functions.push(name);
     }
     if let Some(name) = functions.first() {

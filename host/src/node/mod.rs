@@ -351,7 +351,10 @@ impl Node {
                     kv: kv.clone(),
                     outbox: outbox.clone(),
                     models: models.clone(),
-                    mqtt: mqtt.as_ref().map(mqtt::Mqtt::subscriptions),
+                    mqtt: mqtt
+                        .as_ref()
+                        .filter(|_| tenants_use_mqtt)
+                        .map(mqtt::Mqtt::subscriptions),
                     policy,
                     auth: auth.clone(),
                     shutdown: shutdown.subscribe(),
