@@ -47,11 +47,14 @@ pub fn dead_letter_topic(function: &str) -> String {
     }
 }
 
+/// A deploy waiting for the broker's answer to its subscriptions.
+type SyncRequest = oneshot::Sender<Result<(), String>>;
+
 /// Asks the subscriber to follow the dispatcher's MQTT triggers after a
 /// function was deployed or removed at run time.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
-    requests: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+    requests: mpsc::UnboundedSender<SyncRequest>,
 }
 
 impl Subscriptions {
@@ -76,7 +79,6 @@ impl Subscriptions {
     }
 }
 
-type SyncRequest = oneshot::Sender<Result<(), String>>;
 /// Largest message the node accepts or sends.
 const MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;
 
@@ -870,7 +872,10 @@ impl Subscriber {
         let mut targets = trigger.dispatcher.mqtt_targets(&message.topic);
         // A function never gets its own dead letters: failing on one again
         // would dead-letter it again, for ever.
-        targets.retain(|function| message.topic != dead_letter_topic(function));
+        // Only dead-letter topics are formatted, not every message's.
+        if message.topic.contains("dead-letter/") {
+            targets.retain(|function| message.topic != dead_letter_topic(function));
+        }
         let decoded = binding::decode(
             Message {
                 topic: &message.topic,
