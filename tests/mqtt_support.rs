@@ -32,6 +32,14 @@ impl Mosquitto {
         Self::launch(dir, port, "", &[port])
     }
 
+    /// Starts `mosquitto` with `extra` lines of configuration (e.g.
+    /// `max_packet_size 4096`).
+    pub fn start_with(extra: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        Self::launch(dir, port, extra, &[port])
+    }
+
     /// Starts `mosquitto` with a plain listener on `port` and two TLS
     /// listeners whose certificate `pki` issued: `tls_port` (server
     /// authentication) and `mtls_port` (client certificates required).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
 use crate::cache::{self, CompileCache, Compiled};
@@ -41,6 +41,10 @@ pub struct EngineConfig {
     pub max_component_bytes: usize,
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Run slots for guests that run past one epoch tick ([`crate::sched`]);
+    /// none: one fewer than the machine's cores. A number as large as the
+    /// pool turns the fair gate off (benchmarks compare the two).
+    pub cpu_slots: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +54,7 @@ impl Default for EngineConfig {
             max_memory_bytes: 1024 * MIB,
             max_component_bytes: 64 * MIB as usize,
             cache_dir: cache::default_dir(),
+            cpu_slots: None,
         }
     }
 }
@@ -61,8 +66,11 @@ pub struct Limits {
     pub timeout: Duration,
     /// Linear memory one instance may hold, in bytes.
     pub memory_bytes: u64,
-    /// Bytes of output events one invocation may return.
+    /// Bytes of output events one invocation may return, counted as they
+    /// will travel (attributes, data and each event's JSON envelope).
     pub max_output_bytes: usize,
+    /// Output events one invocation may return.
+    pub max_outputs: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +79,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(1),
             memory_bytes: 64 * MIB,
             max_output_bytes: 4 * MIB as usize,
+            max_outputs: 1000,
         }
     }
 }
@@ -165,6 +174,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Warm instances kept idle across all functions, each holding a pool slot.
     idle: Arc<AtomicUsize>,
+    /// Run slots for guests past their first tick, shared fairly ([`crate::sched`]).
+    gate: Arc<crate::sched::CpuGate>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -205,12 +216,18 @@ impl Engine {
         capability::add_to_linker(&mut linker)?;
 
         let weak = engine.weak();
+        let gate = match config.cpu_slots {
+            Some(slots) => crate::sched::CpuGate::new(slots),
+            None => crate::sched::CpuGate::for_this_machine(),
+        };
+        let reaper = gate.clone();
         std::thread::Builder::new()
             .name("brink-epoch".into())
             .spawn(move || {
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
+                    reaper.reap();
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
@@ -221,6 +238,7 @@ impl Engine {
             cache: CompileCache::new(config.cache_dir.clone()),
             config,
             idle: Arc::new(AtomicUsize::new(0)),
+            gate,
         })
     }
 
@@ -303,6 +321,7 @@ impl Engine {
                 );
             }
         }
+        let group = Arc::from(function.split('/').next().unwrap_or_default());
         Ok(Function {
             inner: Arc::new(FunctionInner {
                 name: Arc::from(function),
@@ -317,6 +336,9 @@ impl Engine {
                 // Half the pool at most, so idle instances never starve a
                 // function that needs a fresh one.
                 max_idle: (self.config.max_instances as usize / 2).max(1),
+                log_budget: Arc::default(),
+                gate: self.gate.clone(),
+                group,
             }),
         })
     }
@@ -329,6 +351,9 @@ impl Engine {
         let limits = &spec.limits;
         if limits.timeout.is_zero() {
             return Err(bad("the time limit must be above zero".into()));
+        }
+        if limits.max_outputs == 0 {
+            return Err(bad("max_outputs must be above zero".into()));
         }
         if limits.memory_bytes < MIB {
             return Err(bad("the memory limit must be at least 1 MiB".into()));
@@ -381,6 +406,12 @@ struct FunctionInner {
     warm: Mutex<Vec<Idle>>,
     idle: Arc<AtomicUsize>,
     max_idle: usize,
+    /// Its log records per second, across its instances.
+    log_budget: Arc<crate::capability::log::LogBudget>,
+    gate: Arc<crate::sched::CpuGate>,
+    /// Whose turn its guests take at the gate: its tenant (a tenant's
+    /// functions are `<tenant>/<name>`), or itself.
+    group: Arc<str>,
 }
 
 /// A warm instance in a function's pool; leaving it (reused or dropped)
@@ -527,6 +558,11 @@ impl Function {
         drop(stale);
     }
 
+    /// Guest log records dropped over the log limits since it was loaded.
+    pub fn log_records_dropped(&self) -> u64 {
+        self.inner.log_budget.dropped()
+    }
+
     /// A fresh instance, for callers that run several events through one
     /// (benchmarks; a trap leaves it unusable).
     pub async fn instantiate(&self, event_id: &str) -> Result<Instance, InvokeError> {
@@ -547,7 +583,7 @@ impl Function {
         let state = HostState {
             table: ResourceTable::new(),
             wasi,
-            log: LogCtx::new(f.name.clone(), event_id, tap.cloned()),
+            log: LogCtx::new(f.name.clone(), event_id, tap.cloned(), f.log_budget.clone()),
             config: ConfigCtx::new(f.config.clone()),
             kv: KvCtx::new(f.spec.kv.clone()),
             outbox: OutboxCtx::new(f.spec.outbox.clone()),
@@ -559,8 +595,11 @@ impl Function {
         };
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
-        arm_deadline(&mut store, f.spec.limits.timeout);
-        let bindings = match f.pre.instantiate_async(&mut store).await {
+        let run = f.gate.run(f.group.clone());
+        arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
+        let instantiated = f.pre.instantiate_async(&mut store).await;
+        run.give_up();
+        let bindings = match instantiated {
             Ok(bindings) => bindings,
             Err(e) => {
                 return Err(match classify(self, e, &stderr) {
@@ -588,14 +627,15 @@ impl Function {
 /// Ends the guest with [`LimitExceeded::Timeout`] once `timeout` has passed;
 /// until then it yields to the executor at every epoch tick, so a busy guest
 /// cannot starve other tasks on its thread.
-fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
+fn arm_deadline(store: &mut Store<HostState>, timeout: Duration, run: Arc<crate::sched::RunState>) {
     let deadline = Instant::now() + timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
+            run.give_up();
             Err(LimitExceeded::Timeout.into())
         } else {
-            Ok(UpdateDeadline::Yield(1))
+            Ok(run.tick())
         }
     });
 }
@@ -633,6 +673,13 @@ fn classify(function: &Function, error: wasmtime::Error, stderr: &GuestOutput) -
             },
         };
     }
+    // The pool is full: the node is busy, not the function broken.
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::Busy {
+            function: name,
+            reason: full.to_string(),
+        };
+    }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return InvokeError::Exit {
             function: name,
@@ -659,7 +706,8 @@ fn returned_normally(result: &Result<Vec<CloudEvent>, InvokeError>) -> bool {
         Ok(_)
             | Err(InvokeError::Handler { .. }
                 | InvokeError::InvalidOutput { .. }
-                | InvokeError::OutputTooLarge { .. })
+                | InvokeError::OutputTooLarge { .. }
+                | InvokeError::TooManyOutputs { .. })
     )
 }
 
@@ -689,7 +737,7 @@ impl Parts {
         let event_id: Arc<str> = Arc::from(event_id);
         self.stdout.begin(&event_id);
         self.stderr.begin(&event_id);
-        self.store.data_mut().log.event_id = event_id;
+        self.store.data_mut().log.begin(event_id);
     }
 }
 
@@ -719,12 +767,14 @@ impl Instance {
     async fn call_unbounded(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let f = &self.function.inner;
         let parts = &mut self.parts;
-        arm_deadline(&mut parts.store, f.spec.limits.timeout);
+        let run = f.gate.run(f.group.clone());
+        arm_deadline(&mut parts.store, f.spec.limits.timeout, run.clone());
         let result = parts
             .bindings
             .brink_edge_handler()
             .call_handle(&mut parts.store, &event)
             .await;
+        run.give_up();
         parts.stdout.finish();
         parts.stderr.finish();
         match result {
@@ -740,7 +790,14 @@ impl Instance {
 
     fn check_outputs(&self, mut outputs: Vec<CloudEvent>) -> Result<Vec<CloudEvent>, InvokeError> {
         let f = &self.function.inner;
-        let size: usize = outputs.iter().map(event::size_of).sum();
+        if outputs.len() > f.spec.limits.max_outputs {
+            return Err(InvokeError::TooManyOutputs {
+                function: f.name.to_string(),
+                count: outputs.len(),
+                limit: f.spec.limits.max_outputs,
+            });
+        }
+        let size: usize = outputs.iter().map(event::wire_size).sum();
         if size > f.spec.limits.max_output_bytes {
             return Err(InvokeError::OutputTooLarge {
                 function: f.name.to_string(),

@@ -77,6 +77,14 @@ pub enum InvokeError {
         size: usize,
         limit: usize,
     },
+    #[error(
+        "function `{function}` returned {count} events, over its limit of {limit} per invocation (limits.max_outputs)"
+    )]
+    TooManyOutputs {
+        function: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("function `{function}` returned an invalid event #{index}: {reason}")]
     InvalidOutput {
         function: String,
@@ -99,6 +107,10 @@ pub enum InvokeError {
     },
     #[error("function `{function}` could not be instantiated: {reason}")]
     Instantiate { function: String, reason: String },
+    #[error(
+        "function `{function}` found no free instance slot ({reason}); the node is busy, retry later"
+    )]
+    Busy { function: String, reason: String },
     #[error("the key-value writes of function `{function}` could not be made durable: {reason}")]
     Durability { function: String, reason: String },
 }
@@ -110,11 +122,13 @@ impl InvokeError {
             InvokeError::Timeout { .. } => "timeout",
             InvokeError::MemoryLimit { .. } => "memory_limit",
             InvokeError::OutputTooLarge { .. } => "output_too_large",
+            InvokeError::TooManyOutputs { .. } => "too_many_outputs",
             InvokeError::InvalidOutput { .. } => "invalid_output",
             InvokeError::Trap { .. } => "trap",
             InvokeError::Exit { .. } => "exit",
             InvokeError::Handler { .. } => "handler_error",
             InvokeError::Instantiate { .. } => "instantiate",
+            InvokeError::Busy { .. } => "busy",
             InvokeError::Durability { .. } => "durability",
         }
     }
@@ -123,7 +137,7 @@ impl InvokeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             InvokeError::Handler { kind, .. } => *kind == ErrorKind::Transient,
-            InvokeError::Instantiate { .. } => true,
+            InvokeError::Instantiate { .. } | InvokeError::Busy { .. } => true,
             _ => false,
         }
     }

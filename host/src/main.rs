@@ -10,6 +10,7 @@ use brink_host::builder::{self, BuildRequest};
 use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
 use clap::{Parser, Subcommand};
 
+mod outbox_cli;
 mod remote;
 
 /// Brink: a WebAssembly edge-function host for CloudEvents.
@@ -64,8 +65,11 @@ enum Command {
     ///
     /// `brink outbox status` shows each uplink's backlog (events, bytes, age
     /// of the oldest), what was sent, retried, dropped and expired, and
-    /// whether it is connected; `brink outbox purge <uplink>` drops its backlog.
-    Outbox(OutboxArgs),
+    /// whether it is connected, and what is parked; `brink outbox purge
+    /// <uplink>` drops its backlog; `brink outbox parked <uplink>` lists the
+    /// events it refused for good, `retry` moves them back to the queue, and
+    /// `purge <uplink> --parked` drops them.
+    Outbox(outbox_cli::OutboxArgs),
     /// Make an ed25519 signing key (secret in --out; prints the public key).
     Keygen {
         #[arg(long, default_value = "brink.key")]
@@ -145,35 +149,6 @@ enum Command {
         command: remote::TenantCommand,
         #[command(flatten)]
         remote: remote::Remote,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct OutboxArgs {
-    /// The node's admin API.
-    #[arg(long, env = "BRINK_ADMIN_URL", default_value = "http://127.0.0.1:7070")]
-    admin: String,
-    /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    #[command(subcommand)]
-    command: OutboxCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum OutboxCommand {
-    /// Each uplink's backlog and counters.
-    Status {
-        /// Print the JSON the API returns instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Drop everything queued for UPLINK (asks first, unless --yes).
-    Purge {
-        uplink: String,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
     },
 }
 
@@ -344,7 +319,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
         Command::Kv(args) => kv(args),
-        Command::Outbox(args) => outbox(args),
+        Command::Outbox(args) => outbox_cli::run(args),
         Command::Keygen { out } => remote::keygen(&out),
         Command::Sign {
             component,
@@ -454,6 +429,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             timeout: Duration::from_millis(args.timeout_ms),
             memory_bytes: args.memory_mb.saturating_mul(1 << 20),
             max_output_bytes: args.max_output_kb.saturating_mul(1024),
+            ..Limits::default()
         },
         config: args.config.into_iter().collect(),
         grants: Default::default(),
@@ -831,96 +807,5 @@ fn print_names(
             writeln!(out, "{name}")?;
         }
     }
-    Ok(())
-}
-
-fn outbox(args: OutboxArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(outbox_command(args))
-}
-
-async fn outbox_command(args: OutboxArgs) -> anyhow::Result<()> {
-    let api = AdminClient::new(&args.admin, args.token.clone())?;
-    let status = async || -> anyhow::Result<serde_json::Value> {
-        let body = api.call(reqwest::Method::GET, "/v1/outbox", None).await?;
-        Ok(serde_json::from_slice(&body)?)
-    };
-    let mut stdout = std::io::stdout().lock();
-    match args.command {
-        OutboxCommand::Status { json: true } => {
-            serde_json::to_writer_pretty(&mut stdout, &status().await?)?;
-            writeln!(stdout)?;
-        }
-        OutboxCommand::Status { json: false } => {
-            let status = status().await?;
-            writeln!(
-                stdout,
-                "{:<16} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  connected",
-                "uplink",
-                "backlog",
-                "bytes",
-                "oldest",
-                "sent",
-                "retried",
-                "dropped",
-                "expired",
-                "rejected"
-            )?;
-            for u in status["uplinks"].as_array().into_iter().flatten() {
-                let n = |field: &str| u[field].as_u64().unwrap_or(0);
-                let oldest = u["oldest_age_ms"].as_u64().map_or_else(
-                    || "-".to_owned(),
-                    |ms| format!("{:.1}s", ms as f64 / 1000.0),
-                );
-                writeln!(
-                    stdout,
-                    "{:<16} {:>10} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
-                    u["uplink"].as_str().unwrap_or_default(),
-                    n("backlog_events"),
-                    n("backlog_bytes"),
-                    oldest,
-                    n("sent"),
-                    n("retried"),
-                    n("dropped"),
-                    n("expired"),
-                    n("rejected"),
-                    if u["connected"].as_bool() == Some(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                )?;
-            }
-        }
-        OutboxCommand::Purge { uplink, yes } => {
-            if !yes {
-                let status = status().await?;
-                let backlog = status["uplinks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|u| u["uplink"] == uplink.as_str())
-                    .and_then(|u| u["backlog_events"].as_u64())
-                    .with_context(|| format!("the node has no uplink `{uplink}`"))?;
-                if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                    bail!("purging drops {backlog} events for good: pass --yes to confirm");
-                }
-                eprint!("Drop the {backlog} events queued for `{uplink}` for good? [y/N] ");
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    bail!("not purged");
-                }
-            }
-            let path = format!("/v1/outbox/{}/purge", key_path(&uplink));
-            let body = api.call(reqwest::Method::POST, &path, None).await?;
-            let purged: serde_json::Value = serde_json::from_slice(&body)?;
-            writeln!(stdout, "purged {} events from `{uplink}`", purged["purged"])?;
-        }
-    }
-    stdout.flush()?;
     Ok(())
 }

@@ -307,6 +307,11 @@ pub struct UplinkSection {
     pub max_batch: Option<usize>,
     /// `max_delay_ms = 50`: how long a batch may wait to fill up.
     pub max_delay_ms: Option<u64>,
+    /// `max_event_kb = 256`: the largest event the uplink takes (its JSON
+    /// form). A larger one is parked before it is sent, instead of being
+    /// refused by the uplink; an MQTT uplink also applies the broker's own
+    /// maximum packet size from its CONNACK (MQTT 5).
+    pub max_event_kb: Option<u64>,
     /// `max_mb = 256`, `max_events = 1000000`: what the outbox may hold for this uplink.
     pub max_mb: Option<u64>,
     pub max_events: Option<u64>,
@@ -358,6 +363,9 @@ impl UplinkSection {
             max_delay: self
                 .max_delay_ms
                 .map_or(defaults.max_delay, Duration::from_millis),
+            max_event_bytes: self
+                .max_event_kb
+                .map(|kb| usize::try_from(kb.saturating_mul(1024)).unwrap_or(usize::MAX)),
             ..defaults
         }
     }
@@ -371,7 +379,10 @@ pub struct AdminSection {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
     /// `token = "…"`: a bearer token every admin call must carry; required
-    /// when `listen` is not a loopback address.
+    /// when `listen` is not a loopback address. A node with `[registry]`
+    /// and neither this nor `[admin.jwt]` makes one at first start, in the
+    /// data directory's `operator-token` (readable only by its user): where
+    /// tenants exist, a call without a token is never the operator's.
     pub token: Option<String>,
     /// `[admin.jwt]`: also accept JWTs from an identity server.
     pub jwt: Option<JwtSection>,
@@ -453,8 +464,10 @@ pub struct MqttSection {
     pub username: Option<String>,
     /// `password = "…"`
     pub password: Option<String>,
-    /// `client_id = "brink-gw-7"` [default: `brink-<random>`]. With a fixed id the
-    /// broker keeps the node's session (and queues its QoS 1 messages) across restarts.
+    /// `client_id = "brink-gw-7"` [default: `brink-<node id>`, the node id made
+    /// once and kept in the data directory's `node-id`]. The id is stable, so
+    /// the broker keeps the node's session (and queues its QoS 1 messages)
+    /// across connection drops and restarts, on MQTT 3.1.1 and 5 alike.
     pub client_id: Option<String>,
     /// `protocol = "v5"` or `"v311"`.
     #[serde(default)]
@@ -645,8 +658,10 @@ pub struct LimitsSection {
     pub memory_mb: Option<u64>,
     /// `concurrency = 8`: invocations of this function at once.
     pub concurrency: Option<u32>,
-    /// `max_output_kb = 4096`
+    /// `max_output_kb = 4096`: bytes of output events per invocation, as they travel.
     pub max_output_kb: Option<usize>,
+    /// `max_outputs = 1000`: output events per invocation.
+    pub max_outputs: Option<usize>,
 }
 
 /// Placeholders an MQTT output template may use.
@@ -814,6 +829,7 @@ impl Manifest {
             for (field, zero) in [
                 ("max_batch", u.max_batch == Some(0)),
                 ("max_mb", u.max_mb == Some(0)),
+                ("max_event_kb", u.max_event_kb == Some(0)),
                 ("max_events", u.max_events == Some(0)),
                 ("ttl_ms", u.ttl_ms == Some(0)),
             ] {
@@ -1046,6 +1062,7 @@ impl FunctionSection {
                     .limits
                     .max_output_kb
                     .map_or(defaults.max_output_bytes, |kb| kb.saturating_mul(1024)),
+                max_outputs: self.limits.max_outputs.unwrap_or(defaults.max_outputs),
             },
             config: self.config.clone(),
             grants: self.grants.clone(),

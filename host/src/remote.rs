@@ -54,6 +54,12 @@ pub enum TenantCommand {
         /// Bytes its functions may keep queued in the node's outboxes, in MiB.
         #[arg(long)]
         max_outbox_mb: Option<u64>,
+        /// Invocations of its functions running at once: its share of the pool.
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// The longest `limits.timeout_ms` its functions may ask for.
+        #[arg(long)]
+        max_timeout_ms: Option<u64>,
     },
     /// Every tenant, with quotas and token ids.
     Ls,
@@ -462,6 +468,9 @@ fn print_function_table(functions: &[Value]) {
                 .unwrap_or("-"),
             digest
         );
+        if let Some(why) = f["not_loaded"].as_str() {
+            println!("{:<24} NOT RUNNING: {why}", "");
+        }
     }
 }
 
@@ -772,6 +781,8 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             webhooks,
             topics,
             max_outbox_mb,
+            max_concurrency,
+            max_timeout_ms,
         } => {
             let mut quota = serde_json::Map::new();
             for (k, v) in [
@@ -783,6 +794,8 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                 ),
                 ("max_kv_mb", max_kv_mb),
                 ("max_outbox_mb", max_outbox_mb),
+                ("max_concurrency", max_concurrency.map(u64::from)),
+                ("max_timeout_ms", max_timeout_ms),
             ] {
                 if let Some(v) = v {
                     quota.insert(k.to_owned(), json!(v));

@@ -49,6 +49,12 @@ pub struct Quota {
     /// Bytes its functions may hold queued in the node's outboxes, across
     /// every uplink it is granted, in MiB.
     pub max_outbox_mb: u64,
+    /// Invocations of its functions running at once, across all of them:
+    /// its share of the node's instance pool. Further events wait in its
+    /// own queue, so a tenant that saturates its share never takes another's.
+    pub max_concurrency: u32,
+    /// The longest time limit (`limits.timeout_ms`) its functions may ask for.
+    pub max_timeout_ms: u64,
 }
 
 impl Default for Quota {
@@ -59,6 +65,8 @@ impl Default for Quota {
             max_invocations_per_s: 1000,
             max_kv_mb: 64,
             max_outbox_mb: 64,
+            max_concurrency: 32,
+            max_timeout_ms: 10_000,
         }
     }
 }

@@ -1215,3 +1215,126 @@ trusted_keys = ["{public}"]
     assert_clean_failure(&brink_as(home, &["ls"])?, "401");
     Ok(())
 }
+
+/// An HTTP endpoint on a free port that answers 400 to events of type
+/// `poison` and 202 to the rest, for as long as the test runs.
+fn refusing_sink() -> anyhow::Result<u16> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body its Content-Length announces.
+            loop {
+                let Ok(n) = stream.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let status = if text.contains("ce-type: poison") {
+                "400 Bad Request"
+            } else {
+                "202 Accepted"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    Ok(port)
+}
+
+#[test]
+fn an_event_the_uplink_refuses_is_listed_retried_and_purged_with_brink_outbox() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port, sink) = (free_port()?, free_port()?, refusing_sink()?);
+    let manifest = dir.path().join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "brink_manifest_version = 1\ndata_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[uplink.cloud]\nhttp = \"http://127.0.0.1:{sink}/ingest\"\nmax_delay_ms = 10\n[function.to-cloud]\nsource = {:?}\ntriggers = [{{ http = \"/cloud\" }}]\noutputs = [{{ uplink = \"cloud\" }}]\n",
+            artifacts::ECHO
+        ),
+    )?;
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let event = |id: &str, ty: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{ty}","datacontenttype":"application/json","data":{{"v":1}}}}"#
+        )
+    };
+    for (id, ty) in [("p1", "poison"), ("ok1", "fine")] {
+        assert_eq!(
+            http(http_port, "POST", "/events/cloud", &event(id, ty))?.0,
+            202
+        );
+    }
+    let outbox = |args: &[&str]| -> anyhow::Result<Output> {
+        let mut all = vec!["outbox", "--admin", admin.as_str()];
+        all.extend_from_slice(args);
+        brink(&cache, &all)
+    };
+    let parked = || -> anyhow::Result<serde_json::Value> {
+        let out = outbox(&["parked", "cloud", "--json"])?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while parked()?["parked"].as_array().map_or(0, Vec::len) != 1 {
+        assert!(std::time::Instant::now() < deadline, "nothing parked");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let table = String::from_utf8(outbox(&["parked", "cloud"])?.stdout)?;
+    assert!(
+        table.lines().any(|l| l.contains("p1") && l.contains("400")),
+        "{table}"
+    );
+    let status = String::from_utf8(outbox(&["status"])?.stdout)?;
+    assert!(
+        status.lines().next().is_some_and(|h| h.contains("parked")),
+        "{status}"
+    );
+    // Retry sends it again; the sink still refuses, so it is parked again.
+    let out = outbox(&["retry", "cloud"])?;
+    assert_eq!(
+        String::from_utf8(out.stdout)?,
+        "moved 1 parked events back to `cloud`'s queue\n"
+    );
+    // Purging asks first; without a terminal it needs --yes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = outbox(&["purge", "cloud", "--parked"])?;
+        if stderr(&out).contains("purging drops 1 parked events") {
+            assert_clean_failure(&out, "purging drops 1 parked events for good: pass --yes");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = outbox(&["purge", "cloud", "--parked", "--yes"])?;
+    assert_eq!(
+        String::from_utf8(out.stdout)?,
+        "purged 1 parked events from `cloud`\n"
+    );
+    assert_eq!(parked()?["parked"], serde_json::json!([]));
+    Ok(())
+}

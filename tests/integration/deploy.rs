@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use brink_host::node::Node;
 use brink_registry::SecretKey;
@@ -59,7 +60,7 @@ token = "operator-secret"
 }
 
 /// A call's status and JSON body (null when empty or not JSON).
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
@@ -757,6 +758,197 @@ async fn a_new_version_goes_live_under_load_without_losing_or_repeating_events()
 }
 
 #[tokio::test]
+async fn a_key_removed_from_trusted_keys_no_longer_activates_rolls_back_or_restores_what_it_signed()
+-> anyhow::Result<()> {
+    let (k1, k2) = (SecretKey::generate()?, SecretKey::generate()?);
+    let trusting = |keys: &[&SecretKey]| {
+        let list: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{:?}", k.public().to_string()))
+            .collect();
+        format!("[registry]\ntrusted_keys = [{}]\n", list.join(", "))
+    };
+    let data = tempfile::tempdir()?;
+    let digest = brink_registry::digest(&std::fs::read(artifacts::TRANSFORM)?);
+    let signed = |k: &SecretKey, version: &str| -> anyhow::Result<Value> {
+        Ok(json!([serde_json::to_value(k.sign(
+            &digest,
+            "transform",
+            version
+        ))?]))
+    };
+    let h = host(&trusting(&[&k1, &k2]), Some(data.path())).await?;
+    let token = h.tenant("acme", json!({}), json!({})).await?;
+    for (version, key) in [("1.0.0", &k1), ("2.0.0", &k2), ("3.0.0", &k1)] {
+        let (status, body) = h
+            .deploy(
+                &token,
+                "transform",
+                version,
+                artifacts::TRANSFORM,
+                transform_spec("acme", &format!("v{version}")),
+                signed(key, version)?,
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    h.node.shutdown().await?;
+
+    // The operator stops trusting k1; the active 3.0.0 was signed by k1.
+    let h = host(&trusting(&[&k2]), Some(data.path())).await?;
+    let (status, _) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!(status, 404, "a version the policy refuses is not restored");
+    let function = format!("{}/v1/functions/transform", h.admin);
+    let (_, view) = call(GET, &function, Some(&token), None).await?;
+    let why = view["not_loaded"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("3.0.0") && why.contains("does not trust"),
+        "{view}"
+    );
+    // Activating k1's 1.0.0 is refused with the reason.
+    let (status, body) = call(
+        POST,
+        &format!("{function}/activate"),
+        Some(&token),
+        Some(json!({ "version": "1.0.0" })),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("signature policy")),
+        "{body}"
+    );
+    // k2's 2.0.0 still activates, and the node serves it.
+    let (status, body) = call(
+        POST,
+        &format!("{function}/activate"),
+        Some(&token),
+        Some(json!({ "version": "2.0.0" })),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("not_loaded").is_none(), "{body}");
+    let (status, out) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!(
+        (status, out["type"].as_str()),
+        (200, Some("v2.0.0")),
+        "{out}"
+    );
+    // Rolling back to k1's 3.0.0 is refused, and 2.0.0 keeps running.
+    let (status, body) = call(POST, &format!("{function}/rollback"), Some(&token), None).await?;
+    assert_eq!(status, 403, "{body}");
+    let (status, out) = h.invoke(&token, "transform", 1.0).await?;
+    assert_eq!(
+        (status, out["type"].as_str()),
+        (200, Some("v2.0.0")),
+        "{out}"
+    );
+    h.node.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_exhaust_the_pool_or_outlast_its_time_quota_and_its_neighbour_keeps_working()
+-> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let a = h
+        .tenant(
+            "acme",
+            json!({ "max_concurrency": 4, "max_timeout_ms": 1500, "max_invocations_per_s": 0 }),
+            json!({}),
+        )
+        .await?;
+    let b = h.tenant("bolt", json!({}), json!({})).await?;
+    let spinner =
+        |limits: Value| json!({ "triggers": [{ "http": "/t/acme/spin" }], "limits": limits });
+    // A deploy may not ask for more than the quota.
+    for (limits, says) in [
+        (
+            json!({ "concurrency": 400 }),
+            "quota of 4 invocations at once",
+        ),
+        (json!({ "timeout_ms": 15000 }), "quota of 1500 ms"),
+    ] {
+        let (status, body) = h
+            .deploy(
+                &a,
+                "spin",
+                "1.0.0",
+                artifacts::FIXTURE_SPIN_LOOP,
+                spinner(limits),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{body}"
+        );
+    }
+    // Two functions of 4 each: together still only the tenant's 4 at once.
+    for name in ["spin", "spin2"] {
+        let (status, body) = h
+            .deploy(
+                &a,
+                name,
+                "1.0.0",
+                artifacts::FIXTURE_SPIN_LOOP,
+                json!({ "limits": { "concurrency": 4, "timeout_ms": 1000 } }),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = h
+        .deploy(
+            &b,
+            "transform",
+            "1.0.0",
+            artifacts::TRANSFORM,
+            transform_spec("bolt", "b"),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    // acme floods both spinners; every call ends by its deadline, waits in
+    // acme's queue or is refused as busy: none is a 502 about the pool.
+    let flood: Vec<_> = (0..24)
+        .map(|i| {
+            let h = h.admin.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                let name = if i % 2 == 0 { "spin" } else { "spin2" };
+                let response = brink_tests::http()
+                    .post(format!("{h}/v1/functions/{name}/invoke"))
+                    .bearer_auth(&a)
+                    .header("content-type", "application/cloudevents+json")
+                    .body(json!({"specversion": "1.0", "id": format!("s{i}"), "source": "/t", "type": "t"}).to_string())
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                let body = response.text().await?;
+                anyhow::Ok((status, body))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile bolt's calls all go through.
+    for _ in 0..10 {
+        let (status, out) = h.invoke(&b, "transform", 1.0).await?;
+        assert_eq!(status, 200, "{out}");
+    }
+    for call in flood {
+        let (status, body) = call.await??;
+        assert!(
+            !body.contains("concurrent limit") && status != 200,
+            "{status}: {body}"
+        );
+    }
+    h.node.shutdown().await
+}
+
+#[tokio::test]
 async fn deployments_and_tenants_survive_a_node_restart() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let h = host("[registry]\n", Some(data.path())).await?;
@@ -1201,6 +1393,7 @@ async fn jwts_from_the_identity_server_act_as_the_operator_or_a_tenant() -> anyh
 
     // Refused, each with the reason in the problem's detail.
     let expired = claims(json!({ "brink_tenant": "acme", "exp": now_s() - 3600 }));
+    let not_yet_valid = claims(json!({ "brink_tenant": "acme", "nbf": now_s() + 3600 }));
     let other_issuer = claims(json!({ "brink_tenant": "acme", "iss": "https://evil.test" }));
     let other_audience = claims(json!({ "brink_tenant": "acme", "aud": "grafana" }));
     let unknown_tenant = claims(json!({ "brink_tenant": "nobody" }));
@@ -1223,6 +1416,7 @@ async fn jwts_from_the_identity_server_act_as_the_operator_or_a_tenant() -> anyh
     };
     for (token, says) in [
         (current.sign("EdDSA", &expired), "ExpiredSignature"),
+        (current.sign("EdDSA", &not_yet_valid), "ImmatureSignature"),
         (current.sign("EdDSA", &other_issuer), "InvalidIssuer"),
         (current.sign("EdDSA", &other_audience), "InvalidAudience"),
         (
@@ -1399,8 +1593,11 @@ async fn key_value_bytes_and_inference_time_are_held_to_quota_and_metered_per_te
     let execution = acme["execution_seconds"].as_f64().unwrap_or_default();
     assert!(inference > 0.0 && inference < execution, "{usage}");
     assert_eq!(bolt["inference_seconds"], 0.0, "{usage}");
+    // Tenants' figures are the operator's to read, on the admin listener;
+    // the public /metrics, which needs no token, names no tenant.
     let metrics = brink_tests::http()
-        .get(format!("http://{}/metrics", h.node.http_addr()))
+        .get(format!("{}/v1/metrics", h.admin))
+        .bearer_auth("operator-secret")
         .send()
         .await?
         .text()
@@ -1408,9 +1605,25 @@ async fn key_value_bytes_and_inference_time_are_held_to_quota_and_metered_per_te
     for line in [
         "brink_tenant_kv_bytes{tenant=\"acme\"}",
         "brink_tenant_inference_seconds_total{tenant=\"acme\"}",
+        "brink_events_in_total{function=\"acme/",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    let public = brink_tests::http()
+        .get(format!("http://{}/metrics", h.node.http_addr()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for tenant in ["acme", "bolt"] {
+        assert!(
+            !public.contains(tenant),
+            "{tenant} named publicly:\n{public}"
+        );
+    }
+    assert!(public.contains("brink_mqtt_connected"), "{public}");
+    let (status, _) = call(GET, &format!("{}/v1/metrics", h.admin), Some(&a), None).await?;
+    assert_eq!(status, 403, "a tenant reads no one's metrics");
     h.node.shutdown().await
 }
 
@@ -1677,7 +1890,8 @@ async fn a_tenants_queued_outbox_bytes_are_held_to_its_quota_and_metered() -> an
     assert!((900 << 10..=1 << 20).contains(&acme), "{acme}");
     assert!(usage(b.clone()).await? > 1200 << 10);
     let metrics = brink_tests::http()
-        .get(format!("http://{}/metrics", h.node.http_addr()))
+        .get(format!("{}/v1/metrics", h.admin))
+        .bearer_auth("operator-secret")
         .send()
         .await?
         .text()

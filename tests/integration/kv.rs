@@ -658,3 +658,55 @@ async fn the_background_sweeper_removes_expired_keys_by_itself() -> anyhow::Resu
     assert_eq!(bucket.list("", None)?, (vec!["stays".to_owned()], None));
     Ok(())
 }
+
+#[tokio::test]
+async fn reading_a_bucket_that_does_not_exist_is_a_404_and_creates_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = format!(
+        "brink_manifest_version = 1\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n\n[function.enrich]\nsource = {:?}\nkv = [\"devices\"]\n",
+        dir.path().display().to_string(),
+        artifacts::ENRICH,
+    );
+    let node = brink_tests::start_node(&text).await?;
+    let admin = node
+        .admin_addr()
+        .ok_or_else(|| anyhow::anyhow!("no admin API"))?;
+    let client = brink_tests::http();
+    let buckets = || node.kv().map(|kv| kv.buckets("default")).transpose();
+    let before = buckets()?;
+    for i in 0..100 {
+        let (method, path) = match i % 3 {
+            0 => (reqwest::Method::GET, format!("/v1/kv/made-up-{i}")),
+            1 => (reqwest::Method::GET, format!("/v1/kv/made-up-{i}/key")),
+            _ => (reqwest::Method::DELETE, format!("/v1/kv/made-up-{i}/key")),
+        };
+        let response = client
+            .request(method.clone(), format!("http://{admin}{path}"))
+            .bearer_auth("t0ken")
+            .send()
+            .await?;
+        assert_eq!(response.status(), 404, "{method} {path}");
+        let problem: Value = serde_json::from_slice(&response.bytes().await?)?;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no bucket `made-up-")),
+            "{problem}"
+        );
+    }
+    assert_eq!(buckets()?, before, "reads created buckets");
+    // A write creates the bucket; then it reads as any other.
+    let url = format!("http://{admin}/v1/kv/made-up-0/k");
+    let put = client
+        .put(&url)
+        .bearer_auth("t0ken")
+        .body("v")
+        .send()
+        .await?;
+    assert_eq!(put.status(), 204);
+    let got = client.get(&url).bearer_auth("t0ken").send().await?;
+    assert_eq!(got.status(), 200);
+    assert_eq!(buckets()?.map(|b| b.len()), before.map(|b| b.len() + 1));
+    node.shutdown().await?;
+    Ok(())
+}

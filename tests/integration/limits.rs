@@ -240,3 +240,94 @@ async fn hostile_and_healthy_invocations_run_side_by_side() -> anyhow::Result<()
     }
     Ok(())
 }
+
+fn flood_event(id: &str, flood: serde_json::Value) -> brink_host::bindings::CloudEvent {
+    let mut event = reading(id, "t-1", 1.0);
+    event.data = Some(flood.to_string().into_bytes());
+    event
+}
+
+#[tokio::test]
+async fn a_flood_of_tiny_outputs_is_held_to_the_output_count_and_its_size_as_it_travels()
+-> anyhow::Result<()> {
+    let flood = load(
+        limited(
+            "flood",
+            Limits {
+                max_output_bytes: 64 * 1024,
+                ..Limits::default()
+            },
+        ),
+        artifacts::FIXTURE_FLOOD,
+    )?;
+    // Over the count: refused whatever their size.
+    let err = flood
+        .invoke(flood_event("many", serde_json::json!({ "outputs": 5000 })))
+        .await
+        .err();
+    match &err {
+        Some(e @ InvokeError::TooManyOutputs { count, limit, .. }) => {
+            assert_eq!((*count, *limit), (5000, 1000));
+            assert_eq!(e.kind(), "too_many_outputs");
+            assert!(e.to_string().contains("limits.max_outputs"), "{e}");
+        }
+        other => panic!("expected too many outputs, got {other:?}"),
+    }
+    // 900 empty events are 4.5 kB of attributes but over 64 KiB as they
+    // travel (each gets an envelope and a generated id).
+    let err = flood
+        .invoke(flood_event("big", serde_json::json!({ "outputs": 900 })))
+        .await
+        .err();
+    assert!(
+        matches!(err, Some(InvokeError::OutputTooLarge { size, .. }) if size > 64 * 1024),
+        "{err:?}"
+    );
+    // Within both limits, the outputs come back with ids.
+    let out = flood
+        .invoke(flood_event("few", serde_json::json!({ "outputs": 100 })))
+        .await?;
+    assert_eq!(out.len(), 100);
+    assert!(out.iter().all(|e| e.id.len() == 36));
+    host_still_serves().await
+}
+
+#[tokio::test]
+async fn a_log_flood_is_cut_per_invocation_and_per_second_and_counted() -> anyhow::Result<()> {
+    use brink_host::capability::log::{LogTap, MAX_RECORDS_PER_INVOCATION, MAX_RECORDS_PER_SECOND};
+    let tap = LogTap::new();
+    let mut spec = FunctionSpec::new("flood");
+    spec.logs = Some(tap.clone());
+    let flood = load(spec, artifacts::FIXTURE_FLOOD)?;
+    let (_, mut feed) = tap.follow();
+    let started = std::time::Instant::now();
+    // 5 invocations each try 20,000 records of 1 kB (100 MB in all).
+    for i in 0..5 {
+        let attempt = serde_json::json!({ "logs": 20_000, "log_bytes": 1000 });
+        let out = flood
+            .invoke(flood_event(&format!("log-{i}"), attempt))
+            .await?;
+        assert!(out.is_empty(), "the function itself is not failed");
+    }
+    let elapsed = started.elapsed();
+    let mut per_event = std::collections::BTreeMap::<String, u32>::new();
+    while let Ok(record) = feed.try_recv() {
+        if record.source == "log" {
+            *per_event.entry(record.event_id).or_default() += 1;
+        }
+    }
+    let written: u32 = per_event.values().sum();
+    assert!(
+        per_event.values().all(|n| *n <= MAX_RECORDS_PER_INVOCATION),
+        "{per_event:?}"
+    );
+    // One second's budget, plus one more for each second the loop took.
+    let windows = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX) + 1;
+    assert!(
+        written <= MAX_RECORDS_PER_SECOND.saturating_mul(windows),
+        "{written} records in {elapsed:?}"
+    );
+    assert!(written >= MAX_RECORDS_PER_INVOCATION, "{per_event:?}");
+    assert_eq!(flood.log_records_dropped(), 100_000 - u64::from(written));
+    host_still_serves().await
+}

@@ -397,8 +397,17 @@ async fn two_hosts_on_one_mosquitto_split_a_shared_subscription_with_none_lost()
         "url = \"mqtt://127.0.0.1:{}\"\nshared_group = \"line-1\"",
         broker.port
     );
-    let first = start(&echo_app(&mqtt, 8)).await?;
-    let second = start(&echo_app(&mqtt, 8)).await?;
+    // Two nodes: each its own data directory, so its own node id and session.
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let node = |dir: &tempfile::TempDir| {
+        format!(
+            "data_dir = {:?}\n{}",
+            dir.path().display().to_string(),
+            echo_app(&mqtt, 8)
+        )
+    };
+    let first = start(&node(&dirs[0])).await?;
+    let second = start(&node(&dirs[1])).await?;
     let mut out = Client5::connect(broker.port, &["out/#"]).await?;
     let mut producer = Client5::connect(broker.port, &[]).await?;
     let n = 400;

@@ -22,22 +22,121 @@ pub const INTERFACES: &[&str] = &[
     "brink:edge/log@0.1.2",
 ];
 
-/// Who is logging: the function and the event being handled.
+/// Log records one invocation may write; later ones are dropped and counted.
+pub const MAX_RECORDS_PER_INVOCATION: u32 = 100;
+/// Log records one function may write per second, across all its instances.
+pub const MAX_RECORDS_PER_SECOND: u32 = 200;
+
+/// Who is logging: the function and the event being handled, and what this
+/// invocation has written so far.
 #[derive(Debug, Clone)]
 pub struct LogCtx {
     pub(crate) function: Arc<str>,
     pub(crate) event_id: Arc<str>,
     pub(crate) tap: Option<LogTap>,
+    budget: Arc<LogBudget>,
+    written: u32,
 }
 
 impl LogCtx {
-    /// The context for one invocation.
-    pub fn new(function: Arc<str>, event_id: Arc<str>, tap: Option<LogTap>) -> Self {
+    /// The context for one invocation of a function whose records per
+    /// second `budget` holds.
+    pub fn new(
+        function: Arc<str>,
+        event_id: Arc<str>,
+        tap: Option<LogTap>,
+        budget: Arc<LogBudget>,
+    ) -> Self {
         Self {
             function,
             event_id,
             tap,
+            budget,
+            written: 0,
         }
+    }
+
+    /// A warm instance starts its next invocation: `event_id`, and a fresh
+    /// per-invocation count.
+    pub(crate) fn begin(&mut self, event_id: Arc<str>) {
+        self.event_id = event_id;
+        self.written = 0;
+    }
+}
+
+/// One function's log rate: a window of one second shared by all its
+/// instances, and what was dropped. A guest that floods its log loses its
+/// own records, never the host's disk or its neighbours' log lines.
+#[derive(Debug)]
+pub struct LogBudget {
+    window: Mutex<Window>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: std::time::Instant,
+    written: u32,
+    dropped: u64,
+    /// Whether this window's drops were already reported.
+    said: bool,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            window: Mutex::new(Window {
+                start: std::time::Instant::now(),
+                written: 0,
+                dropped: 0,
+                said: false,
+            }),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogBudget {
+    /// Records dropped since the function was loaded.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether one more record fits in this second; `over_invocation` says
+    /// the invocation already used its own share. A drop is said once per
+    /// window, with the count of the window before.
+    fn admit(&self, function: &str, over_invocation: bool) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        if window.start.elapsed() >= std::time::Duration::from_secs(1) {
+            if window.dropped > 0 {
+                tracing::warn!(
+                    function,
+                    dropped = window.dropped,
+                    "guest log: records dropped in the last window (limits: {MAX_RECORDS_PER_INVOCATION} per invocation, {MAX_RECORDS_PER_SECOND} per second)"
+                );
+            }
+            *window = Window {
+                start: std::time::Instant::now(),
+                written: 0,
+                dropped: 0,
+                said: false,
+            };
+        }
+        if !over_invocation && window.written < MAX_RECORDS_PER_SECOND {
+            window.written += 1;
+            return true;
+        }
+        window.dropped += 1;
+        self.dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !window.said {
+            window.said = true;
+            tracing::warn!(
+                function,
+                "guest log: dropping records over {MAX_RECORDS_PER_INVOCATION} per invocation or {MAX_RECORDS_PER_SECOND} per second; counting them instead"
+            );
+        }
+        false
     }
 }
 
@@ -164,6 +263,11 @@ const MAX_MESSAGE: usize = 8 * 1024;
 
 impl log::Host for LogCtx {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let over_invocation = self.written >= MAX_RECORDS_PER_INVOCATION;
+        if !self.budget.admit(&self.function, over_invocation) {
+            return Ok(());
+        }
+        self.written += 1;
         let message = truncate(&message, MAX_MESSAGE);
         let (function, event_id) = (&*self.function, &*self.event_id);
         if let Some(tap) = &self.tap {

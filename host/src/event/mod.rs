@@ -317,6 +317,38 @@ pub fn size_of(event: &CloudEvent) -> usize {
         + event.data.as_ref().map_or(0, Vec::len)
 }
 
+/// What each event costs beyond its attributes' and data's bytes as it
+/// travels in the JSON format: the names, quotes and separators of the
+/// required attributes, and an id of 36 when the host must make one.
+const ENVELOPE: usize = 64;
+
+/// The bytes `event` takes as it will travel, from above: [`size_of`] plus
+/// its JSON envelope, a generated id, each optional attribute's and
+/// extension's name and punctuation, and base64 for binary data. Counting
+/// this, not [`size_of`], keeps a flood of empty events from passing an
+/// output limit that their serialised form is many times over.
+pub fn wire_size(event: &CloudEvent) -> usize {
+    let optional = [
+        &event.subject,
+        &event.time,
+        &event.datacontenttype,
+        &event.dataschema,
+    ]
+    .iter()
+    .filter(|a| a.is_some())
+    .count();
+    let data = event
+        .data
+        .as_ref()
+        .map_or(0, |d| d.len().div_ceil(3) * 4 - d.len());
+    size_of(event)
+        + ENVELOPE
+        + if event.id.is_empty() { 36 } else { 0 }
+        + optional * 20
+        + event.extensions.len() * 6
+        + data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

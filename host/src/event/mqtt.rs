@@ -185,10 +185,133 @@ pub fn encode(event: &CloudEvent, mode: OutputMode, v5: bool) -> Result<Outgoing
     }
 }
 
+/// The longest string MQTT can carry (a topic, a content type, a user
+/// property's name or value): its length is a 16-bit number.
+pub const MAX_STRING: usize = 65_535;
+
+/// Bytes a variable byte integer of `n` takes (MQTT's remaining length and
+/// property length).
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Checks a QoS 1 PUBLISH of `message` on `topic` against the protocol's
+/// limits and the peer's `max_packet` size, before anything is written: an
+/// encoder that wrote a longer string would corrupt the packet, and the
+/// broker would drop the connection with every other message on it. `Err`
+/// names the limit; the message can never be sent as it is.
+pub fn check_limits(
+    topic: &str,
+    message: &Outgoing,
+    v5: bool,
+    max_packet: usize,
+) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("the topic is empty".into());
+    }
+    if topic.len() > MAX_STRING {
+        return Err(format!(
+            "the topic is {} bytes, over MQTT's limit of {MAX_STRING}",
+            topic.len()
+        ));
+    }
+    let mut properties = 0;
+    if v5 {
+        if let Some(ct) = &message.content_type {
+            if ct.len() > MAX_STRING {
+                return Err(format!(
+                    "the content type is {} bytes, over MQTT's limit of {MAX_STRING}",
+                    ct.len()
+                ));
+            }
+            properties += 3 + ct.len();
+        }
+        for (name, value) in &message.user_properties {
+            if let Some(long) = [name, value].into_iter().find(|s| s.len() > MAX_STRING) {
+                return Err(format!(
+                    "user property `{}` has a {} byte {}, over MQTT's limit of {MAX_STRING}",
+                    name.get(..name.len().min(64)).unwrap_or("?"),
+                    long.len(),
+                    if long == name { "name" } else { "value" }
+                ));
+            }
+            properties += 5 + name.len() + value.len();
+        }
+        properties += varint_len(properties);
+    }
+    // Topic, packet id, properties, payload; then the fixed header.
+    let remaining = 2 + topic.len() + 2 + properties + message.payload.len();
+    let packet = 1 + varint_len(remaining) + remaining;
+    if packet > max_packet {
+        return Err(format!(
+            "the message is {packet} bytes, over the broker's maximum packet size of {max_packet}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cloudevents::event::AttributesReader;
+
+    #[test]
+    fn oversized_strings_and_packets_are_refused_before_anything_is_written() {
+        let message = |ct: Option<String>, props: Vec<(String, String)>, payload: usize| Outgoing {
+            payload: vec![b'x'; payload],
+            content_type: ct,
+            user_properties: props,
+        };
+        let ok = message(
+            Some("application/json".into()),
+            vec![("id".into(), "1".into())],
+            10,
+        );
+        assert_eq!(check_limits("a/b", &ok, true, 1024), Ok(()));
+        let long = "s".repeat(MAX_STRING + 1);
+        let cases = [
+            (long.clone(), ok.clone(), "the topic is 65536 bytes"),
+            (
+                "a".into(),
+                message(Some(long.clone()), vec![], 0),
+                "content type",
+            ),
+            (
+                "a".into(),
+                message(None, vec![("subject".into(), long.clone())], 0),
+                "user property `subject` has a 65536 byte value",
+            ),
+            (
+                "a".into(),
+                message(None, vec![(long.clone(), "v".into())], 0),
+                "byte name",
+            ),
+            (
+                "a".into(),
+                message(None, vec![], 2000),
+                "maximum packet size of 1024",
+            ),
+            (String::new(), ok.clone(), "the topic is empty"),
+        ];
+        for (topic, m, why) in cases {
+            let err = check_limits(&topic, &m, true, 1024)
+                .err()
+                .unwrap_or_default();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        // MQTT 3.1.1 sends no properties, so only the topic and size count.
+        let v4 = message(Some(long), vec![], 10);
+        assert_eq!(check_limits("a", &v4, false, 1024), Ok(()));
+        // Exactly at the limit passes; one byte over does not.
+        let exact = message(None, vec![], 1024 - 1 - 2 - 2 - 1 - 2 - 1);
+        assert_eq!(check_limits("a", &exact, true, 1024), Ok(()));
+        assert!(check_limits("ab", &exact, true, 1024).is_err());
+    }
 
     fn plain() -> PlainPolicy {
         PlainPolicy {

@@ -58,6 +58,8 @@ pub enum KvError {
     AccessDenied(String),
     #[error("`{0}` is not a valid bucket name (1 to 64 characters: a-z, 0-9, `-`, `_`, `.`)")]
     BadBucketName(String),
+    #[error("there is no bucket `{0}`; a value written to it creates it")]
+    NoSuchBucket(String),
     #[error("a key of {len} bytes is over the limit of {limit} bytes")]
     KeyTooLong { len: usize, limit: usize },
     #[error("keys must not be empty")]
@@ -214,6 +216,24 @@ impl Kv {
             tree_name: Arc::from(full_name),
             state,
         })
+    }
+
+    /// Bucket `name` of `namespace` if it exists, else [`KvError::NoSuchBucket`]:
+    /// a read never creates a bucket, so reads of made-up names cannot grow
+    /// a namespace's bucket list past any quota.
+    pub fn existing_bucket(&self, namespace: &str, name: &str) -> Result<Bucket, KvError> {
+        check_bucket_name(name)?;
+        let full_name = tree_name(namespace, name);
+        let open = self
+            .inner
+            .buckets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&full_name);
+        if !open && !self.inner.backend.tree_names()?.contains(&full_name) {
+            return Err(KvError::NoSuchBucket(name.to_owned()));
+        }
+        self.bucket(namespace, name)
     }
 
     /// The usage of `namespace`, counted on first use; the caller holds the

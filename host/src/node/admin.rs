@@ -10,8 +10,14 @@
 //! - `GET /v1/kv/{bucket}/{key}`: the value's bytes (404 when absent)
 //! - `PUT /v1/kv/{bucket}/{key}?ttl_ms=`: sets it to the body (204)
 //! - `DELETE /v1/kv/{bucket}/{key}`: removes it (204)
+//! - `GET /v1/metrics`: every metric, tenants' included (operator); the public
+//!   listener's `/metrics` has node-wide figures only
 //! - `GET /v1/outbox`: every uplink's queue: backlog, counters, connected
 //! - `POST /v1/outbox/{uplink}/purge`: drops everything queued for it, `{"purged": n}`
+//! - `GET /v1/outbox/{uplink}/parked`: the events it refused for good,
+//!   with the reason and the time (a tenant sees only its own)
+//! - `POST /v1/outbox/{uplink}/parked/retry`, `.../parked/purge`: moves them
+//!   back to the queue, or drops them; a body `{"seqs": [..]}` picks some
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +40,20 @@ use crate::outbox::{Outbox, OutboxError};
 struct AdminState {
     kv: Option<Kv>,
     outbox: Option<Outbox>,
+    metrics: Arc<super::metrics::Metrics>,
     namespace: Arc<str>,
     auth: Auth,
 }
 
 /// The admin routes over `kv` and `outbox` (none: the node has none), for
 /// callers `auth` lets in.
-pub fn router(kv: Option<Kv>, outbox: Option<Outbox>, namespace: &str, auth: Auth) -> Router {
+pub fn router(
+    kv: Option<Kv>,
+    outbox: Option<Outbox>,
+    metrics: Arc<super::metrics::Metrics>,
+    namespace: &str,
+    auth: Auth,
+) -> Router {
     let max_body = kv
         .as_ref()
         .map_or(1 << 20, |kv| kv.config().max_value_bytes)
@@ -48,6 +61,7 @@ pub fn router(kv: Option<Kv>, outbox: Option<Outbox>, namespace: &str, auth: Aut
     let state = AdminState {
         kv,
         outbox,
+        metrics,
         namespace: Arc::from(namespace),
         auth: auth.clone(),
     };
@@ -58,10 +72,16 @@ pub fn router(kv: Option<Kv>, outbox: Option<Outbox>, namespace: &str, auth: Aut
             "/v1/kv/{bucket}/{*key}",
             get(get_value).put(put_value).delete(delete_value),
         )
+        .route("/v1/metrics", get(all_metrics))
         .route("/v1/outbox", get(outbox_status))
         .route(
             "/v1/outbox/{uplink}/purge",
             axum::routing::post(outbox_purge),
+        )
+        .route("/v1/outbox/{uplink}/parked", get(parked_list))
+        .route(
+            "/v1/outbox/{uplink}/parked/{action}",
+            axum::routing::post(parked_act),
         )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
@@ -100,6 +120,7 @@ impl From<KvError> for Problem {
                 (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded")
             }
             KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Value too large"),
+            KvError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "No such bucket"),
             _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),
         };
         Self::new(status, title, e)
@@ -155,7 +176,7 @@ async fn list(
     let cursor = query_param(query.as_deref(), "cursor");
     let namespace = namespace(&state, &extensions, query.as_deref())?;
     let (keys, cursor) = blocking(move || {
-        kv.bucket(&namespace, &bucket)?
+        kv.existing_bucket(&namespace, &bucket)?
             .list(&prefix, cursor.as_deref())
     })
     .await?;
@@ -171,7 +192,7 @@ async fn get_value(
     let kv = store(&state)?;
     let namespace = namespace(&state, &extensions, query.as_deref())?;
     let what = format!("no `{key}` in bucket `{bucket}`");
-    let value = blocking(move || kv.bucket(&namespace, &bucket)?.get(&key))
+    let value = blocking(move || kv.existing_bucket(&namespace, &bucket)?.get(&key))
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "No such key", what))?;
     let mut response = (StatusCode::OK, value).into_response();
@@ -219,7 +240,7 @@ async fn delete_value(
     let kv = store(&state)?;
     let namespace = namespace(&state, &extensions, query.as_deref())?;
     blocking(move || {
-        kv.bucket(&namespace, &bucket)?.delete(&key)?;
+        kv.existing_bucket(&namespace, &bucket)?.delete(&key)?;
         kv.flush().map_err(KvError::Backend)
     })
     .await?;
@@ -287,4 +308,105 @@ async fn outbox_purge(
             e,
         )),
     }
+}
+
+fn outbox_problem(e: OutboxError) -> Problem {
+    match e {
+        OutboxError::UnknownUplink(_) => Problem::new(StatusCode::NOT_FOUND, "No such uplink", e),
+        e => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Outbox failed", e),
+    }
+}
+
+async fn parked_list(
+    State(state): State<AdminState>,
+    Path(uplink): Path<String>,
+    extensions: Extensions,
+) -> Answer {
+    let outbox = outbox_of(&state)?;
+    // A tenant sees its own parked events on the uplinks it is granted.
+    let owner = match principal(&extensions)? {
+        Principal::Operator => None,
+        Principal::Tenant(id) => {
+            if !state.auth.tenant(&id)?.grants.uplinks.contains(&uplink) {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "Uplink not granted",
+                    format!("tenant `{id}` is not granted uplink `{uplink}`"),
+                ));
+            }
+            Some(id)
+        }
+    };
+    let list = {
+        let uplink = uplink.clone();
+        tokio::task::spawn_blocking(move || outbox.parked(&uplink))
+            .await
+            .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Outbox failed", e))?
+            .map_err(outbox_problem)?
+    };
+    let parked: Vec<_> = list
+        .iter()
+        .filter(|p| owner.is_none() || p.entry.owner == owner)
+        .map(crate::outbox::ParkedEntry::view)
+        .collect();
+    Ok(json(
+        &serde_json::json!({ "uplink": uplink, "parked": parked }),
+    ))
+}
+
+/// `{"seqs": [..]}`: the parked events an action takes; none: all of them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParkedSelection {
+    seqs: Option<Vec<u64>>,
+}
+
+async fn parked_act(
+    State(state): State<AdminState>,
+    Path((uplink, action)): Path<(String, String)>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Answer {
+    operator(&extensions, "retry or purge parked events")?;
+    let outbox = outbox_of(&state)?;
+    let selection: ParkedSelection = if body.iter().all(u8::is_ascii_whitespace) {
+        ParkedSelection::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad selection",
+                format!("expected {{\"seqs\": [numbers]}} or no body: {e}"),
+            )
+        })?
+    };
+    let seqs = selection.seqs.as_deref();
+    let (field, count) = match action.as_str() {
+        "retry" => ("moved", outbox.retry_parked(&uplink, seqs).await),
+        "purge" => ("purged", outbox.purge_parked(&uplink, seqs).await),
+        other => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such action",
+                format!("parked events can be `retry`-ed or `purge`-d, not `{other}`-ed"),
+            ));
+        }
+    };
+    let count = count.map_err(outbox_problem)?;
+    Ok(json(&serde_json::json!({ "uplink": uplink, field: count })))
+}
+
+async fn all_metrics(State(state): State<AdminState>, extensions: Extensions) -> Answer {
+    operator(&extensions, "read every tenant's metrics")?;
+    let metrics = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.encode())
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Metrics unavailable", e))?
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Metrics unavailable", e))?;
+    let mut response = (StatusCode::OK, text).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }

@@ -7,8 +7,12 @@
 //!    roles makes it the operator, else its `tenant_claim` names a tenant;
 //! 3. a tenant token (`brink_…`, stored hashed).
 //!
-//! With no operator token configured, a call without any token is the
-//! operator's: the manifest then keeps the admin API on loopback.
+//! A call without any token is the operator's only on a node with no
+//! tenants, no JWT sign-in and no operator token, whose manifest then keeps
+//! the admin API on loopback. Where tenants exist, loopback is never a
+//! credential: a node with `[registry]` and neither `[admin] token` nor
+//! `[admin.jwt]` makes an operator token at first start
+//! ([`generated_operator_token`]), and every call must carry a token.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,6 +29,46 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use super::http::Problem;
 use crate::manifest::JwtSection;
 use crate::tenancy::{TenantError, TenantRecord, Tenants};
+
+/// The operator token of a node with tenants and no configured operator
+/// credential: made at first start (32 random bytes), kept in
+/// `data_dir/operator-token` readable only by the node's user, and read
+/// back at every later start. Its path is logged, never the token.
+pub fn generated_operator_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("operator-token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => {
+            tracing::info!(
+                path = %path.display(),
+                "admin: operator token from the data directory (no [admin] token)"
+            );
+            return Ok(token.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).context("no randomness for the operator token")?;
+    let token = format!("brinkop_{}", hex::encode(bytes));
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "admin: this node has tenants but no [admin] token or [admin.jwt]; made an operator token, readable only by this user, in the file named here (`brink login <url> --token $(cat <file>)`)"
+    );
+    Ok(token)
+}
 
 /// The caller of an admin route, as the authentication layer found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +113,12 @@ impl Auth {
     ) -> Result<Principal, Problem> {
         let inner = &self.inner;
         let token = match authorization {
-            None if inner.operator_token.is_none() => return Ok(Principal::Operator),
+            None if inner.operator_token.is_none()
+                && inner.tenants.is_none()
+                && inner.jwt.is_none() =>
+            {
+                return Ok(Principal::Operator);
+            }
             None => return Err(unauthorized("no `Authorization: Bearer <token>` header")),
             Some(value) => value
                 .to_str()
@@ -251,6 +300,9 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&["exp", "iss"]);
+        // A token not valid yet (`nbf` ahead of the clock, past the same
+        // leeway as `exp`) is refused: it was issued for later, not now.
+        validation.validate_nbf = true;
         validation.leeway = s.leeway_s.unwrap_or(30);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| format!("JWT refused: {e}"))?;

@@ -69,6 +69,59 @@ fn route_name(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
 
+/// `limits` with what is unset filled in: the host's defaults, but never
+/// more than the tenant's quota.
+fn tenant_limits(
+    tenant: &TenantRecord,
+    limits: &crate::manifest::LimitsSection,
+) -> crate::manifest::LimitsSection {
+    let defaults = crate::engine::Limits::default();
+    let quota = &tenant.quota;
+    let mut limits = limits.clone();
+    limits.memory_mb = Some(
+        limits
+            .memory_mb
+            .unwrap_or((defaults.memory_bytes >> 20).min(quota.max_memory_mb)),
+    );
+    limits.timeout_ms = Some(
+        limits
+            .timeout_ms
+            .unwrap_or((defaults.timeout.as_millis() as u64).min(quota.max_timeout_ms)),
+    );
+    limits.concurrency = Some(
+        limits
+            .concurrency
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .min(quota.max_concurrency),
+    );
+    limits
+}
+
+/// Refuses limits over the tenant's time and concurrency quotas.
+fn check_time_and_concurrency(
+    tenant: &TenantRecord,
+    limits: &crate::manifest::LimitsSection,
+) -> Result<(), Problem> {
+    let (id, quota) = (&tenant.id, &tenant.quota);
+    if let Some(n) = limits.concurrency
+        && n > quota.max_concurrency
+    {
+        return Err(Problem::forbidden(format!(
+            "limits.concurrency {n} is over tenant `{id}`'s quota of {} invocations at once",
+            quota.max_concurrency
+        )));
+    }
+    if let Some(ms) = limits.timeout_ms
+        && ms > quota.max_timeout_ms
+    {
+        return Err(Problem::forbidden(format!(
+            "limits.timeout_ms {ms} is over tenant `{id}`'s quota of {} ms per invocation",
+            quota.max_timeout_ms
+        )));
+    }
+    Ok(())
+}
+
 /// What a deploy needs from the node.
 #[derive(Debug, Clone)]
 pub struct DeployContext {
@@ -103,6 +156,9 @@ struct Inner {
     deploys: tokio::sync::Mutex<()>,
     /// Each deployed function's log, by route name; kept across versions.
     logs: Mutex<BTreeMap<String, LogTap>>,
+    /// Active versions that could not be restored at start, by route name,
+    /// with the reason: `brink ls` shows them until one is activated.
+    not_loaded: Mutex<BTreeMap<String, String>>,
 }
 
 impl From<RegistryError> for Problem {
@@ -153,6 +209,9 @@ struct FunctionView {
     /// Earlier active versions; `rollback` returns to the last.
     previous: Vec<String>,
     versions: Vec<VersionView>,
+    /// Why the active version is not running (it could not be restored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_loaded: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,6 +257,7 @@ impl Deployer {
                 handles: Mutex::new(BTreeMap::new()),
                 deploys: tokio::sync::Mutex::new(()),
                 logs: Mutex::new(BTreeMap::new()),
+                not_loaded: Mutex::new(BTreeMap::new()),
             }),
         };
         deployer.restore().await?;
@@ -222,13 +282,23 @@ impl Deployer {
             // grant) must not keep the node from serving the others.
             match self.load(&tenant, &record).await {
                 Ok(route) => self.install(&tenant, &record.name, route),
-                Err(e) => tracing::error!(
-                    tenant = tenant.id,
-                    function = record.name,
-                    version = record.version,
-                    "deployed function not restored: {}",
-                    e.detail
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        tenant = tenant.id,
+                        function = record.name,
+                        version = record.version,
+                        "deployed function not restored: {}",
+                        e.detail
+                    );
+                    self.inner
+                        .not_loaded
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(
+                            route_name(&tenant.id, &record.name),
+                            format!("version {} not loaded: {}", record.version, e.detail),
+                        );
+                }
             }
         }
         Ok(())
@@ -242,12 +312,14 @@ impl Deployer {
             .unwrap_or_else(PoisonError::into_inner);
         let current = handles.get(&tenant.id).filter(|h| {
             h.max_invocations_per_s == tenant.quota.max_invocations_per_s
+                && h.max_concurrency == tenant.quota.max_concurrency
                 && h.topics == tenant.grants.topic_prefixes(&tenant.id)
         });
         match current {
             Some(h) => h.clone(),
             None => {
-                let mut h = Tenant::new(tenant.id.clone(), tenant.quota.max_invocations_per_s);
+                let mut h = Tenant::new(tenant.id.clone(), tenant.quota.max_invocations_per_s)
+                    .with_concurrency(tenant.quota.max_concurrency);
                 h.topics = tenant.grants.topic_prefixes(&tenant.id);
                 let h = Arc::new(h);
                 handles.insert(tenant.id.clone(), h.clone());
@@ -285,11 +357,16 @@ impl Deployer {
     }
 
     fn install(&self, tenant: &TenantRecord, name: &str, route: Route) {
-        self.inner.node.dispatcher.install(
-            &route_name(&tenant.id, name),
-            route,
-            Some(self.handle(tenant)),
-        );
+        let key = route_name(&tenant.id, name);
+        self.inner
+            .not_loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        self.inner
+            .node
+            .dispatcher
+            .install(&key, route, Some(self.handle(tenant)));
     }
 
     /// Checks `spec` against the tenant's namespace and grants.
@@ -363,7 +440,7 @@ impl Deployer {
                 tenant.quota.max_memory_mb
             )));
         }
-        Ok(())
+        check_time_and_concurrency(tenant, &spec.limits)
     }
 
     /// Refuses an MQTT filter or topic outside the tenant's topics, or any
@@ -422,17 +499,13 @@ impl Deployer {
 
     /// Compiles and links `record` for `tenant`: the route to install.
     async fn load(&self, tenant: &TenantRecord, record: &VersionRecord) -> Result<Route, Problem> {
+        self.check_trust(record)?;
         let spec: DeploySpec = serde_json::from_value(record.spec.clone())
             .map_err(|e| Problem::invalid(format!("spec: {e}")))?;
         self.check_spec(tenant, &spec)?;
         let node = &self.inner.node;
         let key = route_name(&tenant.id, &record.name);
-        let mut limits = spec.limits.clone();
-        let quota_mb = tenant.quota.max_memory_mb;
-        if limits.memory_mb.is_none() {
-            let default_mb = crate::engine::Limits::default().memory_bytes >> 20;
-            limits.memory_mb = Some(default_mb.min(quota_mb));
-        }
+        let limits = tenant_limits(tenant, &spec.limits);
         let section = FunctionSection {
             source: std::path::PathBuf::new(),
             triggers: spec.triggers.clone(),
@@ -502,8 +575,32 @@ impl Deployer {
             function,
             triggers: spec.triggers,
             outputs,
-            concurrency: spec.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            concurrency: spec
+                .limits
+                .concurrency
+                .unwrap_or(DEFAULT_CONCURRENCY)
+                .min(tenant.quota.max_concurrency),
         })
+    }
+
+    /// Checked at every load (publish, activate, rollback, restore): a key
+    /// the operator stopped trusting no longer runs what it signed.
+    fn check_trust(&self, record: &VersionRecord) -> Result<(), Problem> {
+        self.inner
+            .node
+            .policy
+            .check(
+                &record.digest,
+                &record.name,
+                &record.version,
+                &record.signatures,
+            )
+            .map_err(|e| {
+                Problem::forbidden(format!(
+                    "version {} of `{}` does not satisfy this node's signature policy: {e}",
+                    record.version, record.name
+                ))
+            })
     }
 
     fn view(&self, tenant: &str, name: &str) -> Result<FunctionView, Problem> {
@@ -517,6 +614,13 @@ impl Deployer {
             active: deployment.active,
             previous: deployment.previous,
             versions: versions.into_iter().map(VersionView::from).collect(),
+            not_loaded: self
+                .inner
+                .not_loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&route_name(tenant, name))
+                .cloned(),
         })
     }
 
@@ -1184,6 +1288,7 @@ pub fn openapi() -> serde_json::Value {
     let key = serde_json::json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}});
     let tenant = serde_json::json!({"name": "tenant", "in": "query", "required": false, "description": "The operator's view of a tenant's namespace", "schema": {"type": "string"}});
     let uplink = serde_json::json!({"name": "uplink", "in": "path", "required": true, "schema": {"type": "string"}});
+    let action = serde_json::json!({"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["retry", "purge"]}});
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Brink admin API", "version": "1"},
@@ -1226,8 +1331,11 @@ pub fn openapi() -> serde_json::Value {
                 "put": with(op("Set a value (`ttl_ms`)", "204"), &[&bucket, &key, &tenant]),
                 "delete": with(op("Remove a value", "204"), &[&bucket, &key, &tenant]),
             },
+            "/v1/metrics": {"get": op("Every metric in the Prometheus text format, tenants' included (operator); the public /metrics has node-wide figures only", "200")},
             "/v1/outbox": {"get": op("Uplink queues: every one for the operator, the granted ones for a tenant", "200")},
             "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink (operator)", "200"), &[&uplink])},
+            "/v1/outbox/{uplink}/parked": {"get": with(op("Events the uplink refused for good, with the reason and the time (a tenant sees its own)", "200"), &[&uplink])},
+            "/v1/outbox/{uplink}/parked/{action}": {"post": with(op("`retry`: move parked events back to the queue; `purge`: drop them (operator; body `{\"seqs\": [..]}` picks some)", "200"), &[&uplink, &action])},
         }
     })
 }

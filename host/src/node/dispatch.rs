@@ -38,6 +38,9 @@ pub enum DispatchError {
         function: String,
         target: String,
         reason: String,
+        /// The destination refuses this output for good: retrying the
+        /// event cannot help ([`crate::delivery::is_permanent`]).
+        permanent: bool,
     },
 }
 
@@ -46,9 +49,8 @@ impl DispatchError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DispatchError::UnknownFunction(_) => false,
-            DispatchError::Overloaded { .. }
-            | DispatchError::RateLimited { .. }
-            | DispatchError::Output { .. } => true,
+            DispatchError::Overloaded { .. } | DispatchError::RateLimited { .. } => true,
+            DispatchError::Output { permanent, .. } => !permanent,
             DispatchError::Invoke(e) => e.is_retryable(),
         }
     }
@@ -74,6 +76,13 @@ impl DispatchError {
             })
         )
     }
+}
+
+/// What a running invocation holds: a slot of its function and, for a
+/// tenant's function, one of the tenant's share; both free when dropped.
+struct Slot<'a> {
+    _function: tokio::sync::SemaphorePermit<'a>,
+    _tenant: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 struct Stage {
@@ -136,6 +145,9 @@ pub struct Tenant {
     /// `t/<tenant>/` and those the operator granted.
     pub topics: Vec<String>,
     bucket: Mutex<TokenBucket>,
+    /// Invocations of its functions running at once: its share of the pool.
+    pub max_concurrency: u32,
+    slots: Semaphore,
 }
 
 impl Tenant {
@@ -150,7 +162,16 @@ impl Tenant {
                 tokens: f64::from(max_invocations_per_s),
                 at: Instant::now(),
             }),
+            max_concurrency: u32::MAX,
+            slots: Semaphore::new(Semaphore::MAX_PERMITS),
         }
+    }
+
+    /// The tenant with at most `n` invocations running at once.
+    pub fn with_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n.max(1);
+        self.slots = Semaphore::new((n.max(1) as usize).min(Semaphore::MAX_PERMITS));
+        self
     }
 
     /// Takes one invocation from the tenant's budget; false when it is spent.
@@ -291,6 +312,11 @@ impl Dispatcher {
         &self.metrics
     }
 
+    /// The node's metrics, to keep.
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Functions an HTTP event triggers: an `http` trigger equal to `path`, or
     /// an `event_type` trigger matching the event's type.
     /// A tenant's functions see only events posted under its own prefix
@@ -417,27 +443,7 @@ impl Dispatcher {
             })
             .inc();
 
-        let permit = match stage.permits.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let waiting = stage.waiting.fetch_add(1, Ordering::SeqCst) + 1;
-                let guard = WaitGuard(&stage.waiting);
-                if admission == Admission::Bounded && waiting > stage.max_waiting {
-                    drop(guard);
-                    self.count_error(function, "overloaded");
-                    return Err(DispatchError::Overloaded {
-                        function: function.to_owned(),
-                        waiting,
-                    });
-                }
-                let depth = self.metrics.queue_depth.get_or_create(&label).clone();
-                depth.inc();
-                let permit = stage.permits.acquire().await;
-                depth.dec();
-                drop(guard);
-                permit.map_err(|_| DispatchError::UnknownFunction(function.to_owned()))?
-            }
-        };
+        let permit = self.take_slot(function, &stage, &label, admission).await?;
         let tap = stage.function.spec().logs.as_ref();
         let event_id = tap.map(|_| event.id.clone());
         let start = Instant::now();
@@ -472,6 +478,48 @@ impl Dispatcher {
         Ok(outputs)
     }
 
+    /// A slot of `stage` (waiting as `admission` says) and, for a tenant's
+    /// function, one of the tenant's share of the pool, for which its
+    /// events wait in their own tenant's queue.
+    async fn take_slot<'a>(
+        &self,
+        function: &str,
+        stage: &'a Stage,
+        label: &FunctionLabel,
+        admission: Admission,
+    ) -> Result<Slot<'a>, DispatchError> {
+        let gone = || DispatchError::UnknownFunction(function.to_owned());
+        let permit = match stage.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waiting = stage.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                let guard = WaitGuard(&stage.waiting);
+                if admission == Admission::Bounded && waiting > stage.max_waiting {
+                    drop(guard);
+                    self.count_error(function, "overloaded");
+                    return Err(DispatchError::Overloaded {
+                        function: function.to_owned(),
+                        waiting,
+                    });
+                }
+                let depth = self.metrics.queue_depth.get_or_create(label).clone();
+                depth.inc();
+                let permit = stage.permits.acquire().await;
+                depth.dec();
+                drop(guard);
+                permit.map_err(|_| gone())?
+            }
+        };
+        let share = match &stage.tenant {
+            Some(tenant) => Some(tenant.slots.acquire().await.map_err(|_| gone())?),
+            None => None,
+        };
+        Ok(Slot {
+            _function: permit,
+            _tenant: share,
+        })
+    }
+
     fn output_result(
         &self,
         function: &str,
@@ -484,6 +532,7 @@ impl Dispatcher {
                 function: function.to_owned(),
                 target: target.to_owned(),
                 reason: format!("{e:#}"),
+                permanent: crate::delivery::is_permanent(&e),
             }
         })
     }

@@ -113,7 +113,8 @@ pub(super) fn dispatch_problem(e: &DispatchError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
-        DispatchError::Overloaded { .. } => {
+        DispatchError::Overloaded { .. }
+        | DispatchError::Invoke(crate::error::InvokeError::Busy { .. }) => {
             let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "Function overloaded", e);
             response
                 .headers_mut()
@@ -258,7 +259,9 @@ async fn healthz() -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     // Off the executor: reading bucket sizes may touch the store.
-    let encoded = tokio::task::spawn_blocking(move || state.dispatcher.metrics().encode()).await;
+    // Node-wide figures only: this listener answers anyone who can reach it.
+    let encoded =
+        tokio::task::spawn_blocking(move || state.dispatcher.metrics().encode_public()).await;
     match encoded {
         Ok(Ok(text)) => (
             [(

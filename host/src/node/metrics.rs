@@ -69,8 +69,8 @@ pub struct Metrics {
     /// The app's key-value store, whose bucket sizes are read at each scrape.
     kv: std::sync::OnceLock<(crate::kv::Kv, String)>,
     outbox: std::sync::OnceLock<crate::outbox::Outbox>,
-    outbox_gauges: [(&'static str, Family<UplinkLabel, Gauge>); 3],
-    outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 5],
+    outbox_gauges: [(&'static str, Family<UplinkLabel, Gauge>); 4],
+    outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 6],
     models: std::sync::OnceLock<crate::nn::Models>,
     model_counters: [(&'static str, Family<ModelLabel, Counter>); 6],
     tenant_invocations: Family<TenantLabel, Counter>,
@@ -145,6 +145,10 @@ impl Default for Metrics {
                 "Bytes waiting in the outbox for an uplink",
             ),
             ("outbox_connected", "1 while the uplink accepts deliveries"),
+            (
+                "outbox_parked_events",
+                "Events the uplink refused for good, waiting in its parking queue",
+            ),
         ]
         .map(|(name, help)| {
             let family = Family::<UplinkLabel, Gauge>::default();
@@ -168,6 +172,10 @@ impl Default for Metrics {
             (
                 "outbox_rejected",
                 "Sends refused because the outbox was full",
+            ),
+            (
+                "outbox_parked",
+                "Events moved to the parking queue because the uplink refused them for good",
             ),
         ]
         .map(|(name, help)| {
@@ -302,7 +310,24 @@ impl Metrics {
         let _ = self.kv.set((kv, app.to_owned()));
     }
 
-    /// The Prometheus text exposition.
+    /// The exposition for the public HTTP listener, which anyone who can
+    /// reach the node reads without a token: node-wide figures only. Every
+    /// sample that names a tenant (a `tenant` label, or a tenant's function,
+    /// routed as `<tenant>/<name>`) is left out; the operator reads them on
+    /// the admin listener (`GET /v1/metrics`).
+    pub fn encode_public(&self) -> Result<String, std::fmt::Error> {
+        let full = self.encode()?;
+        let mut out = String::with_capacity(full.len());
+        for line in full.lines() {
+            if !names_a_tenant(line) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Prometheus text exposition, every tenant's figures included.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         if let Some((kv, app)) = self.kv.get() {
             for bucket in kv.buckets(app).unwrap_or_default() {
@@ -333,13 +358,25 @@ impl Metrics {
                 let label = UplinkLabel {
                     uplink: s.uplink.clone(),
                 };
-                let gauges = [s.backlog_events, s.backlog_bytes, u64::from(s.connected)];
+                let gauges = [
+                    s.backlog_events,
+                    s.backlog_bytes,
+                    u64::from(s.connected),
+                    s.parked_events,
+                ];
                 for ((_, family), value) in self.outbox_gauges.iter().zip(gauges) {
                     family
                         .get_or_create(&label)
                         .set(i64::try_from(value).unwrap_or(i64::MAX));
                 }
-                let counters = [s.sent, s.retried, s.dropped, s.expired, s.rejected];
+                let counters = [
+                    s.sent,
+                    s.retried,
+                    s.dropped,
+                    s.expired,
+                    s.rejected,
+                    s.parked_total,
+                ];
                 for ((_, family), value) in self.outbox_counters.iter().zip(counters) {
                     let counter = family.get_or_create(&label);
                     counter.inc_by(value.saturating_sub(counter.get()));
@@ -370,5 +407,51 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Whether a sample line carries a tenant's name: a `tenant` label, or a
+/// `function` label of a tenant's function (`<tenant>/<name>`; the
+/// manifest's function names have no `/`).
+fn names_a_tenant(line: &str) -> bool {
+    if line.starts_with('#') {
+        return false;
+    }
+    let Some(labels) = line
+        .split_once('{')
+        .and_then(|(_, rest)| rest.rsplit_once('}'))
+    else {
+        return false;
+    };
+    labels.0.contains("tenant=\"")
+        || labels
+            .0
+            .split("function=\"")
+            .skip(1)
+            .any(|value| value.split('"').next().is_some_and(|f| f.contains('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_a_tenant;
+
+    #[test]
+    fn tenant_samples_are_told_from_node_wide_ones() {
+        for (line, tenant) in [
+            ("brink_tenant_kv_bytes{tenant=\"acme\"} 7", true),
+            (
+                "brink_events_in_total{function=\"acme/f\",trigger=\"http\"} 1",
+                true,
+            ),
+            (
+                "brink_events_in_total{function=\"echo\",trigger=\"http\"} 1",
+                false,
+            ),
+            ("brink_outbox_sent_total{uplink=\"cloud\"} 3", false),
+            ("brink_mqtt_connected 1", false),
+            ("# HELP brink_tenant_kv_bytes Bytes", false),
+        ] {
+            assert_eq!(names_a_tenant(line), tenant, "{line}");
+        }
     }
 }

@@ -29,8 +29,8 @@ use crate::engine::Engine;
 use crate::kv::Kv;
 use crate::manifest::{Manifest, Output, Trigger};
 use crate::nn::Models;
-use crate::outbox::Outbox;
 use crate::outbox::forward::{self, Target};
+use crate::outbox::{Outbox, OutboxError};
 use crate::store::{Backend, Sled};
 use dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Sink};
 use metrics::Metrics;
@@ -62,8 +62,14 @@ impl Sink for NodeSink {
                 .get(uplink)
                 .copied()
                 .unwrap_or((0, None));
-            outbox.send_as(owner, uplink, event, priority, ttl).await?;
-            Ok(())
+            match outbox.send_as(owner, uplink, event, priority, ttl).await {
+                Ok(_) => Ok(()),
+                // This event will never fit or be valid: retrying cannot help.
+                Err(e @ (OutboxError::TooLarge { .. } | OutboxError::BadEvent(_))) => {
+                    Err(crate::delivery::refused(e.to_string()))
+                }
+                Err(e) => Err(e.into()),
+            }
         })
     }
 
@@ -73,7 +79,9 @@ impl Sink for NodeSink {
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            let topic = mqtt::render_topic(template, event)?;
+            // A template the event cannot fill never will.
+            let topic = mqtt::render_topic(template, event)
+                .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
             match &self.mqtt {
                 Some(publisher) => publisher.publish(&topic, event).await,
                 None => bail!("this node has no MQTT connection"),
@@ -87,7 +95,8 @@ impl Sink for NodeSink {
         event: &'a CloudEvent,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            let (headers, body) = crate::event::http::encode_binary(event)?;
+            let (headers, body) = crate::event::http::encode_binary(event)
+                .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
             let response = self
                 .client
                 .post(url)
@@ -97,6 +106,11 @@ impl Sink for NodeSink {
                 .await
                 .context("sending")?;
             let status = response.status();
+            if crate::delivery::http_status_is_permanent(status) {
+                return Err(crate::delivery::refused(format!(
+                    "the endpoint refused the event: {status}"
+                )));
+            }
             if !status.is_success() {
                 bail!("the endpoint answered {status}");
             }
@@ -273,10 +287,22 @@ impl Node {
         // MQTT only when a function uses it, or tenants may, so an HTTP-only
         // app binds no broker ports.
         let tenants_use_mqtt = manifest.registry.as_ref().is_some_and(|r| r.mqtt);
+        let mut embedded = None;
         let (mut mqtt, settings) = if uses_mqtt || tenants_use_mqtt {
-            let settings = mqtt::Settings::from_section(&manifest.mqtt, base)?;
+            let mut settings = mqtt::Settings::from_section(&manifest.mqtt, base)?;
+            if manifest.mqtt.client_id.is_none() {
+                settings.client_id = mqtt::node_client_id(&data_dir)?;
+            }
             if manifest.mqtt.url.is_none() {
-                mqtt::start_embedded_broker(&manifest.mqtt)?;
+                // The node talks to the broker on listeners of its own.
+                let broker = mqtt::start_embedded_broker(&manifest.mqtt)?;
+                let own = if settings.v5 {
+                    broker.internal_v5
+                } else {
+                    broker.internal_v4
+                };
+                (settings.host, settings.port) = (own.ip().to_string(), own.port());
+                embedded = Some(broker);
             }
             (
                 Some(mqtt::Mqtt::connect(settings.clone()).await?),
@@ -297,7 +323,7 @@ impl Node {
             tls::no_roots()?
         };
         let (forwarders, uplink_connections, stop_forwarders) = match &outbox {
-            Some(outbox) => start_forwarders(&manifest, base, outbox)?,
+            Some(outbox) => start_forwarders(&manifest, base, &data_dir, outbox)?,
             None => (Vec::new(), Vec::new(), watch::channel(false).0),
         };
         let sink = NodeSink {
@@ -341,7 +367,13 @@ impl Node {
             }
             None => None,
         };
-        let auth = auth::Auth::new(manifest.admin.token.clone(), tenants.clone(), jwt);
+        // Where tenants exist, some credential must make the operator.
+        let operator_token = match (&manifest.admin.token, &tenants, &jwt) {
+            (Some(token), _, _) => Some(token.clone()),
+            (None, Some(_), None) => Some(auth::generated_operator_token(&data_dir)?),
+            (None, _, _) => None,
+        };
+        let auth = auth::Auth::new(operator_token, tenants.clone(), jwt);
         let deployer = match (&manifest.registry, tenants) {
             (Some(registry), Some(tenants)) => {
                 let policy = registry.policy().map_err(anyhow::Error::msg)?;
@@ -371,6 +403,10 @@ impl Node {
             mqtt.subscribe(settings.clone(), dispatcher.clone(), tenants_use_mqtt)
                 .await?;
         }
+        // Devices only once the node's subscriptions exist.
+        if let Some(broker) = &embedded {
+            broker.open_to_devices().await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(manifest.http.listen)
             .await
@@ -396,7 +432,13 @@ impl Node {
                         format!("binding the admin API on {}", manifest.admin.listen)
                     })?;
                 let addr = listener.local_addr()?;
-                let mut app = admin::router(kv.clone(), outbox.clone(), &manifest.app, auth);
+                let mut app = admin::router(
+                    kv.clone(),
+                    outbox.clone(),
+                    dispatcher.metrics_handle(),
+                    &manifest.app,
+                    auth,
+                );
                 if let Some(deployer) = deployer {
                     app = app.merge(deploy::router(
                         deployer,
@@ -414,7 +456,18 @@ impl Node {
                 (Some(addr), Some(server))
             }
         };
-        let mqtt_broker = settings.as_ref().map(|s| format!("{}:{}", s.host, s.port));
+        let mqtt_broker = match (&embedded, &settings) {
+            (Some(_), Some(s)) => Some(format!(
+                "{} (embedded)",
+                if s.v5 {
+                    manifest.mqtt.listen_v5
+                } else {
+                    manifest.mqtt.listen
+                }
+            )),
+            (None, Some(s)) => Some(format!("{}:{}", s.host, s.port)),
+            (_, None) => None,
+        };
         tracing::info!(
             %http_addr,
             mqtt = mqtt_broker.as_deref().unwrap_or("off"),
@@ -525,6 +578,7 @@ type Forwarders = (
 fn start_forwarders(
     manifest: &Manifest,
     base: &Path,
+    data_dir: &Path,
     outbox: &Outbox,
 ) -> anyhow::Result<Forwarders> {
     let (stop, stop_rx) = watch::channel(false);
@@ -547,8 +601,10 @@ fn start_forwarders(
                 };
                 let mut settings = mqtt::Settings::from_section(&section, base)
                     .with_context(|| format!("uplink `{name}`"))?;
+                // The node's own id, not the app's name: a fleet of nodes
+                // running one app must not take over each other's connection.
                 if u.client_id.is_none() {
-                    settings.client_id = format!("brink-{}-{name}", manifest.app);
+                    settings.client_id = format!("{}-{name}", mqtt::node_client_id(data_dir)?);
                 }
                 let (publisher, stop, task) = mqtt::background_publisher(&settings, "");
                 connections.push((stop, task));

@@ -104,7 +104,7 @@ pub async fn publish_once(
                 Polled::PubAck { refused: None, .. } => return Ok(()),
                 Polled::PubAck {
                     refused: Some(why), ..
-                } => bail!("{why}"),
+                } => bail!("{}", why.reason),
                 _ => {}
             }
         }

@@ -41,6 +41,9 @@ pub struct ForwardConfig {
     /// The first retry's delay; it doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// The largest event (CloudEvents JSON, in bytes) the uplink takes;
+    /// larger ones are parked before sending (`max_event_kb`).
+    pub max_event_bytes: Option<usize>,
 }
 
 impl Default for ForwardConfig {
@@ -50,22 +53,64 @@ impl Default for ForwardConfig {
             max_delay: Duration::from_millis(50),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
+            max_event_bytes: None,
+        }
+    }
+}
+
+/// Why a delivery stopped.
+#[derive(Debug)]
+pub struct Failure {
+    /// The batch's first `delivered` events were acknowledged.
+    pub delivered: usize,
+    pub error: anyhow::Error,
+    /// Whether the failure belongs to event `delivered` alone (not to a
+    /// whole batch sent as one request).
+    pub pinpointed: bool,
+}
+
+impl Failure {
+    fn new(delivered: usize, error: anyhow::Error, pinpointed: bool) -> Self {
+        Self {
+            delivered,
+            error,
+            pinpointed,
         }
     }
 }
 
 impl Target {
-    async fn deliver(&self, events: &[CloudEvent]) -> anyhow::Result<()> {
+    async fn deliver(&self, events: &[CloudEvent]) -> Result<(), Failure> {
         match self {
             Target::Mqtt { publisher, topic } => {
                 if !publisher.is_connected() {
-                    bail!("not connected to the broker");
+                    return Err(Failure::new(
+                        0,
+                        anyhow::anyhow!("not connected to the broker"),
+                        false,
+                    ));
                 }
-                let messages = events
-                    .iter()
-                    .map(|e| Ok((render_topic(topic, e)?, e.clone())))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                publisher.publish_all(&messages).await
+                // Each event is checked before any is sent: one the broker
+                // would refuse ends the run of publishes just before it.
+                let mut messages = Vec::with_capacity(events.len());
+                let mut refused = None;
+                for (i, event) in events.iter().enumerate() {
+                    let prepared = render_topic(topic, event)
+                        .map_err(|e| crate::delivery::refused(format!("{e:#}")))
+                        .and_then(|t| Ok((publisher.prepare(&t, event)?, t)));
+                    match prepared {
+                        Ok((message, topic)) => messages.push((topic, message)),
+                        Err(e) => {
+                            refused = Some(Failure::new(i, e, true));
+                            break;
+                        }
+                    }
+                }
+                publisher
+                    .publish_prepared(messages)
+                    .await
+                    .map_err(|f| Failure::new(f.delivered, f.error, true))?;
+                refused.map_or(Ok(()), Err)
             }
             Target::Http {
                 client,
@@ -73,34 +118,59 @@ impl Target {
                 token,
                 batched,
             } => {
-                let requests = if *batched {
+                let post = |headers, body| {
+                    let mut request = client.post(url).headers(headers).body(body);
+                    if let Some(token) = token {
+                        request = request.bearer_auth(token);
+                    }
+                    send(request)
+                };
+                if *batched {
                     let mut headers = http::HeaderMap::new();
                     headers.insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("application/cloudevents-batch+json"),
                     );
-                    vec![(headers, crate::event::http::encode_batch(events)?)]
-                } else {
-                    events
-                        .iter()
-                        .map(crate::event::http::encode_binary)
-                        .collect::<Result<Vec<_>, _>>()?
-                };
-                for (headers, body) in requests {
-                    let mut request = client.post(url).headers(headers).body(body);
-                    if let Some(token) = token {
-                        request = request.bearer_auth(token);
-                    }
-                    let response = request.send().await.context("sending")?;
-                    let status = response.status();
-                    if !status.is_success() {
-                        bail!("the endpoint answered {status}");
-                    }
+                    let body = crate::event::http::encode_batch(events)
+                        .map_err(|e| crate::delivery::refused(format!("{e:#}")))
+                        .map_err(|e| Failure::new(0, e, events.len() == 1))?;
+                    return post(headers, body)
+                        .await
+                        .map_err(|e| Failure::new(0, e, events.len() == 1));
+                }
+                for (i, event) in events.iter().enumerate() {
+                    let (headers, body) = crate::event::http::encode_binary(event)
+                        .map_err(|e| crate::delivery::refused(format!("{e:#}")))
+                        .map_err(|e| Failure::new(i, e, true))?;
+                    post(headers, body)
+                        .await
+                        .map_err(|e| Failure::new(i, e, true))?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// Sends one request; a 4xx other than 408 and 429 is a permanent refusal.
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<()> {
+    let response = request.send().await.context("sending")?;
+    let status = response.status();
+    if crate::delivery::http_status_is_permanent(status) {
+        let body = response.text().await.unwrap_or_default();
+        let mut end = body.len().min(256);
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Err(crate::delivery::refused(format!(
+            "the endpoint refused the event: {status} {}",
+            body[..end].trim()
+        )));
+    }
+    if !status.is_success() {
+        bail!("the endpoint answered {status}");
+    }
+    Ok(())
 }
 
 /// A delay in [d/2, d], so a fleet of hosts does not retry in lockstep.
@@ -116,106 +186,207 @@ pub fn spawn(
     uplink: String,
     target: Target,
     config: ForwardConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let stats = outbox.stats(&uplink)?;
     let arrivals = outbox.arrivals(&uplink)?;
-    Ok(tokio::spawn(async move {
-        let mut backoff = config.min_backoff;
-        let mut was_down = false;
+    let limit = config.max_batch.max(1);
+    let mut forwarder = Forwarder {
+        outbox,
+        uplink,
+        target,
+        config,
+        stats,
+        arrivals,
+        stop,
+        limit,
+        backoff: Duration::ZERO,
+        was_down: false,
+    };
+    forwarder.backoff = forwarder.config.min_backoff;
+    Ok(tokio::spawn(async move { forwarder.run().await }))
+}
+
+/// One uplink's drain loop and what it remembers between batches.
+struct Forwarder {
+    outbox: Outbox,
+    uplink: String,
+    target: Target,
+    config: ForwardConfig,
+    stats: std::sync::Arc<super::QueueStats>,
+    arrivals: std::sync::Arc<tokio::sync::Notify>,
+    stop: watch::Receiver<bool>,
+    /// Events per batch now: `max_batch`, halved while a refused batch is
+    /// bisected to find the event the uplink refuses.
+    limit: usize,
+    backoff: Duration,
+    was_down: bool,
+}
+
+impl Forwarder {
+    async fn run(&mut self) {
         loop {
-            if *stop.borrow() {
+            if *self.stop.borrow() {
                 return;
             }
-            let batch = match peek(&outbox, &uplink, config.max_batch).await {
+            let batch = match peek(&self.outbox, &self.uplink, self.limit).await {
                 Ok(batch) => batch,
                 Err(e) => {
-                    tracing::error!(uplink, "reading the outbox failed: {e:#}");
+                    tracing::error!(uplink = self.uplink, "reading the outbox failed: {e:#}");
                     Vec::new()
                 }
             };
             if batch.is_empty() {
                 tokio::select! {
-                    _ = arrivals.notified() => {}
-                    _ = stop.changed() => {}
+                    _ = self.arrivals.notified() => {}
+                    _ = self.stop.changed() => {}
                     // Also wakes for events another task wrote, and expiry.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
             // A small batch may wait a little for company.
-            if batch.len() < config.max_batch {
-                let age = Duration::from_millis(
-                    now_ms().saturating_sub(batch.iter().map(|e| e.enqueued_ms).min().unwrap_or(0)),
-                );
-                if let Some(wait) = config.max_delay.checked_sub(age).filter(|w| !w.is_zero()) {
+            if batch.len() < self.limit && self.limit == self.config.max_batch {
+                let oldest = batch.iter().map(|e| e.enqueued_ms).min().unwrap_or(0);
+                let age = Duration::from_millis(now_ms().saturating_sub(oldest));
+                if let Some(wait) = self
+                    .config
+                    .max_delay
+                    .checked_sub(age)
+                    .filter(|w| !w.is_zero())
+                {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
+                        _ = self.stop.changed() => {}
                     }
                     continue;
                 }
             }
-            let mut events = Vec::with_capacity(batch.len());
-            let mut unreadable = Vec::new();
-            for entry in batch {
-                match entry.event() {
-                    Ok(event) => events.push((entry, event)),
-                    // Stored by us, so only a damaged store gets here; it
-                    // cannot be sent, and keeping it would block the queue.
-                    Err(e) => {
-                        tracing::error!(
-                            uplink,
-                            seq = entry.seq,
-                            "outbox: dropping an unreadable event: {e:#}"
-                        );
-                        unreadable.push(entry);
-                    }
-                }
+            let Some((batch, events)) = self.sendable(batch).await else {
+                continue;
+            };
+            match self.target.deliver(&events).await {
+                Ok(()) => self.delivered(&batch),
+                Err(failure) => self.failed(&batch, failure).await,
             }
-            if let Err(e) = outbox.discard(&uplink, &unreadable) {
-                tracing::error!(uplink, "removing unreadable events failed: {e:#}");
-            }
-            let (batch, events): (Vec<Entry>, Vec<CloudEvent>) = events.into_iter().unzip();
-            if batch.is_empty() {
+        }
+    }
+
+    /// The batch's events, less those that cannot be sent: unreadable ones
+    /// are discarded, and ones over the uplink's `max_event_kb` parked.
+    async fn sendable(&self, batch: Vec<Entry>) -> Option<(Vec<Entry>, Vec<CloudEvent>)> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut unreadable = Vec::new();
+        for entry in batch {
+            if let Some(max) = self.config.max_event_bytes
+                && entry.json.len() > max
+            {
+                let reason = format!(
+                    "the event is {} bytes, over the uplink's max_event_kb ({} bytes)",
+                    entry.json.len(),
+                    max
+                );
+                self.park(&entry, &reason).await;
                 continue;
             }
-            match target.deliver(&events).await {
-                Ok(()) => {
-                    if let Err(e) = outbox.ack(&uplink, &batch) {
-                        tracing::error!(uplink, "removing sent events failed: {e:#}");
-                    }
-                    stats.connected.store(1, Ordering::Relaxed);
-                    if was_down {
-                        tracing::info!(uplink, "uplink is back; forwarding the backlog");
-                        was_down = false;
-                    }
-                    backoff = config.min_backoff;
-                }
+            match entry.event() {
+                Ok(event) => events.push((entry, event)),
+                // Stored by us, so only a damaged store gets here; it
+                // cannot be sent, and keeping it would block the queue.
                 Err(e) => {
-                    stats.connected.store(0, Ordering::Relaxed);
-                    stats
-                        .retried
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if !was_down {
-                        tracing::warn!(
-                            uplink,
-                            backlog = stats.backlog_events.load(Ordering::Relaxed),
-                            "uplink unavailable, keeping events: {e:#}"
-                        );
-                        was_down = true;
-                    } else {
-                        tracing::debug!(uplink, "uplink still unavailable: {e:#}");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(jittered(backoff)) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(config.max_backoff);
+                    tracing::error!(
+                        uplink = self.uplink,
+                        seq = entry.seq,
+                        "outbox: dropping an unreadable event: {e:#}"
+                    );
+                    unreadable.push(entry);
                 }
             }
         }
-    }))
+        if let Err(e) = self.outbox.discard(&self.uplink, &unreadable) {
+            tracing::error!(
+                uplink = self.uplink,
+                "removing unreadable events failed: {e:#}"
+            );
+        }
+        let (batch, events): (Vec<Entry>, Vec<CloudEvent>) = events.into_iter().unzip();
+        (!batch.is_empty()).then_some((batch, events))
+    }
+
+    fn delivered(&mut self, batch: &[Entry]) {
+        self.ack(batch);
+        self.stats.connected.store(1, Ordering::Relaxed);
+        if self.was_down {
+            tracing::info!(
+                uplink = self.uplink,
+                "uplink is back; forwarding the backlog"
+            );
+            self.was_down = false;
+        }
+        self.backoff = self.config.min_backoff;
+    }
+
+    fn ack(&self, entries: &[Entry]) {
+        if let Err(e) = self.outbox.ack(&self.uplink, entries) {
+            tracing::error!(uplink = self.uplink, "removing sent events failed: {e:#}");
+        }
+    }
+
+    async fn failed(&mut self, batch: &[Entry], failure: Failure) {
+        let Failure {
+            delivered,
+            error,
+            pinpointed,
+        } = failure;
+        self.ack(&batch[..delivered.min(batch.len())]);
+        if crate::delivery::is_permanent(&error) {
+            // The uplink answered: it is up, it refuses this one event.
+            self.stats.connected.store(1, Ordering::Relaxed);
+            let rest = batch.len().saturating_sub(delivered);
+            match batch.get(delivered) {
+                Some(culprit) if pinpointed || rest == 1 => {
+                    self.park(culprit, &format!("{error:#}")).await;
+                    self.limit = self.config.max_batch.max(1);
+                }
+                // A batch refused as one: halve it until the refused event
+                // is alone, sending the good ones on the way.
+                _ => self.limit = (rest / 2).max(1),
+            }
+            return;
+        }
+        self.stats.connected.store(0, Ordering::Relaxed);
+        self.stats.retried.fetch_add(
+            (batch.len() - delivered.min(batch.len())) as u64,
+            Ordering::Relaxed,
+        );
+        if !self.was_down {
+            tracing::warn!(
+                uplink = self.uplink,
+                backlog = self.stats.backlog_events.load(Ordering::Relaxed),
+                "uplink unavailable, keeping events: {error:#}"
+            );
+            self.was_down = true;
+        } else {
+            tracing::debug!(uplink = self.uplink, "uplink still unavailable: {error:#}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(self.backoff)) => {}
+            _ = self.stop.changed() => {}
+        }
+        self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+    }
+
+    /// Moves `entry` to the parking queue, logged once.
+    async fn park(&self, entry: &Entry, reason: &str) {
+        tracing::warn!(
+            uplink = self.uplink,
+            seq = entry.seq,
+            "outbox: the uplink refuses an event for good; parked it and going on: {reason}"
+        );
+        if let Err(e) = self.outbox.park(&self.uplink, entry, reason).await {
+            tracing::error!(uplink = self.uplink, "parking an event failed: {e:#}");
+        }
+    }
 }
 
 async fn peek(outbox: &Outbox, uplink: &str, max: usize) -> anyhow::Result<Vec<Entry>> {

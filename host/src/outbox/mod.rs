@@ -26,6 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 pub mod forward;
+mod parking;
+
+pub use parking::{ParkedEntry, ParkedView};
 
 use crate::bindings::CloudEvent;
 use crate::event;
@@ -142,11 +145,17 @@ pub struct QueueStats {
     pub rejected: AtomicU64,
     /// 1 while the uplink is connected (its last delivery succeeded).
     pub connected: AtomicU64,
+    /// Events in the parking queue now: refused for good by the uplink.
+    pub parked_events: AtomicU64,
+    /// Events parked since the host started.
+    pub parked_total: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Queue {
     tree: Arc<dyn Tree>,
+    /// Events the uplink refused for good ([`parking`]).
+    parked: Arc<dyn Tree>,
     config: QueueConfig,
     stats: Arc<QueueStats>,
     /// Serialises the capacity check with the write, so a full queue is
@@ -194,6 +203,10 @@ pub struct QueueStatus {
     pub expired: u64,
     pub rejected: u64,
     pub connected: bool,
+    /// Events the uplink refused for good, waiting in the parking queue.
+    pub parked_events: u64,
+    /// Events parked since the host started.
+    pub parked_total: u64,
 }
 
 fn now_ms() -> u64 {
@@ -275,7 +288,13 @@ impl Outbox {
         let mut owners: HashMap<String, OwnerUsage> = HashMap::new();
         for (name, config) in uplinks {
             let tree = backend.tree(&format!("__brink/outbox/{name}"))?;
+            let parked = backend.tree(&format!("__brink/outbox-parked/{name}"))?;
             let stats = Arc::new(QueueStats::default());
+            parking::open_parked(&*tree, &*parked, &stats, &mut |owner, size| {
+                let usage = owners.entry(owner.to_owned()).or_default();
+                usage.events += 1;
+                usage.bytes += size;
+            })?;
             let (mut events, mut bytes) = (0u64, 0u64);
             tree.for_each(&mut |k, v| {
                 let size = (k.len() + v.len()) as u64;
@@ -294,6 +313,7 @@ impl Outbox {
                 name,
                 Queue {
                     tree,
+                    parked,
                     config,
                     stats,
                     admit: Mutex::new(()),
@@ -676,6 +696,8 @@ impl Outbox {
                     expired: s.expired.load(Ordering::Relaxed),
                     rejected: s.rejected.load(Ordering::Relaxed),
                     connected: s.connected.load(Ordering::Relaxed) == 1,
+                    parked_events: s.parked_events.load(Ordering::Relaxed),
+                    parked_total: s.parked_total.load(Ordering::Relaxed),
                 }
             })
             .collect()

@@ -116,6 +116,11 @@ pub struct ServerSettings {
     pub tls: Option<TlsConfig>,
     pub next_connection_delay_ms: u64,
     pub connections: ConnectionSettings,
+    /// brink patch: the listener binds only once this says true (none: at
+    /// once), so devices cannot publish before the embedding node has
+    /// subscribed (a broker drops what matches no subscription).
+    #[serde(skip)]
+    pub open_when: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ServerSettings {

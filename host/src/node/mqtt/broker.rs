@@ -1,13 +1,26 @@
 //! The embedded broker: rumqttd in-process, so one `brink` binary is a whole
 //! edge node.
+//!
+//! The node reaches it on listeners of its own (loopback, a free port), and
+//! the devices' listeners open only once the node has subscribed
+//! ([`EmbeddedBroker::open_to_devices`]): a broker drops a message that
+//! matches no subscription, so a device that published while the node was
+//! still starting got a PUBACK for a message nobody would ever handle.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use tokio::sync::watch;
 
-fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings {
+fn server(
+    name: &str,
+    listen: SocketAddr,
+    max_payload: usize,
+    open_when: Option<watch::Receiver<bool>>,
+) -> ServerSettings {
     ServerSettings {
         name: name.to_owned(),
         listen,
@@ -21,20 +34,94 @@ fn server(name: &str, listen: SocketAddr, max_payload: usize) -> ServerSettings 
             external_auth: None,
             dynamic_filters: true,
         },
+        open_when,
     }
 }
 
-/// Starts the broker: MQTT 3.1.1 on `v4`, MQTT 5 on `v5`.
+/// The running broker: where the node connects, and the devices' listeners
+/// waiting to open.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    /// The node's own listeners: MQTT 3.1.1 and MQTT 5.
+    pub internal_v4: SocketAddr,
+    pub internal_v5: SocketAddr,
+    devices: [SocketAddr; 2],
+    open: watch::Sender<bool>,
+}
+
+impl EmbeddedBroker {
+    /// Opens the devices' listeners and returns once they accept
+    /// connections (or after 5 s, with what the last attempt said).
+    pub async fn open_to_devices(&self) -> anyhow::Result<()> {
+        let _ = self.open.send(true);
+        let started = Instant::now();
+        for addr in self.devices {
+            let target = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                addr
+            };
+            loop {
+                match tokio::net::TcpStream::connect(target).await {
+                    Ok(_) => break,
+                    Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                        return Err(e).with_context(|| {
+                            format!("the embedded MQTT broker did not open {addr} to devices")
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        }
+        tracing::info!(v4 = %self.devices[0], v5 = %self.devices[1], "embedded MQTT broker open to devices (3.1.1, 5)");
+        Ok(())
+    }
+}
+
+/// A free loopback address for one of the node's own listeners.
+fn internal_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("the embedded MQTT broker found no free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Starts the broker: the node's listeners at once, the devices' MQTT
+/// 3.1.1 on `v4` and MQTT 5 on `v5` once [`EmbeddedBroker::open_to_devices`].
 ///
-/// rumqttd only logs a listener that fails to bind, so both addresses are
-/// tried here first to fail with a clear message instead. The broker runs
-/// on its own threads for the rest of the process: rumqttd has no stop.
-pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Result<()> {
+/// rumqttd only logs a listener that fails to bind, so the devices'
+/// addresses are tried here first to fail with a clear message instead. The
+/// broker runs on its own threads for the rest of the process: rumqttd has
+/// no stop.
+pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Result<EmbeddedBroker> {
     for (addr, what) in [(v4, "MQTT 3.1.1"), (v5, "MQTT 5")] {
         std::net::TcpListener::bind(addr).with_context(|| {
             format!("the embedded MQTT broker cannot listen for {what} on {addr}")
         })?;
     }
+    let (internal_v4, internal_v5) = (internal_addr()?, internal_addr()?);
+    let (open, gate) = watch::channel(false);
+    let listeners = |internal: SocketAddr, device: SocketAddr, version: &str| {
+        HashMap::from([
+            (
+                "node".to_owned(),
+                server(
+                    &format!("brink-mqtt-{version}-node"),
+                    internal,
+                    max_payload,
+                    None,
+                ),
+            ),
+            (
+                "devices".to_owned(),
+                server(
+                    &format!("brink-mqtt-{version}"),
+                    device,
+                    max_payload,
+                    Some(gate.clone()),
+                ),
+            ),
+        ])
+    };
     let config = Config {
         id: 0,
         router: RouterConfig {
@@ -47,14 +134,8 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([(
-            "v4".to_owned(),
-            server("brink-mqtt-v4", v4, max_payload),
-        )])),
-        v5: Some(HashMap::from([(
-            "v5".to_owned(),
-            server("brink-mqtt-v5", v5, max_payload),
-        )])),
+        v4: Some(listeners(internal_v4, v4, "v4")),
+        v5: Some(listeners(internal_v5, v5, "v5")),
         ws: None,
         cluster: None,
         console: None,
@@ -71,6 +152,11 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
             }
         })
         .context("starting the embedded MQTT broker thread")?;
-    tracing::info!(%v4, %v5, "embedded MQTT broker listening (3.1.1, 5)");
-    Ok(())
+    tracing::info!(%internal_v4, %internal_v5, "embedded MQTT broker started; devices wait until the node has subscribed");
+    Ok(EmbeddedBroker {
+        internal_v4,
+        internal_v5,
+        devices: [v4, v5],
+        open,
+    })
 }

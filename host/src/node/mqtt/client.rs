@@ -78,11 +78,22 @@ pub struct Received {
     pub raw: Raw,
 }
 
+/// Why the broker refused one message (an MQTT 5 PUBACK reason code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// The broker will refuse this message whenever it is sent: its topic
+    /// or payload format is invalid, or the client may not publish there.
+    pub permanent: bool,
+}
+
 /// What one turn of the event loop produced.
 #[derive(Debug)]
 pub enum Polled {
     Connected {
         session_present: bool,
+        /// The largest packet the broker accepts (MQTT 5 CONNACK); none: no limit said.
+        max_packet: Option<usize>,
     },
     /// Indexes of the subscription's filters that the broker refused.
     SubAck {
@@ -94,7 +105,7 @@ pub enum Polled {
     /// The broker acknowledged `pkid` (or refused it, with a reason).
     PubAck {
         pkid: u16,
-        refused: Option<String>,
+        refused: Option<Refusal>,
     },
     Disconnected,
     Other,
@@ -261,6 +272,7 @@ impl EventLoop {
                 Ok(match lp.poll().await? {
                     Event::Incoming(Packet::ConnAck(ack)) => Polled::Connected {
                         session_present: ack.session_present,
+                        max_packet: None,
                     },
                     Event::Incoming(Packet::SubAck(ack)) => Polled::SubAck {
                         refused: refused(
@@ -291,6 +303,11 @@ impl EventLoop {
                 Ok(match lp.poll().await? {
                     Event::Incoming(Incoming::ConnAck(ack)) => Polled::Connected {
                         session_present: ack.session_present,
+                        max_packet: ack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.max_packet_size)
+                            .and_then(|m| usize::try_from(m).ok()),
                     },
                     Event::Incoming(Incoming::SubAck(ack)) => Polled::SubAck {
                         refused: refused(
@@ -316,12 +333,7 @@ impl EventLoop {
                     }
                     Event::Incoming(Incoming::PubAck(ack)) => Polled::PubAck {
                         pkid: ack.pkid,
-                        refused: match ack.reason {
-                            p5::PubAckReason::Success | p5::PubAckReason::NoMatchingSubscribers => {
-                                None
-                            }
-                            other => Some(format!("the broker refused the message: {other:?}")),
-                        },
+                        refused: refusal(ack.reason),
                     },
                     Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Polled::Sent(pkid),
                     Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
@@ -329,6 +341,21 @@ impl EventLoop {
                 })
             }
         }
+    }
+}
+
+/// What an MQTT 5 PUBACK's reason says of the message; none: accepted.
+fn refusal(reason: p5::PubAckReason) -> Option<Refusal> {
+    use p5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        other => Some(Refusal {
+            reason: format!("the broker refused the message: {other:?}"),
+            permanent: matches!(
+                other,
+                R::TopicNameInvalid | R::PayloadFormatInvalid | R::NotAuthorized
+            ),
+        }),
     }
 }
 

@@ -9,6 +9,11 @@
 
 mod broker;
 pub mod client;
+mod identity;
+
+pub use broker::EmbeddedBroker;
+use identity::dead_letter_stub;
+pub use identity::node_client_id;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::dispatch::{Admission, Dispatcher};
 use crate::bindings::CloudEvent;
-use crate::event::mqtt::{self as binding, Carried, Message, OutputMode, PlainPolicy};
+use crate::event::mqtt::{self as binding, Carried, Message, Outgoing, OutputMode, PlainPolicy};
 use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
 use client::{Client, ConnectOptions, EventLoop, Polled, Received};
 
@@ -155,7 +160,11 @@ impl Settings {
             host,
             port,
             v5,
-            persistent: section.client_id.is_some() || v5,
+            // The subscriber keeps its broker-side session across drops and
+            // restarts on both protocols, so QoS 1 messages in flight at a
+            // drop, or sent while the node was away, are delivered again
+            // rather than lost; [`node_client_id`] keeps the id stable.
+            persistent: true,
             client_id: section.client_id.clone().unwrap_or_else(|| {
                 format!("brink-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
             }),
@@ -192,8 +201,9 @@ impl Settings {
     }
 }
 
-/// Starts the embedded broker on `section`'s addresses.
-pub fn start_embedded_broker(section: &MqttSection) -> anyhow::Result<()> {
+/// Starts the embedded broker on `section`'s addresses; its devices'
+/// listeners open with [`EmbeddedBroker::open_to_devices`].
+pub fn start_embedded_broker(section: &MqttSection) -> anyhow::Result<EmbeddedBroker> {
     broker::start(section.listen, section.listen_v5, MAX_PACKET)
 }
 
@@ -230,7 +240,7 @@ pub fn render_topic(template: &str, event: &CloudEvent) -> anyhow::Result<String
     Ok(out)
 }
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), client::Refusal>>;
 
 #[derive(Default)]
 struct Pending {
@@ -247,7 +257,10 @@ impl Pending {
             .drain(..)
             .chain(self.inflight.drain().map(|(_, w)| w))
         {
-            let _ = waiter.send(Err(why.to_owned()));
+            let _ = waiter.send(Err(client::Refusal {
+                reason: why.to_owned(),
+                permanent: false,
+            }));
         }
     }
 }
@@ -259,14 +272,28 @@ impl Pending {
 /// order, so each id is matched to its waiter. A connection that drops is
 /// replaced by a fresh client, failing every waiter of the old one (the
 /// callers retry), so no id of an old connection is ever matched.
+///
+/// Every message is checked against MQTT's limits and the broker's maximum
+/// packet size before it is handed over: one that breaks them fails alone,
+/// as a permanent refusal ([`crate::delivery::refused`]), instead of
+/// corrupting the stream and dropping the connection under other messages.
 #[derive(Clone)]
 pub struct Publisher {
     client: Arc<tokio::sync::Mutex<Client>>,
     pending: Arc<Mutex<Pending>>,
     /// Whether the connection is up (as of the event loop's last word).
     connected: Arc<std::sync::atomic::AtomicBool>,
+    /// The largest packet the broker takes: ours, or less when its CONNACK says so.
+    max_packet: Arc<std::sync::atomic::AtomicUsize>,
     v5: bool,
     mode: OutputMode,
+}
+
+/// Why a batch of publishes stopped: the first `delivered` were acknowledged.
+#[derive(Debug)]
+pub struct PublishFailure {
+    pub delivered: usize,
+    pub error: anyhow::Error,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -301,63 +328,75 @@ impl Publisher {
             client: connection.client.clone(),
             pending: Arc::new(Mutex::new(Pending::default())),
             connected: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            max_packet: Arc::new(std::sync::atomic::AtomicUsize::new(MAX_PACKET)),
             v5: settings.v5,
             mode: settings.mode,
         }
     }
 
-    /// Publishes `event` to `topic` and waits for the broker's PUBACK.
-    pub async fn publish(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<()> {
-        let message = binding::encode(event, self.mode, self.v5)
-            .with_context(|| format!("encoding event {:?}", event.id))?;
-        let (tx, rx) = oneshot::channel();
-        {
-            let client = self.client.lock().await;
-            lock(&self.pending).queued.push_back(tx);
-            if let Err(e) = client.publish(topic, message).await {
-                lock(&self.pending).queued.pop_back();
-                return Err(e).context("the MQTT connection is closed");
-            }
-        }
-        match tokio::time::timeout(PUBACK_TIMEOUT, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(why))) => bail!("publishing to {topic:?}: {why}"),
-            Ok(Err(_)) => bail!("publishing to {topic:?}: the MQTT connection closed"),
-            Err(_) => bail!(
-                "publishing to {topic:?}: no PUBACK within {}s",
-                PUBACK_TIMEOUT.as_secs()
-            ),
-        }
+    /// `event` encoded for `topic`, or a permanent refusal: the encoder
+    /// cannot encode it, or it breaks a limit of MQTT or of the broker.
+    pub fn prepare(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<Outgoing> {
+        let message = binding::encode(event, self.mode, self.v5).map_err(|e| {
+            crate::delivery::refused(format!("event {:?} cannot be encoded: {e}", event.id))
+        })?;
+        let max_packet = self.max_packet.load(std::sync::atomic::Ordering::Relaxed);
+        binding::check_limits(topic, &message, self.v5, max_packet).map_err(|why| {
+            crate::delivery::refused(format!("event {:?} cannot be published: {why}", event.id))
+        })?;
+        Ok(message)
     }
 
-    /// Publishes every (topic, event) in order on the one connection, so the
-    /// broker receives them in that order, then waits for all their PUBACKs.
-    pub async fn publish_all(&self, messages: &[(String, CloudEvent)]) -> anyhow::Result<()> {
+    /// Publishes `event` to `topic` and waits for the broker's PUBACK.
+    pub async fn publish(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<()> {
+        let message = self.prepare(topic, event)?;
+        self.publish_prepared(vec![(topic.to_owned(), message)])
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// Publishes every (topic, message) in order on the one connection, so
+    /// the broker receives them in that order, then waits for their PUBACKs.
+    pub async fn publish_prepared(
+        &self,
+        messages: Vec<(String, Outgoing)>,
+    ) -> Result<(), PublishFailure> {
+        let closed = |e: anyhow::Error| PublishFailure {
+            delivered: 0,
+            error: e.context("the MQTT connection is closed"),
+        };
         let mut waiting = Vec::with_capacity(messages.len());
         {
             let client = self.client.lock().await;
-            for (topic, event) in messages {
-                let message = binding::encode(event, self.mode, self.v5)
-                    .with_context(|| format!("encoding event {:?}", event.id))?;
+            for (topic, message) in messages {
                 let (tx, rx) = oneshot::channel();
                 lock(&self.pending).queued.push_back(tx);
-                if let Err(e) = client.publish(topic, message).await {
+                if let Err(e) = client.publish(&topic, message).await {
                     lock(&self.pending).queued.pop_back();
-                    return Err(e).context("the MQTT connection is closed");
+                    return Err(closed(e));
                 }
                 waiting.push((topic, rx));
             }
         }
-        for (topic, rx) in waiting {
-            match tokio::time::timeout(PUBACK_TIMEOUT, rx).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(why))) => bail!("publishing to {topic:?}: {why}"),
-                Ok(Err(_)) => bail!("publishing to {topic:?}: the MQTT connection closed"),
-                Err(_) => bail!(
+        // PUBACKs come in order: when one fails, those before it succeeded.
+        for (delivered, (topic, rx)) in waiting.into_iter().enumerate() {
+            let error = match tokio::time::timeout(PUBACK_TIMEOUT, rx).await {
+                Ok(Ok(Ok(()))) => continue,
+                Ok(Ok(Err(refusal))) if refusal.permanent => {
+                    crate::delivery::refused(format!("publishing to {topic:?}: {}", refusal.reason))
+                }
+                Ok(Ok(Err(refusal))) => {
+                    anyhow::anyhow!("publishing to {topic:?}: {}", refusal.reason)
+                }
+                Ok(Err(_)) => {
+                    anyhow::anyhow!("publishing to {topic:?}: the MQTT connection closed")
+                }
+                Err(_) => anyhow::anyhow!(
                     "publishing to {topic:?}: no PUBACK within {}s",
                     PUBACK_TIMEOUT.as_secs()
                 ),
-            }
+            };
+            return Err(PublishFailure { delivered, error });
         }
         Ok(())
     }
@@ -369,7 +408,11 @@ impl Publisher {
 
     fn on_polled(&self, polled: &Polled) {
         match polled {
-            Polled::Connected { .. } => {
+            Polled::Connected { max_packet, .. } => {
+                self.max_packet.store(
+                    max_packet.map_or(MAX_PACKET, |m| m.min(MAX_PACKET)),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.connected
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -844,10 +887,28 @@ impl TriggerCtx {
             .push(("brinkerrorkind".into(), kind.into()));
         let topic = dead_letter_topic(function);
         tracing::warn!(function, event_id = %event.id, %topic, "dead-lettered: {error}");
-        self.publisher
-            .publish(&topic, &event)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        match self.publisher.publish(&topic, &event).await {
+            Ok(()) => {}
+            // Too large or unencodable as it is (a 70 kB subject, say): the
+            // dead letter goes out without its data and with its attributes
+            // cut, so the message is still dead-lettered once and the
+            // broker's redeliveries end.
+            Err(e) if crate::delivery::is_permanent(&e) => {
+                let stub = dead_letter_stub(&event, &format!("{e:#}"));
+                match self.publisher.publish(&topic, &stub).await {
+                    Ok(()) => {}
+                    Err(e) if crate::delivery::is_permanent(&e) => {
+                        tracing::error!(
+                            function,
+                            %topic,
+                            "dropped a message whose dead letter the broker refuses: {e:#}"
+                        );
+                    }
+                    Err(e) => return Err(format!("{e:#}")),
+                }
+            }
+            Err(e) => return Err(format!("{e:#}")),
+        }
         self.dispatcher
             .metrics()
             .dead_letters
@@ -1074,7 +1135,9 @@ async fn run_subscriber(
         metrics.mqtt_connected.set(i64::from(connected));
         let client = connection.client.lock().await.clone();
         match polled {
-            Polled::Connected { session_present } => {
+            Polled::Connected {
+                session_present, ..
+            } => {
                 acks = AckOrder::new(client.clone());
                 // A new connection: whatever was asked on the old one is
                 // asked again, and those waiting wait for this answer.

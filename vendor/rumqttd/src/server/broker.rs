@@ -380,6 +380,10 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
+        // brink patch: wait until the embedding node opens this listener.
+        if let Some(mut open) = self.config.open_when.clone() {
+            let _ = open.wait_for(|open| *open).await;
+        }
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;

@@ -1,0 +1,189 @@
+//! A neighbour's latency beside hostile guests: one tenant's functions
+//! saturate the CPU (spinning guests, memory bombs, traps) while another
+//! tenant's `echo` runs one event at a time. Reports the neighbour's p50
+//! and p99 alone and under each load, with the fair CPU gate at the host's
+//! default (a run slot per core), with one core kept free (cores - 1
+//! slots), and off (as many slots as the pool: the behaviour before it).
+//!
+//! `cargo bench -p brink-host --bench fairness` (`FAIRNESS_SAMPLES=N`
+//! changes the neighbour's events per measurement; default 400).
+//!
+//! The goal: under load, the neighbour's p99 stays within 2x its p99 alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use brink_host::bindings::CloudEvent;
+use brink_host::{Engine, EngineConfig, Function, FunctionSpec, Limits};
+use brink_test_artifacts as artifacts;
+
+fn reading(id: usize) -> CloudEvent {
+    CloudEvent {
+        id: format!("n-{id}"),
+        source: "/bench".into(),
+        type_: "com.example.reading".into(),
+        specversion: "1.0".into(),
+        subject: Some("t-1".into()),
+        time: None,
+        datacontenttype: Some("application/json".into()),
+        dataschema: None,
+        extensions: vec![],
+        data: Some(br#"{"device":"t-1","value":1}"#.to_vec()),
+    }
+}
+
+fn load(engine: &Engine, name: &str, path: &str, limits: Limits) -> Function {
+    let spec = FunctionSpec {
+        limits,
+        ..FunctionSpec::new(name)
+    };
+    engine.load_file(spec, Path::new(path)).unwrap()
+}
+
+/// The neighbour's latencies for `samples` sequential events, in ms, sorted.
+/// Each event is its own task on the runtime's workers, as a request on
+/// the node is, so it competes with the hostile guests for the workers.
+async fn neighbour(echo: &Function, samples: usize) -> Vec<f64> {
+    let mut took = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let echo = echo.clone();
+        let started = Instant::now();
+        tokio::spawn(async move { echo.invoke(reading(i)).await })
+            .await
+            .unwrap()
+            .unwrap();
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    took
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Keeps `count` invocations of each hostile function running until `stop`.
+fn hostile(
+    hostiles: &[Function],
+    count: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for f in hostiles {
+        for i in 0..count {
+            let (f, stop) = (f.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // They fail by design (deadline, memory cap, trap).
+                    let _ = f.invoke(reading(i)).await;
+                }
+            }));
+        }
+    }
+    tasks
+}
+
+fn run(slots: Option<usize>, samples: usize) -> Vec<(String, f64, f64)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = Engine::new(EngineConfig {
+            max_instances: 128,
+            max_memory_bytes: 64 << 20,
+            cache_dir: None,
+            cpu_slots: slots,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let long = Limits {
+            timeout: Duration::from_millis(300),
+            memory_bytes: 16 << 20,
+            ..Limits::default()
+        };
+        let echo = load(&engine, "bolt/echo", artifacts::ECHO, Limits::default());
+        let spin = load(
+            &engine,
+            "acme/spin",
+            artifacts::FIXTURE_SPIN_LOOP,
+            long.clone(),
+        );
+        let bomb = load(
+            &engine,
+            "acme/bomb",
+            artifacts::FIXTURE_MEMORY_BOMB,
+            long.clone(),
+        );
+        let trap = load(&engine, "acme/trap", artifacts::FIXTURE_TRAP, long);
+        // Warm up: compile caches, pool slots.
+        neighbour(&echo, 50).await;
+        let mut rows = Vec::new();
+        let alone = neighbour(&echo, samples).await;
+        rows.push((
+            "alone".to_owned(),
+            percentile(&alone, 0.5),
+            percentile(&alone, 0.99),
+        ));
+        let loads: [(&str, Vec<Function>, usize); 4] = [
+            ("4 spinning", vec![spin.clone()], 4),
+            ("16 spinning", vec![spin.clone()], 16),
+            ("2 memory bombs", vec![bomb.clone()], 2),
+            ("all kinds, 4 each", vec![spin, bomb, trap], 4),
+        ];
+        for (name, hostiles, count) in loads {
+            let stop = Arc::new(AtomicBool::new(false));
+            let tasks = hostile(&hostiles, count, &stop);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let took = neighbour(&echo, samples).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+            rows.push((
+                name.to_owned(),
+                percentile(&took, 0.5),
+                percentile(&took, 0.99),
+            ));
+        }
+        rows
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a plain `cargo test` of benches passes
+    // nothing and expects a quick pass.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let samples = std::env::var("FAIRNESS_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let configs = [
+        (format!("gate, {cores} slots (default)"), None),
+        (
+            format!("gate, {} slots", cores.saturating_sub(1).max(1)),
+            Some(cores.saturating_sub(1).max(1)),
+        ),
+        ("no gate".to_owned(), Some(1024)),
+    ];
+    for (label, slots) in configs {
+        let rows = run(slots, samples);
+        println!("\n{label}: neighbour echo, {samples} events per row, {cores} cores");
+        println!(
+            "{:<20} {:>10} {:>10} {:>10}",
+            "load", "p50 ms", "p99 ms", "p99/alone"
+        );
+        let alone = rows[0].2;
+        for (name, p50, p99) in &rows {
+            println!("{name:<20} {p50:>10.3} {p99:>10.3} {:>9.2}x", p99 / alone);
+        }
+    }
+}
