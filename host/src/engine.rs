@@ -42,7 +42,7 @@ pub struct EngineConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Run slots for guests that run past one epoch tick ([`crate::sched`]);
-    /// none: one fewer than the machine's cores. A number as large as the
+    /// none: as many as the machine has cores. A number as large as the
     /// pool turns the fair gate off (benchmarks compare the two).
     pub cpu_slots: Option<usize>,
 }

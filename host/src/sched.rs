@@ -6,10 +6,11 @@
 //! queues, and every await of a neighbour's short request waits behind a
 //! slice of each: 16 spinning guests took a neighbour's p99 from 2.8 ms to
 //! 134 ms. So a guest that is still running at a tick must hold a *run
-//! slot* to go on; there are fewer slots than cores (one core stays free
-//! for short guests and the node itself), and a guest without one parks,
-//! off the run queues, until the gate hands it one. Short guests (under one
-//! tick, which is nearly all of them) never meet the gate.
+//! slot* to go on; there are as many slots as cores, and a guest without
+//! one parks, off the run queues, until the gate hands it one: a short
+//! request then waits behind at most one slice per core, however many
+//! guests spin. Short guests (under one tick, which is nearly all of them)
+//! never meet the gate.
 //!
 //! The gate hands slots out round-robin across *groups* (a tenant, or one of
 //! the manifest's functions), first in first out within a group, so a
