@@ -1229,8 +1229,7 @@ fn refusing_sink() -> anyhow::Result<u16> {
             let mut request = Vec::new();
             let mut buf = [0u8; 4096];
             // Headers, then the body its Content-Length announces.
-            loop {
-                let Ok(n) = stream.read(&mut buf) else { break };
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -1336,5 +1335,365 @@ fn an_event_the_uplink_refuses_is_listed_retried_and_purged_with_brink_outbox() 
         "purged 1 parked events from `cloud`\n"
     );
     assert_eq!(parked()?["parked"], serde_json::json!([]));
+    Ok(())
+}
+
+/// A mosquitto on a free port with a persistent-session-friendly setup,
+/// killed when dropped.
+struct Mosquitto {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "allow_anonymous true\npersistence false\nmax_inflight_messages 100\nmax_queued_messages 1000000\nset_tcp_nodelay true\nlistener {port} 127.0.0.1\n"
+            ),
+        )?;
+        let binary = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| !b.contains('/') || Path::new(b).exists())
+            .unwrap_or("mosquitto");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting mosquitto (apt-get install mosquitto): {e}"))?;
+        let broker = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(broker)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP bridge from a port of its own to `to` that can be taken down
+/// (every live connection cut, new ones refused) and brought back.
+struct Bridge {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Bridge {
+    fn start(to: u16) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, streams) = (up.clone(), live.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                if !flag.load(Ordering::Relaxed) {
+                    let _ = inbound.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(a), Ok(b), Ok(mut streams)) =
+                    (inbound.try_clone(), outbound.try_clone(), streams.lock())
+                {
+                    streams.push(a);
+                    streams.push(b);
+                }
+                if let (Ok(i2), Ok(o2)) = (inbound.try_clone(), outbound.try_clone()) {
+                    pipe(inbound, o2);
+                    pipe(outbound, i2);
+                }
+            }
+        });
+        Ok(Self { port, up, live })
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Relaxed);
+        if !up && let Ok(mut live) = self.live.lock() {
+            for stream in live.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// An MQTT 5 device on its own thread: publishes QoS 1 messages to `in/<n>`
+/// one at a time until `stop`, each waiting for its PUBACK; returns the ids
+/// the broker acknowledged.
+fn mqtt_device(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return Vec::new();
+        };
+        runtime.block_on(async move {
+            let options = MqttOptions::new(format!("soak-device-{port}"), "127.0.0.1", port);
+            let (client, mut events) = AsyncClient::new(options, 16);
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("m{n}");
+                n += 1;
+                let event = format!(
+                    r#"{{"specversion":"1.0","id":"{id}","source":"/d","type":"t","datacontenttype":"application/json","data":{{"n":{n}}}}}"#
+                );
+                if client
+                    .publish(format!("in/{n}"), QoS::AtLeastOnce, false, event)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                            acked.push(id);
+                            // About 500 a second: a steady stream, not a flood.
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            break;
+                        }
+                        Ok(_) => {}
+                        // Dropped before the PUBACK: not acknowledged; the
+                        // client sends it again on reconnect, but only a
+                        // PUBACK counts.
+                        Err(_) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            acked
+        })
+    })
+}
+
+/// An MQTT 5 subscriber to `filter` on its own thread; the event ids it
+/// received (structured payloads), duplicates included.
+fn mqtt_collector(port: u16, filter: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let filter = filter.to_owned();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let mut options = MqttOptions::new(format!("soak-cloud-{port}"), "127.0.0.1", port);
+            options.set_max_packet_size(Some(2 << 20));
+            let (client, mut events) = AsyncClient::new(options, 1024);
+            let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let id = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_owned));
+                        if let (Some(id), Ok(mut sink)) = (id, sink.lock()) {
+                            sink.push(id);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+        });
+    });
+    received
+}
+
+/// Ids in `acked` missing from `arrived`, and how many arrived twice or more.
+fn missing_and_duplicates(acked: &[String], arrived: &[String]) -> (Vec<String>, usize) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in arrived {
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing = acked
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let duplicates = counts.values().filter(|n| **n > 1).count();
+    (missing, duplicates)
+}
+
+#[test]
+fn acknowledged_events_survive_twenty_sigkills_and_an_uplink_outage_on_mqtt_and_http()
+-> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    // Devices publish to `input`; the node's MQTT uplink reaches `cloud`
+    // through a bridge that the outage takes down; the HTTP uplink is a sink.
+    let (input, cloud) = (Mosquitto::start()?, Mosquitto::start()?);
+    let bridge = Bridge::start(cloud.port)?;
+    let arrived_mqtt = mqtt_collector(cloud.port, "up/#");
+    let (sink_url, arrived_http) = start_batch_sink()?;
+    let http_port = free_port()?;
+    let manifest = dir.path().join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+data_dir = "state"
+[http]
+listen = "127.0.0.1:{http_port}"
+[admin]
+listen = "127.0.0.1:0"
+[mqtt]
+url = "mqtt://127.0.0.1:{input}"
+
+[uplink.cloud]
+http = {sink_url:?}
+batched = true
+
+[uplink.edge]
+mqtt = "mqtt://127.0.0.1:{bridge}"
+topic = "up/{{id}}"
+
+[function.relay-http]
+source = {echo:?}
+triggers = [{{ http = "/readings" }}]
+outputs = [{{ uplink = "cloud" }}]
+
+[function.relay-mqtt]
+source = {echo:?}
+triggers = [{{ mqtt = "in/#" }}]
+outputs = [{{ uplink = "edge" }}]
+"#,
+            input = input.port,
+            bridge = bridge.port,
+            echo = artifacts::ECHO,
+        ),
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_http = Arc::new(Mutex::new(Vec::<String>::new()));
+    let http_producer = {
+        let (acked, stop) = (acked_http.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("h{n}");
+                n += 1;
+                let body = reading_event(&id, r#"{"device":"t-1","value":1}"#);
+                if let Ok((202, _)) = http(http_port, "POST", "/events/readings", &body)
+                    && let Ok(mut acked) = acked.lock()
+                {
+                    acked.push(id);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    // The device starts once the node's session exists at the broker: a
+    // message published before any subscriber is the broker's to drop.
+    let mut mqtt_producer = None;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for kill in 0..20 {
+        // The uplinks go down for kills 8 to 11.
+        bridge.set_up(!(8..12).contains(&kill));
+        let node = start_node(&manifest, &cache, http_port)?;
+        if mqtt_producer.is_none() {
+            mqtt_producer = Some(mqtt_device(input.port, stop.clone()));
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_millis(50 + seed % 350));
+        drop(node); // SIGKILL
+    }
+    bridge.set_up(true);
+    stop.store(true, Ordering::Relaxed);
+    let _ = http_producer.join();
+    let acked_mqtt = mqtt_producer
+        .map(std::thread::JoinHandle::join)
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the device thread panicked"))?
+        .unwrap_or_default();
+    let acked_http = acked_http.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked_http.len() > 100 && acked_mqtt.len() > 100,
+        "too few events acknowledged"
+    );
+
+    // After the last restart, everything acknowledged arrives.
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let got_http = arrived_http.lock().map(|r| r.clone()).unwrap_or_default();
+        let got_mqtt = arrived_mqtt.lock().map(|r| r.clone()).unwrap_or_default();
+        let (missing_http, dup_http) = missing_and_duplicates(&acked_http, &got_http);
+        let (missing_mqtt, dup_mqtt) = missing_and_duplicates(&acked_mqtt, &got_mqtt);
+        if missing_http.is_empty() && missing_mqtt.is_empty() {
+            // The figures BENCHMARKS.md records (cargo test ... -- --nocapture).
+            println!(
+                "soak: 20 SIGKILLs; HTTP in: {} acknowledged, 0 missing, {dup_http} duplicated; MQTT in: {} acknowledged, 0 missing, {dup_mqtt} duplicated",
+                acked_http.len(),
+                acked_mqtt.len()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing: HTTP {} of {} (e.g. {:?}), MQTT {} of {} (e.g. {:?})",
+            missing_http.len(),
+            acked_http.len(),
+            &missing_http[..missing_http.len().min(5)],
+            missing_mqtt.len(),
+            acked_mqtt.len(),
+            &missing_mqtt[..missing_mqtt.len().min(5)],
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     Ok(())
 }

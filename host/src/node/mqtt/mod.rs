@@ -1159,7 +1159,11 @@ async fn run_subscriber(
                 subscriber
                     .resubscribe(&client, &mut subscribed, waiting)
                     .await;
-                if subscribed.awaiting.is_empty()
+                // A kept session already holds the subscriptions, and the
+                // broker may send its whole backlog before the SUBACK: the
+                // node is ready now, not after draining it (a restart after
+                // an outage would otherwise time out).
+                if (session_present || subscribed.awaiting.is_empty())
                     && let Some(ready) = ready.take()
                 {
                     let _ = ready.send(Ok(()));
