@@ -94,7 +94,10 @@ async fn sending_to_an_ungranted_uplink_is_refused() -> anyhow::Result<()> {
 
 /// A node with only an uplink `cloud` (`uplink` is its settings), its state
 /// in `dir`, and its outbox.
-async fn uplink_node(dir: &std::path::Path, uplink: &str) -> anyhow::Result<(Node, Outbox)> {
+pub(crate) async fn uplink_node(
+    dir: &std::path::Path,
+    uplink: &str,
+) -> anyhow::Result<(Node, Outbox)> {
     let text = format!(
         "brink_manifest_version = 1\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[uplink.cloud]\n{uplink}\n",
         dir.display().to_string()

@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use brink_host::node::Node;
-use brink_host::outbox::Outbox;
 use brink_tests::reading;
 use serde_json::Value;
 
@@ -93,19 +92,6 @@ async fn start_picky(sink: Picky) -> anyhow::Result<String> {
     Ok(url)
 }
 
-async fn node_with_uplink(dir: &std::path::Path, uplink: &str) -> anyhow::Result<(Node, Outbox)> {
-    let text = format!(
-        "brink_manifest_version = 1\ndata_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[uplink.cloud]\n{uplink}\n",
-        dir.display().to_string()
-    );
-    let node = brink_tests::start_node(&text).await?;
-    let outbox = node
-        .outbox()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no outbox"))?;
-    Ok((node, outbox))
-}
-
 fn event(id: &str, ty: &str) -> brink_host::bindings::CloudEvent {
     let mut e = reading(id, "d", 1.0);
     e.type_ = ty.to_owned();
@@ -151,7 +137,7 @@ async fn an_event_the_http_uplink_refuses_is_parked_and_every_later_event_arrive
         let sink = Picky::new(refusal);
         let url = start_picky(sink.clone()).await?;
         let dir = tempfile::tempdir()?;
-        let (node, outbox) = node_with_uplink(
+        let (node, outbox) = crate::outbox::uplink_node(
             dir.path(),
             &format!("http = {url:?}\nmax_delay_ms = 100\n{settings}"),
         )
@@ -221,14 +207,14 @@ async fn parked_events_survive_a_restart_and_purge_drops_them() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let settings = format!("http = {url:?}\nmax_delay_ms = 10");
     {
-        let (node, outbox) = node_with_uplink(dir.path(), &settings).await?;
+        let (node, outbox) = crate::outbox::uplink_node(dir.path(), &settings).await?;
         outbox.send("cloud", &event("p", "poison"), 5, None).await?;
         outbox.send("cloud", &event("ok", "fine"), 5, None).await?;
         wait_for("the good event", || sink.accepted().len() == 1).await?;
         wait_for("parking", || outbox.status()[0].parked_events == 1).await?;
         node.shutdown().await?;
     }
-    let (node, outbox) = node_with_uplink(dir.path(), &settings).await?;
+    let (node, outbox) = crate::outbox::uplink_node(dir.path(), &settings).await?;
     assert_eq!(outbox.status()[0].parked_events, 1);
     let parked = outbox.parked("cloud")?;
     assert_eq!(parked.len(), 1);
@@ -278,7 +264,7 @@ async fn events_over_the_mqtt_uplinks_limits_are_parked_and_the_rest_arrive_in_o
     let broker = brink_tests::mqtt::Mosquitto::start_with("max_packet_size 8192\n")?;
     let mut cloud = brink_tests::mqtt::Client5::connect(broker.port, &["edge/#"]).await?;
     let dir = tempfile::tempdir()?;
-    let (node, outbox) = node_with_uplink(
+    let (node, outbox) = crate::outbox::uplink_node(
         dir.path(),
         &format!(
             "mqtt = \"mqtt://127.0.0.1:{}\"\ntopic = \"edge/{{type}}\"\nmax_event_kb = 96\nmax_delay_ms = 10",

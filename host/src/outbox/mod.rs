@@ -709,7 +709,7 @@ mod tests {
     use super::*;
     use crate::store::Sled;
 
-    fn event(id: &str) -> CloudEvent {
+    pub(super) fn event(id: &str) -> CloudEvent {
         CloudEvent {
             id: id.into(),
             source: "/test".into(),

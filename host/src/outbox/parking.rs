@@ -273,24 +273,9 @@ pub(super) fn open_parked(
 mod tests {
     use std::sync::Arc;
 
+    use super::super::tests::event;
     use super::super::{Outbox, QueueConfig};
-    use crate::bindings::CloudEvent;
     use crate::store::Sled;
-
-    fn event(id: &str) -> CloudEvent {
-        CloudEvent {
-            id: id.into(),
-            source: "/test".into(),
-            type_: "com.example.reading".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: Some("application/json".into()),
-            dataschema: None,
-            extensions: vec![],
-            data: Some(br#"{"value":1}"#.to_vec()),
-        }
-    }
 
     fn open(dir: &std::path::Path) -> anyhow::Result<Outbox> {
         Outbox::open(
