@@ -208,8 +208,17 @@ async fn hostile_and_healthy_invocations_run_side_by_side() -> anyhow::Result<()
         ..Limits::default()
     };
     let spin = load(limited("spin", short.clone()), artifacts::FIXTURE_SPIN_LOOP)?;
+    // The bomb must reach its memory cap before its deadline, whatever else
+    // the machine runs meanwhile: its CPU is shared fairly with the spinners
+    // (and with other tests' guests), so it gets a deadline of its own.
     let bomb = load(
-        limited("bomb", short.clone()),
+        limited(
+            "bomb",
+            Limits {
+                timeout: Duration::from_secs(5),
+                ..short.clone()
+            },
+        ),
         artifacts::FIXTURE_MEMORY_BOMB,
     )?;
     let trap = load(limited("trap", short), artifacts::FIXTURE_TRAP)?;
