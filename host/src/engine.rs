@@ -563,6 +563,12 @@ impl Function {
         self.inner.log_budget.dropped()
     }
 
+    /// Log records dropped since the last call (for a counter); one atomic
+    /// load when none was.
+    pub fn take_log_drops(&self) -> u64 {
+        self.inner.log_budget.take_unreported()
+    }
+
     /// A fresh instance, for callers that run several events through one
     /// (benchmarks; a trap leaves it unusable).
     pub async fn instantiate(&self, event_id: &str) -> Result<Instance, InvokeError> {

@@ -338,5 +338,8 @@ async fn a_log_flood_is_cut_per_invocation_and_per_second_and_counted() -> anyho
     );
     assert!(written >= MAX_RECORDS_PER_INVOCATION, "{per_event:?}");
     assert_eq!(flood.log_records_dropped(), 100_000 - u64::from(written));
+    // What `brink_log_dropped_total` is told: each drop once.
+    assert_eq!(flood.take_log_drops(), flood.log_records_dropped());
+    assert_eq!(flood.take_log_drops(), 0);
     host_still_serves().await
 }

@@ -71,6 +71,8 @@ impl LogCtx {
 pub struct LogBudget {
     window: Mutex<Window>,
     dropped: std::sync::atomic::AtomicU64,
+    /// How many of `dropped` a counter was told of.
+    reported: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -92,6 +94,7 @@ impl Default for LogBudget {
                 said: false,
             }),
             dropped: std::sync::atomic::AtomicU64::new(0),
+            reported: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -100,6 +103,17 @@ impl LogBudget {
     /// Records dropped since the function was loaded.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records dropped since the last call. `fetch_max` keeps two callers
+    /// from reporting the same drops twice, whatever order they run in.
+    pub fn take_unreported(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.dropped.load(Relaxed);
+        if total == 0 {
+            return 0;
+        }
+        total.saturating_sub(self.reported.fetch_max(total, Relaxed))
     }
 
     /// Whether one more record fits in this second; `over_invocation` says

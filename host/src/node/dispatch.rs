@@ -450,6 +450,15 @@ impl Dispatcher {
         let result = stage.function.invoke(event).await;
         drop(permit);
         let elapsed = start.elapsed();
+        // One atomic load on the common path; more only for a function that
+        // dropped log records.
+        let dropped = stage.function.take_log_drops();
+        if dropped > 0 {
+            self.metrics
+                .log_dropped
+                .get_or_create(&label)
+                .inc_by(dropped);
+        }
         self.metrics
             .latency
             .get_or_create(&label)

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub latency: Family<FunctionLabel, Histogram, fn() -> Histogram>,
     pub queue_depth: Family<FunctionLabel, Gauge>,
     pub dead_letters: Family<FunctionLabel, Counter>,
+    /// Guest log records dropped over the log limits, per function.
+    pub log_dropped: Family<FunctionLabel, Counter>,
     pub mqtt_connected: Gauge,
     pub kv_bucket_bytes: Family<BucketLabel, Gauge>,
     /// The app's key-value store, whose bucket sizes are read at each scrape.
@@ -97,6 +99,12 @@ impl Default for Metrics {
             Family::new_with_constructor(latency_histogram);
         let queue_depth = Family::<FunctionLabel, Gauge>::default();
         let dead_letters = Family::<FunctionLabel, Counter>::default();
+        let log_dropped = Family::<FunctionLabel, Counter>::default();
+        registry.register(
+            "log_dropped",
+            "Guest log records dropped over 100 per invocation or 200 per second per function",
+            log_dropped.clone(),
+        );
         let mqtt_connected = Gauge::default();
         let kv_bucket_bytes = Family::<BucketLabel, Gauge>::default();
         registry.register(
@@ -247,6 +255,7 @@ impl Default for Metrics {
             outbox_counters,
             registry,
             dead_letters,
+            log_dropped,
             mqtt_connected,
             events_in,
             events_out,
