@@ -1,16 +1,18 @@
 //! Fair shares of the CPU for guests: a long-running guest cannot slow its
 //! neighbours, whoever owns it.
 //!
-//! Every guest yields to the executor at each epoch tick (2 ms). Without
+//! Every guest yields to the executor at each epoch tick (1 ms). Without
 //! more, N busy guests on a 2-core node put N tasks in the executor's run
 //! queues, and every await of a neighbour's short request waits behind a
 //! slice of each: 16 spinning guests took a neighbour's p99 from 2.8 ms to
 //! 134 ms. So a guest that is still running at a tick must hold a *run
-//! slot* to go on; there are as many slots as cores, and a guest without
-//! one parks, off the run queues, until the gate hands it one: a short
-//! request then waits behind at most one slice per core, however many
-//! guests spin. Short guests (under one tick, which is nearly all of them)
-//! never meet the gate.
+//! slot* to go on; there is one fewer slot than cores (at least one), and a
+//! guest without one parks, off the run queues, until the gate hands it
+//! one. One core stays free for short requests and the node itself, which
+//! is what keeps a neighbour's latency: with a slot per core, the fairness
+//! benchmark's neighbour p50 went from 0.07 ms to 4.2 ms under 4 spinning
+//! guests; with one core kept free it stayed at 0.09 ms. Short guests
+//! (under one tick, which is nearly all of them) never meet the gate.
 //!
 //! The gate hands slots out round-robin across *groups* (a tenant, or one of
 //! the manifest's functions), first in first out within a group, so a
@@ -32,7 +34,7 @@ use tokio::sync::oneshot;
 use wasmtime::UpdateDeadline;
 
 /// How long a holder may go without ticking before its slot is taken back.
-const LEASE: Duration = Duration::from_millis(6);
+const LEASE: Duration = Duration::from_millis(5);
 
 /// The node's run slots for guests past their first tick.
 #[derive(Debug)]
@@ -67,10 +69,10 @@ impl CpuGate {
         })
     }
 
-    /// As many slots as the machine has cores.
+    /// One slot fewer than the machine has cores, and at least one.
     pub fn for_this_machine() -> Arc<Self> {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Self::new(cores)
+        Self::new(cores.saturating_sub(1))
     }
 
     /// How many slots it hands out.

@@ -65,19 +65,35 @@ impl Sled {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            // Writes are flushed before their event is acknowledged; this
-            // background flush only bounds what other writers may lose.
-            .flush_every_ms(Some(500))
-            .open()
-            .with_context(|| {
-                format!(
-                    "cannot open the store in {} (is another host using it?)",
-                    dir.display()
-                )
-            })?;
-        Ok(Self { db })
+        // A host that just stopped in this process may still be letting go
+        // of the lock (its committer thread ends after the last handle):
+        // a busy lock is tried again for up to 2 s before it is an error.
+        let started = std::time::Instant::now();
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                // Writes are flushed before their event is acknowledged; this
+                // background flush only bounds what other writers may lose.
+                .flush_every_ms(Some(500))
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot open the store in {} (is another host using it?)",
+                            dir.display()
+                        )
+                    });
+                }
+            }
+        }
     }
 }
 
