@@ -121,6 +121,10 @@ pub struct ServerSettings {
     /// subscribed (a broker drops what matches no subscription).
     #[serde(skip)]
     pub open_when: Option<tokio::sync::watch::Receiver<bool>>,
+    /// brink patch: counted up once the listener is bound, so the embedding
+    /// node knows without probing it (a probe is logged as a failed connect).
+    #[serde(skip)]
+    pub bound: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl ServerSettings {

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -19,8 +21,9 @@ fn server(
     name: &str,
     listen: SocketAddr,
     max_payload: usize,
-    open_when: Option<watch::Receiver<bool>>,
+    open_when: Option<(watch::Receiver<bool>, Arc<AtomicUsize>)>,
 ) -> ServerSettings {
+    let (open_when, bound) = open_when.unzip();
     ServerSettings {
         name: name.to_owned(),
         listen,
@@ -35,6 +38,7 @@ fn server(
             dynamic_filters: true,
         },
         open_when,
+        bound,
     }
 }
 
@@ -47,6 +51,8 @@ pub struct EmbeddedBroker {
     pub internal_v5: SocketAddr,
     devices: [SocketAddr; 2],
     open: watch::Sender<bool>,
+    /// How many of the devices' listeners are bound.
+    bound: Arc<AtomicUsize>,
 }
 
 impl EmbeddedBroker {
@@ -55,23 +61,17 @@ impl EmbeddedBroker {
     pub async fn open_to_devices(&self) -> anyhow::Result<()> {
         let _ = self.open.send(true);
         let started = Instant::now();
-        for addr in self.devices {
-            let target = if addr.ip().is_unspecified() {
-                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-            } else {
-                addr
-            };
-            loop {
-                match tokio::net::TcpStream::connect(target).await {
-                    Ok(_) => break,
-                    Err(e) if started.elapsed() > Duration::from_secs(5) => {
-                        return Err(e).with_context(|| {
-                            format!("the embedded MQTT broker did not open {addr} to devices")
-                        });
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-                }
+        // rumqttd counts its listeners up as they bind: no probe connection,
+        // which it would log as a failed connect.
+        while self.bound.load(Ordering::Acquire) < self.devices.len() {
+            if started.elapsed() > Duration::from_secs(5) {
+                anyhow::bail!(
+                    "the embedded MQTT broker did not open {} and {} to devices within 5 s",
+                    self.devices[0],
+                    self.devices[1]
+                );
             }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tracing::info!(v4 = %self.devices[0], v5 = %self.devices[1], "embedded MQTT broker open to devices (3.1.1, 5)");
         Ok(())
@@ -100,6 +100,7 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
     }
     let (internal_v4, internal_v5) = (internal_addr()?, internal_addr()?);
     let (open, gate) = watch::channel(false);
+    let bound = Arc::new(AtomicUsize::new(0));
     let listeners = |internal: SocketAddr, device: SocketAddr, version: &str| {
         HashMap::from([
             (
@@ -117,7 +118,7 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
                     &format!("brink-mqtt-{version}"),
                     device,
                     max_payload,
-                    Some(gate.clone()),
+                    Some((gate.clone(), bound.clone())),
                 ),
             ),
         ])
@@ -158,5 +159,6 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
         internal_v5,
         devices: [v4, v5],
         open,
+        bound,
     })
 }

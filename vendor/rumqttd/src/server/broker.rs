@@ -385,6 +385,9 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             let _ = open.wait_for(|open| *open).await;
         }
         let listener = TcpListener::bind(&self.config.listen).await?;
+        if let Some(bound) = &self.config.bound {
+            bound.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
