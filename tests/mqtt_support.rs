@@ -298,6 +298,13 @@ impl Client5 {
         wait_acked(&mut self.acked, n).await
     }
 
+    /// Whether a PUBACK arrives within `millis`.
+    pub async fn acked_within(&mut self, millis: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(millis), self.acked.recv())
+            .await
+            .is_ok_and(|a| a.is_some())
+    }
+
     /// The next message, within `secs` seconds.
     pub async fn next(&mut self, secs: u64) -> anyhow::Result<Received> {
         tokio::time::timeout(Duration::from_secs(secs), self.messages.recv())

@@ -254,3 +254,95 @@ async fn devices_that_publish_while_the_node_starts_lose_nothing_they_were_ackno
     }
     Ok(())
 }
+
+/// A webhook receiver that answers nothing until `release` is notified, and
+/// says on `arrived` when a request came in.
+async fn held_webhook() -> anyhow::Result<(
+    String,
+    std::sync::Arc<tokio::sync::Notify>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)> {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let gate = release.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (gate, tx) = (gate.clone(), tx.clone());
+            async move {
+                let _ = tx.send(());
+                gate.notified().await;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, release, arrived))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_acknowledges_a_device_only_once_the_node_has_handled_the_message()
+-> anyhow::Result<()> {
+    // The function's webhook holds its answer: until it answers, the
+    // message is not handled, and a crash now would lose it if the device
+    // had its PUBACK.
+    let (url, release, mut arrived) = held_webhook().await?;
+    let (v4, v5) = (free_port()?, free_port()?);
+    let text = format!(
+        "brink_manifest_version = 1\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:{v4}\"\nlisten_v5 = \"127.0.0.1:{v5}\"\nclient_id = \"gw-7\"\n\n[function.echo]\nsource = {:?}\ntriggers = [{{ mqtt = \"in/#\" }}]\noutputs = [{{ webhook = {url:?} }}]\n",
+        artifacts::ECHO
+    );
+    let node = brink_tests::start_node(&text).await?;
+    let mut device = Client5::connect(v5, &[]).await?;
+    device
+        .publish("in/x", reading("held-1", "x"), Some(STRUCTURED), &[])
+        .await?;
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the webhook receiver stopped"))?;
+    assert!(
+        !device.acked_within(1000).await,
+        "the device had its PUBACK while the function's output was still unanswered"
+    );
+    release.notify_one();
+    assert!(
+        device.acked_within(10_000).await,
+        "no PUBACK once the output was delivered"
+    );
+
+    // A message that matches no function is acknowledged at once, and a
+    // device may not take the node's own client id (and with it the node's
+    // session).
+    device
+        .publish("elsewhere", reading("free-1", "x"), Some(STRUCTURED), &[])
+        .await?;
+    assert!(
+        device.acked_within(10_000).await,
+        "no PUBACK for an unrouted message"
+    );
+    let options = rumqttc::v5::MqttOptions::new("gw-7", "127.0.0.1", v5);
+    let (_impostor, mut events) = rumqttc::v5::AsyncClient::new(options, 10);
+    let answer = tokio::time::timeout(Duration::from_secs(10), events.poll()).await?;
+    assert!(
+        matches!(
+            answer,
+            Err(rumqttc::v5::ConnectionError::ConnectionRefused(
+                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::ClientIdentifierNotValid
+            ))
+        ),
+        "a device took the node's client id: {answer:?}"
+    );
+    device
+        .publish("in/x", reading("held-2", "x"), Some(STRUCTURED), &[])
+        .await?;
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv()).await?;
+    release.notify_one();
+    assert!(
+        device.acked_within(10_000).await,
+        "the node stopped handling after the impostor"
+    );
+    node.shutdown().await?;
+    Ok(())
+}

@@ -295,7 +295,7 @@ impl Node {
             }
             if manifest.mqtt.url.is_none() {
                 // The node talks to the broker on listeners of its own.
-                let broker = mqtt::start_embedded_broker(&manifest.mqtt)?;
+                let broker = mqtt::start_embedded_broker(&manifest.mqtt, &settings.client_id)?;
                 let own = if settings.v5 {
                     broker.internal_v5
                 } else {

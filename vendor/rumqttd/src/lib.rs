@@ -21,7 +21,7 @@ use tracing_subscriber::{
 pub use link::alerts;
 pub use link::local;
 pub use link::meters;
-pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
+pub use router::{AckHold, Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
 pub use server::{Broker, LinkType, Server};
 
@@ -161,6 +161,14 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// Brink patch 5: how this listener's connections take part in held
+    /// acknowledgements (`router/holds.rs`).
+    #[serde(default)]
+    pub ack_hold: AckHold,
+    /// Brink patch 5: client ids starting with this are refused here, so a
+    /// device cannot take over the node's own sessions.
+    #[serde(default)]
+    pub reserved_client_prefix: Option<String>,
 }
 
 impl ConnectionSettings {

@@ -6,6 +6,13 @@
 //! ([`EmbeddedBroker::open_to_devices`]): a broker drops a message that
 //! matches no subscription, so a device that published while the node was
 //! still starting got a PUBACK for a message nobody would ever handle.
+//!
+//! A device's QoS 1 PUBACK waits until the node's subscriber has
+//! acknowledged the message, which it does only once the message is handled
+//! (vendored rumqttd, patch 5): a PUBACK from the embedded broker means the
+//! same as one from the node, and a crash loses nothing a device was told
+//! was received (ADR 0003). Devices may not use the node's client ids, which
+//! would take over its sessions.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,16 +21,36 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{AckHold, Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::watch;
 
-fn server(
-    name: &str,
-    listen: SocketAddr,
-    max_payload: usize,
-    open_when: Option<(watch::Receiver<bool>, Arc<AtomicUsize>)>,
-) -> ServerSettings {
-    let (open_when, bound) = open_when.unzip();
+/// Who connects to a listener.
+enum Side<'a> {
+    /// The node's own clients.
+    Node,
+    /// Devices: the listener opens when `gate` says so, bumps `bound` once
+    /// bound, and refuses client ids starting with `reserved`.
+    Devices {
+        gate: watch::Receiver<bool>,
+        bound: Arc<AtomicUsize>,
+        reserved: &'a str,
+    },
+}
+
+fn server(name: &str, listen: SocketAddr, max_payload: usize, side: Side<'_>) -> ServerSettings {
+    let (ack_hold, reserved_client_prefix, open_when, bound) = match side {
+        Side::Node => (AckHold::Node, None, None, None),
+        Side::Devices {
+            gate,
+            bound,
+            reserved,
+        } => (
+            AckHold::Device,
+            Some(reserved.to_owned()),
+            Some(gate),
+            Some(bound),
+        ),
+    };
     ServerSettings {
         name: name.to_owned(),
         listen,
@@ -36,6 +63,8 @@ fn server(
             auth: None,
             external_auth: None,
             dynamic_filters: true,
+            ack_hold,
+            reserved_client_prefix,
         },
         open_when,
         bound,
@@ -92,7 +121,12 @@ fn internal_addr() -> anyhow::Result<SocketAddr> {
 /// addresses are tried here first to fail with a clear message instead. The
 /// broker runs on its own threads for the rest of the process: rumqttd has
 /// no stop.
-pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Result<EmbeddedBroker> {
+pub fn start(
+    v4: SocketAddr,
+    v5: SocketAddr,
+    max_payload: usize,
+    node_client_id: &str,
+) -> anyhow::Result<EmbeddedBroker> {
     for (addr, what) in [(v4, "MQTT 3.1.1"), (v5, "MQTT 5")] {
         std::net::TcpListener::bind(addr).with_context(|| {
             format!("the embedded MQTT broker cannot listen for {what} on {addr}")
@@ -109,7 +143,7 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
                     &format!("brink-mqtt-{version}-node"),
                     internal,
                     max_payload,
-                    None,
+                    Side::Node,
                 ),
             ),
             (
@@ -118,7 +152,11 @@ pub fn start(v4: SocketAddr, v5: SocketAddr, max_payload: usize) -> anyhow::Resu
                     &format!("brink-mqtt-{version}"),
                     device,
                     max_payload,
-                    Some((gate.clone(), bound.clone())),
+                    Side::Devices {
+                        gate: gate.clone(),
+                        bound: bound.clone(),
+                        reserved: node_client_id,
+                    },
                 ),
             ),
         ])

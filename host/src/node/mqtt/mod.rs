@@ -203,8 +203,16 @@ impl Settings {
 
 /// Starts the embedded broker on `section`'s addresses; its devices'
 /// listeners open with [`EmbeddedBroker::open_to_devices`].
-pub fn start_embedded_broker(section: &MqttSection) -> anyhow::Result<EmbeddedBroker> {
-    broker::start(section.listen, section.listen_v5, MAX_PACKET)
+pub fn start_embedded_broker(
+    section: &MqttSection,
+    node_client_id: &str,
+) -> anyhow::Result<EmbeddedBroker> {
+    broker::start(
+        section.listen,
+        section.listen_v5,
+        MAX_PACKET,
+        node_client_id,
+    )
 }
 
 /// Fills a topic template's `{subject}`, `{type}`, `{source}` and `{id}`.

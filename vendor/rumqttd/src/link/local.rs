@@ -49,6 +49,8 @@ pub struct LinkBuilder<'a> {
     dynamic_filters: bool,
     // default to 0, indicating to not use topic alias
     topic_alias_max: u16,
+    // Brink patch 5
+    ack_hold: crate::router::AckHold,
 }
 
 impl<'a> LinkBuilder<'a> {
@@ -62,7 +64,15 @@ impl<'a> LinkBuilder<'a> {
             last_will_properties: None,
             dynamic_filters: false,
             topic_alias_max: 0,
+            ack_hold: crate::router::AckHold::None,
         }
+    }
+
+    /// Brink patch 5: how this connection's PUBACKs take part in held
+    /// acknowledgements.
+    pub fn ack_hold(mut self, ack_hold: crate::router::AckHold) -> Self {
+        self.ack_hold = ack_hold;
+        self
     }
 
     pub fn tenant_id(mut self, tenant_id: Option<String>) -> Self {
@@ -111,6 +121,7 @@ impl<'a> LinkBuilder<'a> {
         connection
             .last_will(self.last_will, self.last_will_properties)
             .topic_alias_max(self.topic_alias_max);
+        connection.ack_hold = self.ack_hold;
         let incoming = Incoming::new(connection.client_id.to_owned());
         let (outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
         let outgoing_data_buffer = outgoing.buffer();

@@ -68,6 +68,7 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        ack_hold: crate::router::AckHold,
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
@@ -99,6 +100,7 @@ impl<P: Protocol> RemoteLink<P> {
             .last_will(lastwill)
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
+            .ack_hold(ack_hold)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
             .build()?;
 
@@ -197,6 +199,18 @@ where
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
 
+    // Brink patch 5: the node's own client ids are not for devices.
+    if let Some(prefix) = &config.reserved_client_prefix {
+        if connect.client_id.starts_with(prefix.as_str()) {
+            let ack = ConnAck {
+                session_present: false,
+                code: ConnectReturnCode::ClientIdentifierNotValid,
+            };
+            network.write(Packet::ConnAck(ack, None)).await?;
+            return Err(Error::InvalidClientId);
+        }
+    }
+
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
     if connect.keep_alive == 0 {
@@ -283,6 +297,8 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            ack_hold: Default::default(),
+            reserved_client_prefix: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Connection {
     pub(crate) broker_topic_aliases: Option<BrokerAliases>,
     /// subscription IDs for a connection
     pub(crate) subscription_ids: HashMap<Filter, usize>,
+    /// Brink patch 5: how its PUBACKs take part in held acknowledgements.
+    pub ack_hold: super::AckHold,
 }
 
 impl Connection {
@@ -66,6 +68,7 @@ impl Connection {
             topic_aliases: HashMap::new(),
             broker_topic_aliases: None,
             subscription_ids: HashMap::new(),
+            ack_hold: super::AckHold::None,
         }
     }
 

@@ -164,8 +164,9 @@ impl Outgoing {
 
     // Returns (unsolicited, outoforder) flags
     // Return: Out of order or unsolicited acks
-    pub fn register_ack(&mut self, pkid: u16) -> Option<()> {
-        let (head, _filter_idx, _cursor) = self.inflight_buffer.pop_front()?;
+    // Brink patch 5: returns the acknowledged entry's filter and cursor.
+    pub fn register_ack(&mut self, pkid: u16) -> Option<(FilterIdx, Option<Cursor>)> {
+        let (head, filter_idx, cursor) = self.inflight_buffer.pop_front()?;
 
         // We don't support out of order acks
         if pkid != head {
@@ -173,7 +174,7 @@ impl Outgoing {
             return None;
         }
 
-        Some(())
+        Some((filter_idx, cursor))
     }
 
     pub fn register_pubrec(&mut self, pkid: u16) {

@@ -18,6 +18,7 @@ use crate::{
 mod alertlog;
 mod connection;
 mod graveyard;
+mod holds;
 pub mod iobufs;
 mod logs;
 mod routing;
@@ -27,6 +28,7 @@ mod waiters;
 
 pub use alertlog::Alert;
 pub use connection::Connection;
+pub use holds::AckHold;
 pub use routing::Router;
 pub use waiters::Waiters;
 

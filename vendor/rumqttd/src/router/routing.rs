@@ -23,6 +23,7 @@ use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
 use super::logs::{AckLog, DataLog};
 use super::scheduler::{ScheduleReason, Scheduler};
+use super::holds::{AckHold, Admit, Holds};
 use super::shared_subs::SharedGroup;
 use super::{
     packetid, Connection, DataRequest, Event, FilterIdx, Meter, Notification, Print, RouterMeter,
@@ -102,6 +103,8 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// Brink patch 5: devices' PUBACKs held for the node.
+    holds: Holds,
 }
 
 impl Router {
@@ -143,6 +146,7 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            holds: Holds::default(),
         }
     }
 
@@ -454,6 +458,20 @@ impl Router {
 
         // Remove connection from router
         let mut connection = self.connections.remove(id);
+
+        // Brink patch 5: a device's held PUBACKs go nowhere now; a clean
+        // node session holds nothing any more.
+        match connection.ack_hold {
+            AckHold::Device => self.holds.forget_device(id),
+            AckHold::Node if connection.clean => {
+                let mut released = Vec::new();
+                for filter in self.holds.filters_of(&client_id) {
+                    released.extend(self.holds.remove_holder(filter, &client_id));
+                }
+                self.release_held_acks(released);
+            }
+            _ => {}
+        }
         let _incoming = self.ibufs.remove(id);
         let outgoing = self.obufs.remove(id);
         let mut tracker = self.scheduler.remove(id);
@@ -532,6 +550,29 @@ impl Router {
         self.router_meters.total_connections -= 1;
     }
 
+    /// Brink patch 5: sends the PUBACKs of `devices` that no longer wait for
+    /// the node, in the order of their PUBLISHes.
+    fn release_held_acks(&mut self, mut devices: Vec<ConnectionId>) {
+        devices.sort_unstable();
+        devices.dedup();
+        for device in devices {
+            let pkids = self.holds.ready(device);
+            if pkids.is_empty() {
+                continue;
+            }
+            let Some(ackslog) = self.ackslog.get_mut(device) else {
+                continue;
+            };
+            for pkid in pkids {
+                ackslog.puback(PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                });
+            }
+            self.scheduler.reschedule(device, ScheduleReason::FreshData);
+        }
+    }
+
     /// Handles new incoming data on a topic
     fn handle_device_payload(&mut self, id: ConnectionId) {
         // TODO: Retun errors and move error handling to the caller
@@ -552,6 +593,8 @@ impl Router {
 
         let mut force_ack = false;
         let mut new_data = false;
+        // Brink patch 5: devices whose held PUBACKs may go out now.
+        let mut released = Vec::new();
         let mut disconnect = false;
         let mut disconnect_reason: Option<DisconnectReasonCode> = None;
 
@@ -580,7 +623,15 @@ impl Router {
                     // Currently as we don't have replication, we just use a single offset, even when appending to
                     // multiple commit logs.
 
+                    // Brink patch 5: a device's PUBACK is decided once the
+                    // message is in the log (router/holds.rs).
+                    let mut hold = None;
                     match qos {
+                        QoS::AtLeastOnce
+                            if self.connections[id].ack_hold == AckHold::Device =>
+                        {
+                            hold = Some(pkid);
+                        }
                         QoS::AtLeastOnce => {
                             let puback = PubAck {
                                 pkid,
@@ -610,6 +661,7 @@ impl Router {
                     self.router_meters.total_publishes += 1;
 
                     // Try to append publish to commitlog
+                    let mut appended = Vec::new();
                     match append_to_commitlog(
                         id,
                         publish.clone(),
@@ -617,8 +669,19 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        &mut appended,
                     ) {
                         Ok(_offset) => {
+                            if let Some(pkid) = hold {
+                                if self.holds.admit(id, pkid, &appended) == Admit::AckNow {
+                                    let puback = PubAck {
+                                        pkid,
+                                        reason: PubAckReason::Success,
+                                    };
+                                    self.ackslog.get_mut(id).unwrap().puback(puback);
+                                    force_ack = true;
+                                }
+                            }
                             // Even if one of the data in the batch is appended to commitlog,
                             // set new data. This triggers notifications to wake waiters.
                             // Don't overwrite this flag to false if it is already true.
@@ -686,6 +749,17 @@ impl Router {
 
                         let (idx, cursor) = self.datalog.next_native_offset(&filter);
 
+                        // Brink patch 5: the node's QoS 1 subscriptions hold
+                        // devices' PUBACKs (not a shared one: only one
+                        // member of a group receives each message).
+                        if self.connections[id].ack_hold == AckHold::Node
+                            && group.is_none()
+                            && f.qos != QoS::AtMostOnce
+                        {
+                            let holder = self.connections[id].client_id.clone();
+                            self.holds.add_holder(idx, &holder);
+                        }
+
                         // in case of shared sub original_filter will be $share/group/topic
                         // this is because we do want to treat is as diffrent subscription
                         // and create DataRequest, while using the same datalog of "topic"
@@ -749,6 +823,13 @@ impl Router {
                             // remove the subscription id
                             connection.subscription_ids.remove(filter);
 
+                            // Brink patch 5: what waited for this holder
+                            // never reached it.
+                            if connection.ack_hold == AckHold::Node {
+                                let (idx, _) = self.datalog.next_native_offset(filter);
+                                released.extend(self.holds.remove_holder(idx, &client_id));
+                            }
+
                             let unsuback = UnsubAck {
                                 pkid,
                                 // reasons are used in MQTTv5
@@ -768,10 +849,15 @@ impl Router {
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
                     let pkid = puback.pkid;
-                    if outgoing.register_ack(pkid).is_none() {
+                    let Some((filter_idx, cursor)) = outgoing.register_ack(pkid) else {
                         error!(pkid, "Unsolicited/ooo ack received for pkid {}", pkid);
                         disconnect = true;
                         break;
+                    };
+                    if let (AckHold::Node, Some(cursor)) =
+                        (self.connections[id].ack_hold, cursor)
+                    {
+                        released.extend(self.holds.acked(filter_idx, cursor.1, &client_id));
                     }
 
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
@@ -828,6 +914,7 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        &mut Vec::new(),
                     ) {
                         Ok(_offset) => {
                             // Even if one of the data in the batch is appended to commitlog,
@@ -883,6 +970,7 @@ impl Router {
         }
 
         self.cache = Some(packets);
+        self.release_held_acks(released);
 
         // Prepare AcksRequest in tracker if router is operating in a
         // single node mode or force ack request for subscriptions
@@ -1193,6 +1281,7 @@ fn append_to_commitlog(
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
+    appended: &mut Vec<(FilterIdx, Offset)>,
 ) -> Result<Offset, RouterError> {
     let connection = connections.get_mut(id).unwrap();
 
@@ -1263,6 +1352,7 @@ fn append_to_commitlog(
         );
 
         o = offset;
+        appended.push((filter_idx, offset));
     }
 
     // error!("{:15.15}[E] {:20} topic = {}", connections[id].client_id, "no-filter", topic);
