@@ -464,6 +464,25 @@ impl Function {
     /// events never share guest memory; or, where the spec allows reuse,
     /// through a warm instance of this function.
     pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        // A busy group's calls run on the gate's lane, off the node's
+        // workers (sched.rs says why).
+        if let Some(lane) = self.inner.gate.lane_for(&self.inner.group) {
+            let f = self.clone();
+            return lane
+                .run(async move { f.invoke_here(event).await })
+                .await
+                .unwrap_or_else(|| {
+                    Err(InvokeError::Busy {
+                        function: self.inner.name.to_string(),
+                        reason: "the host is stopping its guest threads".to_owned(),
+                    })
+                });
+        }
+        self.invoke_here(event).await
+    }
+
+    /// [`Function::invoke`] on the current thread.
+    async fn invoke_here(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let reuse = self.inner.spec.instance_reuse;
         // One timer for the whole invocation: instantiation counts against the limit too.
         let ran = with_timeout(self, self.inner.spec.limits.timeout, async {
@@ -606,6 +625,7 @@ impl Function {
         store.limiter(|s| s);
         let run = f.gate.run(f.group.clone());
         arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
+        run.admit().await;
         let instantiated = f.pre.instantiate_async(&mut store).await;
         run.give_up();
         let bindings = match instantiated {
@@ -778,6 +798,7 @@ impl Instance {
         let parts = &mut self.parts;
         let run = f.gate.run(f.group.clone());
         arm_deadline(&mut parts.store, f.spec.limits.timeout, run.clone());
+        run.admit().await;
         let result = parts
             .bindings
             .brink_edge_handler()
