@@ -19,6 +19,8 @@ use serde_json::Value;
 struct Picky {
     refusal: StatusCode,
     refusing: Arc<std::sync::atomic::AtomicBool>,
+    /// Answers 500 to everything while set: an uplink that is failing.
+    failing: Arc<std::sync::atomic::AtomicBool>,
     flaky: Arc<AtomicU64>,
     attempts: Arc<AtomicU64>,
     accepted: Arc<Mutex<Vec<String>>>,
@@ -29,6 +31,7 @@ impl Picky {
         Self {
             refusal,
             refusing: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            failing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             flaky: Arc::new(AtomicU64::new(2)),
             attempts: Arc::new(AtomicU64::new(0)),
             accepted: Arc::new(Mutex::new(Vec::new())),
@@ -67,6 +70,9 @@ async fn start_picky(sink: Picky) -> anyhow::Result<String> {
                 _ => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
             },
         };
+        if sink.failing.load(Ordering::Relaxed) {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
         if sink.refusing.load(Ordering::Relaxed) && events.iter().any(|(_, t)| t == "poison") {
             return sink.refusal;
         }
@@ -328,5 +334,71 @@ async fn events_over_the_mqtt_uplinks_limits_are_parked_and_the_rest_arrive_in_o
     // Nothing more arrives: the refused events were never half-sent.
     assert!(cloud.quiet_for(300).await.is_none());
     node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_the_uplink_fails_again_and_again_is_parked_but_a_failing_uplink_parks_nothing()
+-> anyhow::Result<()> {
+    // The sink answers 500 to any request with the poisoned event in it,
+    // and takes the rest: in binary mode, and in batches it must bisect.
+    // Attempts until the forwarder has probed once: 3 failures of the first
+    // event and the probe; batched, 3 of the batch and 1 of its half first.
+    for (settings, to_probe) in [("", 4), ("batched = true\nmax_batch = 8", 8)] {
+        let sink = Picky::new(StatusCode::INTERNAL_SERVER_ERROR);
+        let url = start_picky(sink.clone()).await?;
+        let dir = tempfile::tempdir()?;
+        let (node, outbox) = crate::outbox::uplink_node(
+            dir.path(),
+            &format!("http = {url:?}\nmax_delay_ms = 100\n{settings}"),
+        )
+        .await?;
+        let ids = ["a", "b", "poison-1", "c", "d", "e"];
+        for id in ids {
+            let ty = id.split('-').next().unwrap_or(id);
+            outbox.send("cloud", &event(id, ty), 5, None).await?;
+        }
+        wait_for("the poisoned event parked", || {
+            let status = &outbox.status()[0];
+            status.parked_events == 1 && status.backlog_events == 0
+        })
+        .await?;
+        assert_eq!(sink.accepted(), ["a", "b", "c", "d", "e"], "{settings}");
+        let parked = outbox.parked("cloud")?;
+        assert_eq!(parked.len(), 1);
+        assert!(
+            parked[0].reason.contains("500"),
+            "{settings}: {}",
+            parked[0].reason
+        );
+
+        // An uplink that fails everything parks nothing: the events wait.
+        sink.failing.store(true, Ordering::Relaxed);
+        for id in ["f", "g", "h", "i"] {
+            outbox.send("cloud", &event(id, "fine"), 5, None).await?;
+        }
+        let before = sink.attempts.load(Ordering::Relaxed);
+        wait_for("enough failed attempts to probe", || {
+            sink.attempts.load(Ordering::Relaxed) >= before + to_probe
+        })
+        .await?;
+        let status = &outbox.status()[0];
+        assert_eq!(
+            (status.parked_events, status.backlog_events),
+            (1, 4),
+            "{settings}: a failing uplink parked events"
+        );
+        sink.failing.store(false, Ordering::Relaxed);
+        wait_for("the backlog after the recovery", || {
+            outbox.status()[0].backlog_events == 0
+        })
+        .await?;
+        assert_eq!(
+            sink.accepted(),
+            ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+            "{settings}"
+        );
+        node.shutdown().await?;
+    }
     Ok(())
 }

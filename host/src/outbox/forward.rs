@@ -2,6 +2,15 @@
 //! in batches, and removes events only once the uplink acknowledged them.
 //! While the uplink is down it backs off (exponentially, with jitter) and
 //! keeps everything.
+//!
+//! An uplink that answers but fails one event again and again (a 5xx for a
+//! payload that crashes it) would hold the queue for ever, like a refusal
+//! did: after [`BISECT_AFTER`] 5xx answers a batch is halved until the event
+//! is alone, and after [`PROBE_AFTER`] for one event the next event is sent
+//! alone. If the uplink takes that one and fails the first once more, the
+//! first is parked (if it takes the first after all, the two arrived
+//! swapped); if it fails both, the uplink is failing, not the event, and
+//! everything waits as for an outage.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,6 +22,26 @@ use tokio::task::JoinHandle;
 use super::{Entry, Outbox};
 use crate::bindings::CloudEvent;
 use crate::node::mqtt::{Publisher, render_topic};
+
+/// 5xx answers to a batch before it is bisected (while bisecting, one).
+const BISECT_AFTER: u32 = 3;
+/// 5xx answers to one event before the event after it is tried alone.
+const PROBE_AFTER: u32 = 3;
+
+/// A 5xx: the endpoint is up, and failed this request.
+#[derive(Debug, thiserror::Error)]
+#[error("the endpoint answered {0}")]
+struct ServerError(http::StatusCode);
+
+/// An event the uplink keeps failing while it answers.
+#[derive(Debug, Default)]
+struct Suspect {
+    /// 5xx answers in a row to the batch at the head.
+    failures: u32,
+    /// While a batch is bisected: its last event's seq. Batches are whole
+    /// again past it.
+    until: Option<u64>,
+}
 
 /// How an uplink's events leave.
 #[derive(Debug, Clone)]
@@ -167,6 +196,9 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<()> {
             body[..end].trim()
         )));
     }
+    if status.is_server_error() {
+        return Err(ServerError(status).into());
+    }
     if !status.is_success() {
         bail!("the endpoint answered {status}");
     }
@@ -202,6 +234,7 @@ pub fn spawn(
         limit,
         backoff: Duration::ZERO,
         was_down: false,
+        suspect: Suspect::default(),
     };
     forwarder.backoff = forwarder.config.min_backoff;
     Ok(tokio::spawn(async move { forwarder.run().await }))
@@ -221,6 +254,7 @@ struct Forwarder {
     limit: usize,
     backoff: Duration,
     was_down: bool,
+    suspect: Suspect,
 }
 
 impl Forwarder {
@@ -315,6 +349,13 @@ impl Forwarder {
 
     fn delivered(&mut self, batch: &[Entry]) {
         self.ack(batch);
+        self.suspect.failures = 0;
+        if let Some(until) = self.suspect.until
+            && batch.last().is_some_and(|e| e.seq >= until)
+        {
+            self.suspect.until = None;
+            self.limit = self.config.max_batch.max(1);
+        }
         self.stats.connected.store(1, Ordering::Relaxed);
         if self.was_down {
             tracing::info!(
@@ -354,6 +395,11 @@ impl Forwarder {
             }
             return;
         }
+        if error.chain().any(|c| c.is::<ServerError>())
+            && self.answered(batch, delivered, pinpointed).await
+        {
+            return;
+        }
         self.stats.connected.store(0, Ordering::Relaxed);
         self.stats.retried.fetch_add(
             (batch.len() - delivered.min(batch.len())) as u64,
@@ -374,6 +420,74 @@ impl Forwarder {
             _ = self.stop.changed() => {}
         }
         self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+    }
+
+    /// A 5xx to `batch` past its first `delivered`: halves a batch after
+    /// [`BISECT_AFTER`] of them, and tries the next event alone after
+    /// [`PROBE_AFTER`] for one event. Whether to go on at once, without
+    /// backing off.
+    async fn answered(&mut self, batch: &[Entry], delivered: usize, pinpointed: bool) -> bool {
+        let rest = &batch[delivered.min(batch.len())..];
+        let Some(head) = rest.first() else {
+            return false;
+        };
+        self.suspect.failures += 1;
+        // A failure pinned on one event (binary mode, MQTT) needs no bisecting.
+        if rest.len() > 1 && !pinpointed {
+            let bisecting = self.suspect.until.is_some();
+            if self.suspect.failures < BISECT_AFTER && !bisecting {
+                return false;
+            }
+            let last = rest.last().map_or(head.seq, |e| e.seq);
+            self.suspect.until = Some(self.suspect.until.map_or(last, |u| u.max(last)));
+            self.suspect.failures = 0;
+            self.limit = (rest.len() / 2).max(1);
+            return true;
+        }
+        if self.suspect.failures < PROBE_AFTER {
+            return false;
+        }
+        self.suspect.failures = 0;
+        let Ok(queued) = peek(&self.outbox, &self.uplink, 2).await else {
+            return false;
+        };
+        let Some((next, event)) = queued
+            .into_iter()
+            .filter(|e| e.seq != head.seq)
+            .find_map(|e| e.event().ok().map(|ev| (e, ev)))
+        else {
+            return false;
+        };
+        if self
+            .target
+            .deliver(std::slice::from_ref(&event))
+            .await
+            .is_err()
+        {
+            // The uplink fails the next one too: it is failing, not the event.
+            return false;
+        }
+        self.ack(std::slice::from_ref(&next));
+        // Once more, in case the uplink has just recovered.
+        let retried = match head.event() {
+            Ok(event) => self.target.deliver(std::slice::from_ref(&event)).await,
+            Err(e) => Err(Failure::new(0, e, true)),
+        };
+        match retried {
+            Ok(()) => self.ack(std::slice::from_ref(head)),
+            Err(failure) => {
+                let reason = format!(
+                    "the uplink failed it {} times in a row and took the event after it: {:#}",
+                    PROBE_AFTER + 1,
+                    failure.error
+                );
+                self.park(head, &reason).await;
+            }
+        }
+        self.suspect = Suspect::default();
+        self.limit = self.config.max_batch.max(1);
+        self.stats.connected.store(1, Ordering::Relaxed);
+        true
     }
 
     /// Moves `entry` to the parking queue, logged once.
