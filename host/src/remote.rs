@@ -60,6 +60,9 @@ pub enum TenantCommand {
         /// The longest `limits.timeout_ms` its functions may ask for.
         #[arg(long)]
         max_timeout_ms: Option<u64>,
+        /// Key-value buckets it may have.
+        #[arg(long)]
+        max_buckets: Option<u32>,
     },
     /// Every tenant, with quotas and token ids.
     Ls,
@@ -783,6 +786,7 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
             max_outbox_mb,
             max_concurrency,
             max_timeout_ms,
+            max_buckets,
         } => {
             let mut quota = serde_json::Map::new();
             for (k, v) in [
@@ -796,6 +800,7 @@ pub async fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<(
                 ("max_outbox_mb", max_outbox_mb),
                 ("max_concurrency", max_concurrency.map(u64::from)),
                 ("max_timeout_ms", max_timeout_ms),
+                ("max_buckets", max_buckets.map(u64::from)),
             ] {
                 if let Some(v) = v {
                     quota.insert(k.to_owned(), json!(v));

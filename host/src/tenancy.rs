@@ -55,6 +55,9 @@ pub struct Quota {
     pub max_concurrency: u32,
     /// The longest time limit (`limits.timeout_ms`) its functions may ask for.
     pub max_timeout_ms: u64,
+    /// Key-value buckets it may have: each is a tree in the node's store,
+    /// so their number is bounded, not only their bytes.
+    pub max_buckets: u32,
 }
 
 impl Default for Quota {
@@ -67,6 +70,7 @@ impl Default for Quota {
             max_outbox_mb: 64,
             max_concurrency: 32,
             max_timeout_ms: 10_000,
+            max_buckets: 100,
         }
     }
 }

@@ -91,3 +91,57 @@ async fn on_a_registry_node_without_an_operator_token_an_anonymous_caller_is_nob
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_create_more_buckets_than_its_quota_and_its_neighbour_is_unaffected()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (node, admin) = tokenless_registry(dir.path()).await?;
+    let operator = std::fs::read_to_string(dir.path().join("operator-token"))?;
+    let mut tokens = Vec::new();
+    for (id, quota) in [("a", json!({ "max_buckets": 2 })), ("b", json!({}))] {
+        let (status, body) = call(
+            Method::POST,
+            &format!("{admin}/v1/tenants"),
+            Some(&operator),
+            Some(json!({ "id": id, "quota": quota })),
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+        tokens.push(body["token"].as_str().unwrap_or_default().to_owned());
+    }
+    let put = |token: String, bucket: &str, key: &str| {
+        let url = format!("{admin}/v1/kv/{bucket}/{key}");
+        async move { call(Method::PUT, &url, Some(&token), Some(json!(1))).await }
+    };
+    for bucket in ["one", "two"] {
+        let (status, body) = put(tokens[0].clone(), bucket, "k").await?;
+        assert_eq!(status, 204, "{bucket}: {body}");
+    }
+    // A third bucket is one too many, and says what to do.
+    let (status, body) = put(tokens[0].clone(), "three", "k").await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_buckets")),
+        "{body}"
+    );
+    let (status, _) = call(
+        Method::GET,
+        &format!("{admin}/v1/kv/three/k"),
+        Some(&tokens[0]),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 404, "the refused bucket was created");
+    // Its existing buckets still take writes, and its neighbour's quota is its own.
+    let (status, _) = put(tokens[0].clone(), "one", "k2").await?;
+    assert_eq!(status, 204);
+    for bucket in ["one", "two", "three"] {
+        let (status, body) = put(tokens[1].clone(), bucket, "k").await?;
+        assert_eq!(status, 204, "b/{bucket}: {body}");
+    }
+    node.shutdown().await?;
+    Ok(())
+}

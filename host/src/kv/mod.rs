@@ -80,6 +80,14 @@ pub enum KvError {
         would: u64,
         quota: u64,
     },
+    #[error(
+        "namespace `{namespace}` has {quota} buckets, its quota: a new bucket `{bucket}` would be one more (use an existing bucket, or ask the operator for a larger max_buckets)"
+    )]
+    TooManyBuckets {
+        namespace: String,
+        bucket: String,
+        quota: u64,
+    },
     #[error("the value of `{0}` is not a decimal 64-bit integer, so it cannot be incremented")]
     NotAnInteger(String),
     #[error("incrementing `{0}` overflows a 64-bit integer")]
@@ -124,6 +132,8 @@ struct NamespaceUsage {
     size: AtomicI64,
     /// `u64::MAX`: none.
     quota: AtomicU64,
+    /// Buckets it may have; `u64::MAX`: any number.
+    max_buckets: AtomicU64,
 }
 
 /// One bucket of one namespace.
@@ -197,6 +207,7 @@ impl Kv {
                     Some(state) => state.clone(),
                     None => {
                         let usage = self.namespace_usage(namespace)?;
+                        self.check_bucket_count(&usage, namespace, name, &full_name)?;
                         let tree = self.inner.backend.tree(&full_name)?;
                         let size = tree_size(tree.as_ref())?;
                         let state = Arc::new(BucketState {
@@ -255,6 +266,7 @@ impl Kv {
             name: namespace.to_owned(),
             size: AtomicI64::new(size),
             quota: AtomicU64::new(u64::MAX),
+            max_buckets: AtomicU64::new(u64::MAX),
         });
         self.inner
             .namespaces
@@ -271,6 +283,49 @@ impl Kv {
         self.counted(namespace)?
             .quota
             .store(quota.unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Caps how many buckets `namespace` may have (`None`: any number).
+    pub fn set_namespace_bucket_quota(
+        &self,
+        namespace: &str,
+        max: Option<u64>,
+    ) -> Result<(), KvError> {
+        self.counted(namespace)?
+            .max_buckets
+            .store(max.unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Refuses to create bucket `full_name` past its namespace's count; an
+    /// existing bucket opens whatever the count. The caller holds the
+    /// `buckets` write lock, so two new buckets cannot both take the last place.
+    fn check_bucket_count(
+        &self,
+        usage: &NamespaceUsage,
+        namespace: &str,
+        name: &str,
+        full_name: &str,
+    ) -> Result<(), KvError> {
+        let max = usage.max_buckets.load(Ordering::Relaxed);
+        if max == u64::MAX
+            || self
+                .inner
+                .backend
+                .tree_names()?
+                .iter()
+                .any(|t| t == full_name)
+        {
+            return Ok(());
+        }
+        if self.buckets(namespace)?.len() as u64 >= max {
+            return Err(KvError::TooManyBuckets {
+                namespace: namespace.to_owned(),
+                bucket: name.to_owned(),
+                quota: max,
+            });
+        }
         Ok(())
     }
 

@@ -119,6 +119,7 @@ impl From<KvError> for Problem {
             KvError::QuotaExceeded { .. } | KvError::NamespaceQuotaExceeded { .. } => {
                 (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded")
             }
+            KvError::TooManyBuckets { .. } => (StatusCode::FORBIDDEN, "Bucket quota reached"),
             KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Value too large"),
             KvError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "No such bucket"),
             _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),

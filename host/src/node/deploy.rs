@@ -337,10 +337,12 @@ impl Deployer {
             );
         }
         if let Some(kv) = &self.inner.node.kv {
+            let namespace = kv_namespace(&tenant.id);
             kv.set_namespace_quota(
-                &kv_namespace(&tenant.id),
+                &namespace,
                 Some(tenant.quota.max_kv_mb.saturating_mul(1 << 20)),
             )?;
+            kv.set_namespace_bucket_quota(&namespace, Some(u64::from(tenant.quota.max_buckets)))?;
         }
         Ok(())
     }
