@@ -164,6 +164,147 @@ fn run(slots: Option<usize>, samples: usize) -> Vec<(String, f64, f64, usize)> {
     })
 }
 
+/// The same over HTTP, through the node, as the issue measured it: the
+/// manifest's `echo` (the neighbour, its own group) gets one `POST
+/// /functions/echo` at a time from a client thread of its own, while
+/// another client thread keeps N requests each to `spin`, `bomb` and `trap`
+/// in flight (each function its own group, 300 ms deadlines).
+fn run_http(samples: usize) -> Vec<(String, f64, f64, usize)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let manifest = format!(
+        "brink_manifest_version = 1\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [function.echo]\nsource = {echo:?}\n\
+         [function.spin]\nsource = {spin:?}\nlimits = {{ timeout_ms = 300, memory_mb = 16, concurrency = 64 }}\n\
+         [function.bomb]\nsource = {bomb:?}\nlimits = {{ timeout_ms = 300, memory_mb = 16, concurrency = 64 }}\n\
+         [function.trap]\nsource = {trap:?}\nlimits = {{ timeout_ms = 300, memory_mb = 16, concurrency = 64 }}\n",
+        echo = artifacts::ECHO,
+        spin = artifacts::FIXTURE_SPIN_LOOP,
+        bomb = artifacts::FIXTURE_MEMORY_BOMB,
+        trap = artifacts::FIXTURE_TRAP,
+    );
+    let engine = Engine::new(EngineConfig {
+        cache_dir: None,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let manifest = brink_host::manifest::Manifest::parse(&manifest, "fairness.toml").unwrap();
+    let node = rt
+        .block_on(brink_host::node::Node::start(
+            manifest,
+            Path::new("."),
+            &engine,
+        ))
+        .unwrap();
+    let addr = node.http_addr();
+    // Clients on threads of their own, as a load generator on the same
+    // machine would be.
+    let client_rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let post = move |client: &reqwest::Client, function: &str, i: usize| {
+        client
+            .post(format!("http://{addr}/functions/{function}"))
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", format!("n-{i}"))
+            .header("ce-source", "/bench")
+            .header("ce-type", "com.example.reading")
+            .body(r#"{"device":"t-1","value":1}"#)
+            .send()
+    };
+    let neighbour = |samples: usize| {
+        let client = reqwest::Client::new();
+        client_rt().block_on(async {
+            let mut took = Vec::with_capacity(samples);
+            for i in 0..samples + 50 {
+                let started = Instant::now();
+                let response = post(&client, "echo", i).await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                let _ = response.bytes().await;
+                // The first 50 warm the connection and the caches.
+                if i >= 50 {
+                    took.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            took.sort_by(f64::total_cmp);
+            took
+        })
+    };
+    let mut rows = Vec::new();
+    let alone = neighbour(samples);
+    rows.push((
+        "alone".to_owned(),
+        percentile(&alone, 0.5),
+        percentile(&alone, 0.99),
+        alone.len(),
+    ));
+    let loads: [(&str, &[&str], usize); 4] = [
+        ("4 spinning", &["spin"], 4),
+        ("16 spinning", &["spin"], 16),
+        ("2 memory bombs", &["bomb"], 2),
+        ("all kinds, 4 each", &["spin", "bomb", "trap"], 4),
+    ];
+    for (name, hostiles, count) in loads {
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (stop, hostiles) = (stop.clone(), hostiles.to_vec());
+            std::thread::spawn(move || {
+                let client = reqwest::Client::new();
+                client_rt().block_on(async {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for f in hostiles {
+                        for i in 0..count {
+                            let (client, stop) = (client.clone(), stop.clone());
+                            let request = move || post(&client, f, i);
+                            tasks.spawn(async move {
+                                while !stop.load(Ordering::Relaxed) {
+                                    // They fail by design (deadline, memory cap, trap).
+                                    let _ = request().await;
+                                }
+                            });
+                        }
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let took = neighbour(samples);
+        stop.store(true, Ordering::Relaxed);
+        let _ = load.join();
+        rows.push((
+            name.to_owned(),
+            percentile(&took, 0.5),
+            percentile(&took, 0.99),
+            took.len(),
+        ));
+    }
+    rt.block_on(async { node.shutdown().await.unwrap() });
+    rows
+}
+
+fn print_rows(label: &str, samples: usize, cores: usize, rows: &[(String, f64, f64, usize)]) {
+    println!("\n{label}: neighbour echo, {samples} events per row, {cores} cores");
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>8}",
+        "load", "p50 ms", "p99 ms", "p99/alone", "events"
+    );
+    let alone = rows[0].2;
+    for (name, p50, p99, n) in rows {
+        println!(
+            "{name:<20} {p50:>10.3} {p99:>10.3} {:>9.2}x {n:>8}",
+            p99 / alone
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a plain `cargo test` of benches passes
     // nothing and expects a quick pass.
@@ -188,17 +329,8 @@ fn main() {
     }
     for (label, slots) in configs {
         let rows = run(slots, samples);
-        println!("\n{label}: neighbour echo, {samples} events per row, {cores} cores");
-        println!(
-            "{:<20} {:>10} {:>10} {:>10} {:>8}",
-            "load", "p50 ms", "p99 ms", "p99/alone", "events"
-        );
-        let alone = rows[0].2;
-        for (name, p50, p99, n) in &rows {
-            println!(
-                "{name:<20} {p50:>10.3} {p99:>10.3} {:>9.2}x {n:>8}",
-                p99 / alone
-            );
-        }
+        print_rows(&label, samples, cores, &rows);
     }
+    let rows = run_http(samples);
+    print_rows("over HTTP, gate as default", samples, cores, &rows);
 }
