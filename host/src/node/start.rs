@@ -1,0 +1,557 @@
+//! [`Node::start`], one step per function: open the state, load the
+//! functions, connect MQTT, wire the dispatcher, open the registry, serve.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route};
+use super::metrics::Metrics;
+use super::{
+    Node, NodeSink, admin, auth, component_path, default_data_dir, deploy, http, mqtt, tls,
+};
+use crate::engine::Engine;
+use crate::kv::Kv;
+use crate::manifest::{Manifest, Output, Trigger};
+use crate::nn::Models;
+use crate::outbox::Outbox;
+use crate::outbox::forward::{self, Target};
+use crate::store::{Backend, Sled};
+
+impl Node {
+    /// Loads every function of `manifest` (paths relative to `base`), then
+    /// starts the triggers. Fails before serving anything if a function does
+    /// not load.
+    pub async fn start(manifest: Manifest, base: &Path, engine: &Engine) -> anyhow::Result<Self> {
+        tls::install_default_provider();
+        let data_dir = manifest
+            .data_dir
+            .as_ref()
+            .map_or_else(default_data_dir, |d| base.join(d));
+        let mut state = open_state(&manifest, &data_dir).await?;
+        let models = load_models(&manifest, base).await?;
+        let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
+        let mut link = connect_mqtt(&manifest, base, &data_dir, loaded.uses_mqtt).await?;
+        let (forwarders, uplink_connections, stop_forwarders) =
+            start_forwarders(&manifest, base, &data_dir, state.outbox.as_ref())?;
+        let sink = node_sink(
+            &manifest,
+            base,
+            &state,
+            link.mqtt.as_ref(),
+            loaded.uses_https,
+        )?;
+        let metrics = watch_metrics(&manifest, &state, models.as_ref());
+        let dispatcher = Dispatcher::new(loaded.routes, metrics, Arc::new(sink));
+        let (shutdown, stop) = watch::channel(false);
+        let (auth, deployer) = open_registry(
+            &manifest,
+            base,
+            &data_dir,
+            engine,
+            &state,
+            &models,
+            &link,
+            &dispatcher,
+            &shutdown,
+        )
+        .await?;
+        if let (Some(mqtt), Some(settings)) = (&mut link.mqtt, &link.settings) {
+            mqtt.subscribe(settings.clone(), dispatcher.clone(), link.tenants_use_mqtt)
+                .await?;
+        }
+        // Devices only once the node's subscriptions exist.
+        if let Some(broker) = &link.embedded {
+            broker.open_to_devices().await?;
+        }
+        let (http_addr, server) = serve_http(&manifest, &dispatcher, stop).await?;
+        let (admin_addr, admin) = serve_admin(
+            &manifest,
+            engine,
+            &state,
+            &dispatcher,
+            auth,
+            deployer,
+            &shutdown,
+        )
+        .await?;
+        let mqtt_broker = broker_label(&manifest, &link);
+        tracing::info!(
+            %http_addr,
+            mqtt = mqtt_broker.as_deref().unwrap_or("off"),
+            admin = admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            functions = manifest.function.len(),
+            "brink node ready"
+        );
+        Ok(Self {
+            http_addr,
+            dispatcher,
+            shutdown,
+            server,
+            mqtt: link.mqtt,
+            mqtt_settings: link.settings,
+            mqtt_broker,
+            kv: state.kv,
+            sweeper: state.sweeper.take(),
+            admin_addr,
+            admin,
+            outbox: state.outbox,
+            forwarders,
+            uplink_connections,
+            stop_forwarders,
+        })
+    }
+}
+
+/// What the node keeps on disk.
+struct State {
+    store: Option<Arc<dyn Backend>>,
+    kv: Option<Kv>,
+    /// Removes expired keys.
+    sweeper: Option<JoinHandle<()>>,
+    outbox: Option<Outbox>,
+}
+
+/// The store opens only when some function is granted a bucket or an
+/// uplink exists, so a stateless app touches no data directory. Tenants may
+/// deploy functions with buckets at any time.
+async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<State> {
+    let uses_kv =
+        manifest.registry.is_some() || manifest.function.values().any(|f| !f.kv.is_empty());
+    let store: Option<Arc<dyn Backend>> = if uses_kv || !manifest.uplink.is_empty() {
+        let dir = data_dir.to_owned();
+        let sled = tokio::task::spawn_blocking(move || Sled::open(&dir)).await??;
+        Some(Arc::new(sled))
+    } else {
+        None
+    };
+    let kv = match (&store, uses_kv) {
+        (Some(store), true) => Some(Kv::new(store.clone(), manifest.kv.config())?),
+        _ => None,
+    };
+    let outbox = match &store {
+        Some(store) if !manifest.uplink.is_empty() => {
+            let store = store.clone();
+            let queues = manifest
+                .uplink
+                .iter()
+                .map(|(name, u)| (name.clone(), u.queue_config()))
+                .collect::<Vec<_>>();
+            Some(tokio::task::spawn_blocking(move || Outbox::open(store, queues)).await??)
+        }
+        _ => None,
+    };
+    let sweeper = kv.as_ref().map(|kv| {
+        let every = manifest.kv.sweep_interval_ms.unwrap_or(1000);
+        kv.spawn_sweeper(Duration::from_millis(every))
+    });
+    Ok(State {
+        store,
+        kv,
+        sweeper,
+        outbox,
+    })
+}
+
+/// Models load once, before any function, and only when some are declared.
+async fn load_models(manifest: &Manifest, base: &Path) -> anyhow::Result<Option<Models>> {
+    if manifest.model.is_empty() && !manifest.function.values().any(|f| f.load_models) {
+        return Ok(None);
+    }
+    let configs: std::collections::BTreeMap<_, _> = manifest
+        .model
+        .iter()
+        .map(|(name, m)| (name.clone(), m.config(base)))
+        .collect();
+    let config = manifest.nn.config(base);
+    let runtime = tokio::runtime::Handle::current();
+    Ok(Some(
+        tokio::task::spawn_blocking(move || {
+            let _runtime = runtime.enter();
+            Models::load(&configs, config)
+        })
+        .await??,
+    ))
+}
+
+/// The manifest's functions, loaded, and what their triggers and outputs need.
+struct Loaded {
+    routes: Vec<Route>,
+    uses_mqtt: bool,
+    uses_https: bool,
+}
+
+async fn load_functions(
+    manifest: &Manifest,
+    base: &Path,
+    engine: &Engine,
+    state: &State,
+    models: Option<&Models>,
+) -> anyhow::Result<Loaded> {
+    let mut loaded = Loaded {
+        routes: Vec::new(),
+        uses_mqtt: false,
+        uses_https: false,
+    };
+    for (name, section) in &manifest.function {
+        loaded.uses_mqtt |= section
+            .triggers
+            .iter()
+            .any(|t| matches!(t, Trigger::Mqtt(_)))
+            || section.outputs.iter().any(|o| matches!(o, Output::Mqtt(_)));
+        loaded.uses_https |= section
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Webhook(url) if url.starts_with("https://")));
+        let (base, source) = (base.to_owned(), section.source.clone());
+        let path = tokio::task::spawn_blocking(move || component_path(&base, &source))
+            .await?
+            .with_context(|| format!("function `{name}`"))?;
+        let mut spec = section.spec(name);
+        if let Some(kv) = &state.kv
+            && !section.kv.is_empty()
+        {
+            spec = spec.with_kv(kv.clone(), &manifest.app, section.kv.iter().cloned());
+        }
+        if let Some(outbox) = &state.outbox
+            && !section.outbox.is_empty()
+        {
+            spec = spec.with_outbox(outbox.clone(), section.outbox.iter().cloned());
+        }
+        if let Some(models) = models
+            && (!section.models.is_empty() || section.load_models)
+        {
+            let granted = section.models.iter().cloned();
+            spec = spec.with_models(models.clone(), granted, section.load_models);
+        }
+        let function = engine
+            .load_file(spec, &path)
+            .with_context(|| format!("function `{name}`"))?;
+        loaded.routes.push(Route {
+            function,
+            triggers: section.triggers.clone(),
+            outputs: section.outputs.clone(),
+            concurrency: section.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        });
+    }
+    Ok(loaded)
+}
+
+/// The node's MQTT side: its connection and settings, and the embedded
+/// broker when there is no external one.
+struct MqttLink {
+    mqtt: Option<mqtt::Mqtt>,
+    settings: Option<mqtt::Settings>,
+    embedded: Option<mqtt::EmbeddedBroker>,
+    tenants_use_mqtt: bool,
+}
+
+/// MQTT only when a function uses it, or tenants may, so an HTTP-only app
+/// binds no broker ports.
+async fn connect_mqtt(
+    manifest: &Manifest,
+    base: &Path,
+    data_dir: &Path,
+    uses_mqtt: bool,
+) -> anyhow::Result<MqttLink> {
+    let tenants_use_mqtt = manifest.registry.as_ref().is_some_and(|r| r.mqtt);
+    let mut link = MqttLink {
+        mqtt: None,
+        settings: None,
+        embedded: None,
+        tenants_use_mqtt,
+    };
+    if !uses_mqtt && !tenants_use_mqtt {
+        return Ok(link);
+    }
+    let mut settings = mqtt::Settings::from_section(&manifest.mqtt, base)?;
+    if manifest.mqtt.client_id.is_none() {
+        settings.client_id = mqtt::node_client_id(data_dir)?;
+    }
+    if manifest.mqtt.url.is_none() {
+        // The node talks to the broker on listeners of its own.
+        let broker = mqtt::start_embedded_broker(&manifest.mqtt, &settings.client_id)?;
+        let own = if settings.v5 {
+            broker.internal_v5
+        } else {
+            broker.internal_v4
+        };
+        (settings.host, settings.port) = (own.ip().to_string(), own.port());
+        link.embedded = Some(broker);
+    }
+    link.mqtt = Some(mqtt::Mqtt::connect(settings.clone()).await?);
+    link.settings = Some(settings);
+    Ok(link)
+}
+
+/// Where outputs that leave the node go. TLS roots are read only when some
+/// webhook is https://.
+fn node_sink(
+    manifest: &Manifest,
+    base: &Path,
+    state: &State,
+    mqtt: Option<&mqtt::Mqtt>,
+    uses_https: bool,
+) -> anyhow::Result<NodeSink> {
+    let webhook_tls = if uses_https {
+        let ca = manifest.http.webhook_ca_file.as_ref().map(|p| base.join(p));
+        tls::client_config(&tls::TlsFiles {
+            ca_file: ca.as_deref().map(|p| (p, "http.webhook_ca_file")),
+            ..tls::TlsFiles::default()
+        })
+        .context("setting up TLS for https:// webhooks")?
+    } else {
+        tls::no_roots()?
+    };
+    Ok(NodeSink {
+        outbox: state.outbox.clone(),
+        uplink_options: manifest
+            .uplink
+            .iter()
+            .map(|(name, u)| {
+                let ttl = u.ttl_ms.map(Duration::from_millis);
+                (name.clone(), (u.priority.unwrap_or(0), ttl))
+            })
+            .collect(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(Arc::unwrap_or_clone(webhook_tls))
+            .build()
+            .context("creating the webhook client")?,
+        mqtt: mqtt.map(mqtt::Mqtt::publisher),
+    })
+}
+
+fn watch_metrics(manifest: &Manifest, state: &State, models: Option<&Models>) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(kv) = &state.kv {
+        metrics.watch_kv(kv.clone(), &manifest.app);
+    }
+    if let Some(outbox) = &state.outbox {
+        metrics.watch_outbox(outbox.clone());
+    }
+    if let Some(models) = models {
+        metrics.watch_models(models.clone());
+    }
+    metrics
+}
+
+/// The admin API's credentials and, with `[registry]`, the deployer.
+#[allow(clippy::too_many_arguments)]
+async fn open_registry(
+    manifest: &Manifest,
+    base: &Path,
+    data_dir: &Path,
+    engine: &Engine,
+    state: &State,
+    models: &Option<Models>,
+    link: &MqttLink,
+    dispatcher: &Dispatcher,
+    shutdown: &watch::Sender<bool>,
+) -> anyhow::Result<(auth::Auth, Option<deploy::Deployer>)> {
+    let tenants = match (&manifest.registry, &state.store) {
+        (Some(_), Some(store)) => Some(crate::tenancy::Tenants::open(store.clone())?),
+        _ => None,
+    };
+    let jwt = match &manifest.admin.jwt {
+        Some(settings) => {
+            Some(auth::JwtVerifier::open(settings, base).context("setting up admin.jwt")?)
+        }
+        None => None,
+    };
+    // Where tenants exist, some credential must make the operator.
+    let operator_token = match (&manifest.admin.token, &tenants, &jwt) {
+        (Some(token), _, _) => Some(token.clone()),
+        (None, Some(_), None) => Some(auth::generated_operator_token(data_dir)?),
+        (None, _, _) => None,
+    };
+    let auth = auth::Auth::new(operator_token, tenants.clone(), jwt);
+    let (Some(registry), Some(tenants)) = (&manifest.registry, tenants) else {
+        return Ok((auth, None));
+    };
+    let context = deploy::DeployContext {
+        engine: engine.clone(),
+        dispatcher: dispatcher.clone(),
+        kv: state.kv.clone(),
+        outbox: state.outbox.clone(),
+        models: models.clone(),
+        mqtt: link
+            .mqtt
+            .as_ref()
+            .filter(|_| link.tenants_use_mqtt)
+            .map(mqtt::Mqtt::subscriptions),
+        policy: registry.policy().map_err(anyhow::Error::msg)?,
+        auth: auth.clone(),
+        shutdown: shutdown.subscribe(),
+    };
+    let deployer = deploy::Deployer::open(&data_dir.join("registry"), tenants, context)
+        .await
+        .context("opening the registry")?;
+    Ok((auth, Some(deployer)))
+}
+
+type Served = JoinHandle<std::io::Result<()>>;
+
+async fn serve_http(
+    manifest: &Manifest,
+    dispatcher: &Dispatcher,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, Served)> {
+    let listener = tokio::net::TcpListener::bind(manifest.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", manifest.http.listen))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(
+        dispatcher.clone(),
+        manifest.http.max_body_kb.saturating_mul(1024),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok((addr, server))
+}
+
+/// The admin API, when the node has state or a registry to administer.
+async fn serve_admin(
+    manifest: &Manifest,
+    engine: &Engine,
+    state: &State,
+    dispatcher: &Dispatcher,
+    auth: auth::Auth,
+    deployer: Option<deploy::Deployer>,
+    shutdown: &watch::Sender<bool>,
+) -> anyhow::Result<(Option<SocketAddr>, Option<Served>)> {
+    if state.kv.is_none() && state.outbox.is_none() && deployer.is_none() {
+        return Ok((None, None));
+    }
+    let listener = tokio::net::TcpListener::bind(manifest.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", manifest.admin.listen))?;
+    let addr = listener.local_addr()?;
+    let mut app = admin::router(
+        state.kv.clone(),
+        state.outbox.clone(),
+        dispatcher.metrics_handle(),
+        &manifest.app,
+        auth,
+    );
+    if let Some(deployer) = deployer {
+        app = app.merge(deploy::router(
+            deployer,
+            engine.config().max_component_bytes,
+        ));
+    }
+    let mut stop = shutdown.subscribe();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok((Some(addr), Some(server)))
+}
+
+/// The broker the node uses, as `brink up` prints it.
+fn broker_label(manifest: &Manifest, link: &MqttLink) -> Option<String> {
+    let settings = link.settings.as_ref()?;
+    Some(match &link.embedded {
+        Some(_) if settings.v5 => format!("{} (embedded)", manifest.mqtt.listen_v5),
+        Some(_) => format!("{} (embedded)", manifest.mqtt.listen),
+        None => format!("{}:{}", settings.host, settings.port),
+    })
+}
+
+type Forwarders = (
+    Vec<JoinHandle<()>>,
+    Vec<(watch::Sender<bool>, JoinHandle<()>)>,
+    watch::Sender<bool>,
+);
+
+/// One forwarder per uplink, each with its own connection.
+fn start_forwarders(
+    manifest: &Manifest,
+    base: &Path,
+    data_dir: &Path,
+    outbox: Option<&Outbox>,
+) -> anyhow::Result<Forwarders> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut forwarders = Vec::new();
+    let mut connections = Vec::new();
+    let Some(outbox) = outbox else {
+        return Ok((forwarders, connections, stop));
+    };
+    for (name, u) in &manifest.uplink {
+        let target = match (&u.mqtt, &u.http) {
+            (Some(url), _) => {
+                let section = crate::manifest::MqttSection {
+                    url: Some(url.clone()),
+                    protocol: u.protocol,
+                    output_mode: u.output_mode,
+                    client_id: u.client_id.clone(),
+                    username: u.username.clone(),
+                    password: u.password.clone(),
+                    ca_file: u.ca_file.clone(),
+                    client_cert: u.client_cert.clone(),
+                    client_key: u.client_key.clone(),
+                    ..crate::manifest::MqttSection::default()
+                };
+                let mut settings = mqtt::Settings::from_section(&section, base)
+                    .with_context(|| format!("uplink `{name}`"))?;
+                // The node's own id, not the app's name: a fleet of nodes
+                // running one app must not take over each other's connection.
+                if u.client_id.is_none() {
+                    settings.client_id = format!("{}-{name}", mqtt::node_client_id(data_dir)?);
+                }
+                let (publisher, stop, task) = mqtt::background_publisher(&settings, "");
+                connections.push((stop, task));
+                Target::Mqtt {
+                    publisher,
+                    topic: u
+                        .topic
+                        .clone()
+                        .unwrap_or_else(|| "brink/outbox/{type}".to_owned()),
+                }
+            }
+            (None, Some(url)) => {
+                let tls = if url.starts_with("https://") {
+                    let ca = u.ca_file.as_ref().map(|p| base.join(p));
+                    tls::client_config(&tls::TlsFiles {
+                        ca_file: ca.as_deref().map(|p| (p, "uplink.ca_file")),
+                        ..tls::TlsFiles::default()
+                    })?
+                } else {
+                    tls::no_roots()?
+                };
+                Target::Http {
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+                        .build()
+                        .context("creating the uplink's HTTP client")?,
+                    url: url.clone(),
+                    token: u.token.clone(),
+                    batched: u.batched,
+                }
+            }
+            (None, None) => bail!("uplink `{name}` has neither mqtt nor http"),
+        };
+        forwarders.push(forward::spawn(
+            outbox.clone(),
+            name.clone(),
+            target,
+            u.forward_config(),
+            stop_rx.clone(),
+        )?);
+    }
+    Ok((forwarders, connections, stop))
+}
