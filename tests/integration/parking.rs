@@ -98,6 +98,28 @@ async fn start_picky(sink: Picky) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// A node whose uplink `cloud` posts to a [`Picky`] sink (`settings` added
+/// to the uplink), with `ids` queued: each of the type before its `-`.
+async fn picky_node(
+    refusal: StatusCode,
+    settings: &str,
+    ids: &[&str],
+) -> anyhow::Result<(Picky, Node, brink_host::outbox::Outbox, tempfile::TempDir)> {
+    let sink = Picky::new(refusal);
+    let url = start_picky(sink.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let (node, outbox) = crate::outbox::uplink_node(
+        dir.path(),
+        &format!("http = {url:?}\nmax_delay_ms = 100\n{settings}"),
+    )
+    .await?;
+    for id in ids {
+        let ty = id.split('-').next().unwrap_or(id);
+        outbox.send("cloud", &event(id, ty), 5, None).await?;
+    }
+    Ok((sink, node, outbox, dir))
+}
+
 fn event(id: &str, ty: &str) -> brink_host::bindings::CloudEvent {
     let mut e = reading(id, "d", 1.0);
     e.type_ = ty.to_owned();
@@ -140,19 +162,8 @@ async fn an_event_the_http_uplink_refuses_is_parked_and_every_later_event_arrive
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
     ] {
-        let sink = Picky::new(refusal);
-        let url = start_picky(sink.clone()).await?;
-        let dir = tempfile::tempdir()?;
-        let (node, outbox) = crate::outbox::uplink_node(
-            dir.path(),
-            &format!("http = {url:?}\nmax_delay_ms = 100\n{settings}"),
-        )
-        .await?;
         let ids = ["a", "b", "poison-1", "c", "flaky-1", "d", "e", "f"];
-        for id in ids {
-            let ty = id.split('-').next().unwrap_or(id);
-            outbox.send("cloud", &event(id, ty), 5, None).await?;
-        }
+        let (sink, node, outbox, _dir) = picky_node(refusal, settings, &ids).await?;
         wait_for("the good events", || sink.accepted().len() >= 7).await?;
         let good: Vec<&str> = ids.into_iter().filter(|id| *id != "poison-1").collect();
         assert_eq!(sink.accepted(), good, "{settings}");
@@ -345,19 +356,9 @@ async fn an_event_the_uplink_fails_again_and_again_is_parked_but_a_failing_uplin
     // Attempts until the forwarder has probed once: 3 failures of the first
     // event and the probe; batched, 3 of the batch and 1 of its half first.
     for (settings, to_probe) in [("", 4), ("batched = true\nmax_batch = 8", 8)] {
-        let sink = Picky::new(StatusCode::INTERNAL_SERVER_ERROR);
-        let url = start_picky(sink.clone()).await?;
-        let dir = tempfile::tempdir()?;
-        let (node, outbox) = crate::outbox::uplink_node(
-            dir.path(),
-            &format!("http = {url:?}\nmax_delay_ms = 100\n{settings}"),
-        )
-        .await?;
         let ids = ["a", "b", "poison-1", "c", "d", "e"];
-        for id in ids {
-            let ty = id.split('-').next().unwrap_or(id);
-            outbox.send("cloud", &event(id, ty), 5, None).await?;
-        }
+        let (sink, node, outbox, _dir) =
+            picky_node(StatusCode::INTERNAL_SERVER_ERROR, settings, &ids).await?;
         wait_for("the poisoned event parked", || {
             let status = &outbox.status()[0];
             status.parked_events == 1 && status.backlog_events == 0
