@@ -550,6 +550,13 @@ impl Router {
         self.router_meters.total_connections -= 1;
     }
 
+    /// Brink patch 5: how connection `id` takes part in held acknowledgements.
+    fn ack_hold(&self, id: ConnectionId) -> AckHold {
+        self.connections
+            .get(id)
+            .map_or(AckHold::None, |c| c.ack_hold)
+    }
+
     /// Brink patch 5: sends the PUBACKs of `devices` that no longer wait for
     /// the node, in the order of their PUBLISHes.
     fn release_held_acks(&mut self, mut devices: Vec<ConnectionId>) {
@@ -628,7 +635,7 @@ impl Router {
                     let mut hold = None;
                     match qos {
                         QoS::AtLeastOnce
-                            if self.connections[id].ack_hold == AckHold::Device =>
+                            if self.ack_hold(id) == AckHold::Device =>
                         {
                             hold = Some(pkid);
                         }
@@ -678,7 +685,9 @@ impl Router {
                                         pkid,
                                         reason: PubAckReason::Success,
                                     };
-                                    self.ackslog.get_mut(id).unwrap().puback(puback);
+                                    if let Some(ackslog) = self.ackslog.get_mut(id) {
+                                        ackslog.puback(puback);
+                                    }
                                     force_ack = true;
                                 }
                             }
@@ -752,12 +761,11 @@ impl Router {
                         // Brink patch 5: the node's QoS 1 subscriptions hold
                         // devices' PUBACKs (not a shared one: only one
                         // member of a group receives each message).
-                        if self.connections[id].ack_hold == AckHold::Node
+                        if self.ack_hold(id) == AckHold::Node
                             && group.is_none()
                             && f.qos != QoS::AtMostOnce
                         {
-                            let holder = self.connections[id].client_id.clone();
-                            self.holds.add_holder(idx, &holder);
+                            self.holds.add_holder(idx, &client_id);
                         }
 
                         // in case of shared sub original_filter will be $share/group/topic
@@ -855,7 +863,7 @@ impl Router {
                         break;
                     };
                     if let (AckHold::Node, Some(cursor)) =
-                        (self.connections[id].ack_hold, cursor)
+                        (self.ack_hold(id), cursor)
                     {
                         released.extend(self.holds.acked(filter_idx, cursor.1, &client_id));
                     }
