@@ -478,7 +478,14 @@ impl Function {
                     })
                 });
         }
-        self.invoke_here(event).await
+        let started = Instant::now();
+        let result = self.invoke_here(event).await;
+        if let Err(e) = &result
+            && e.is_guest_fault()
+        {
+            self.inner.gate.failed(&self.inner.group, started.elapsed());
+        }
+        result
     }
 
     /// [`Function::invoke`] on the current thread.

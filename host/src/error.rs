@@ -133,6 +133,20 @@ impl InvokeError {
         }
     }
 
+    /// Whether the guest itself failed hard: trapped, exited, hit its memory
+    /// cap or its time limit, or could not start. The CPU gate counts the
+    /// time such calls take (`sched::CpuGate::failed`).
+    pub fn is_guest_fault(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::Timeout { .. }
+                | InvokeError::MemoryLimit { .. }
+                | InvokeError::Trap { .. }
+                | InvokeError::Exit { .. }
+                | InvokeError::Instantiate { .. }
+        )
+    }
+
     /// Whether running the same event again could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -57,6 +57,9 @@ use wasmtime::UpdateDeadline;
 const LEASE: Duration = Duration::from_millis(5);
 /// How long a group stays busy after it last got a slot.
 const HOT: Duration = Duration::from_secs(1);
+/// Time a group's calls may spend failing (traps, memory caps, time
+/// limits) per [`HOT`] window before the group counts as busy.
+const FAILING: Duration = Duration::from_millis(100);
 
 /// The node's run slots for guests past their first tick.
 #[derive(Debug)]
@@ -81,6 +84,8 @@ struct GateState {
     held_by: HashMap<Arc<str>, usize>,
     /// When each group last got a slot.
     last_slot: HashMap<Arc<str>, Instant>,
+    /// Per group: when its window began, and time its calls spent failing in it.
+    failing: HashMap<Arc<str>, (Instant, Duration)>,
 }
 
 impl CpuGate {
@@ -179,6 +184,27 @@ impl CpuGate {
                 .last_slot
                 .get(group)
                 .is_some_and(|at| at.elapsed() < HOT)
+    }
+
+    /// A call of `group` failed (trapped, hit a cap or its time limit) after
+    /// `took`. Calls that fail fast never reach a tick, so a tenant that
+    /// floods the node with them (traps, memory bombs) would keep the
+    /// node's workers to itself; past [`FAILING`] of them in a window, the
+    /// group counts as busy like one with long-running guests.
+    pub fn failed(&self, group: &Arc<str>, took: Duration) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let window = state
+            .failing
+            .entry(group.clone())
+            .or_insert((now, Duration::ZERO));
+        if now.duration_since(window.0) > HOT {
+            *window = (now, Duration::ZERO);
+        }
+        window.1 += took;
+        if window.1 > FAILING {
+            state.last_slot.insert(group.clone(), now);
+        }
     }
 
     /// The lane for a call of `group` when the group is busy; `None` runs
@@ -506,6 +532,19 @@ mod tests {
         );
         admitted.give_up();
         assert!(!quiet.is_busy("a"));
+    }
+
+    #[test]
+    fn a_group_whose_calls_keep_failing_becomes_busy_and_one_failure_does_not() {
+        let gate = CpuGate::new(1);
+        let (flood, neighbour) = (Arc::<str>::from("flood"), Arc::<str>::from("neighbour"));
+        gate.failed(&neighbour, Duration::from_millis(5));
+        assert!(!gate.is_busy("neighbour"));
+        for _ in 0..30 {
+            gate.failed(&flood, Duration::from_millis(5));
+        }
+        assert!(gate.is_busy("flood"));
+        assert!(!gate.is_busy("neighbour"));
     }
 
     #[tokio::test]
