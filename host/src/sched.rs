@@ -37,8 +37,10 @@
 //! out its tick (a neighbour's p99 stayed at 2-3 ms against 0.14 ms alone).
 //! On the lane they take at most `slots` cores and leave the node's
 //! workers to the rest. A group counts as busy while it holds or waits for
-//! a slot and for [`HOT`] after it last got one, so a hog's calls do not
-//! flicker back onto the node's workers between its guests.
+//! a slot and for [`HOT`] after it last got one at a tick, so a hog's calls
+//! do not flicker back onto the node's workers between its guests; and when
+//! its calls that fail hard (traps, caps) take over [`FAILING`] in a window
+//! ([`CpuGate::failed`]), since those end before any tick.
 //!
 //! A guest blocked inside a host call (a sleep, an inference queue) does
 //! not tick, so it would keep its slot without using it: holders renew a
