@@ -464,8 +464,8 @@ pub struct MqttSection {
     pub username: Option<String>,
     /// `password = "…"`
     pub password: Option<String>,
-    /// `client_id = "brink-gw-7"` [default: `brink-<node id>`, the node id made
-    /// once and kept in the data directory's `node-id`]. The id is stable, so
+    /// `client_id = "brink-gw-7"` (default: `brink-<node id>`, the node id made
+    /// once and kept in the data directory's `node-id`). The id is stable, so
     /// the broker keeps the node's session (and queues its QoS 1 messages)
     /// across connection drops and restarts, on MQTT 3.1.1 and 5 alike.
     pub client_id: Option<String>,

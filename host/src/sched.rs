@@ -37,9 +37,9 @@
 //! out its tick (a neighbour's p99 stayed at 2-3 ms against 0.14 ms alone).
 //! On the lane they take at most `slots` cores and leave the node's
 //! workers to the rest. A group counts as busy while it holds or waits for
-//! a slot and for [`HOT`] after it last got one at a tick, so a hog's calls
+//! a slot and for `HOT` after it last got one at a tick, so a hog's calls
 //! do not flicker back onto the node's workers between its guests; and when
-//! its calls that fail hard (traps, caps) take over [`FAILING`] in a window
+//! its calls that fail hard (traps, caps) take over `FAILING` in a window
 //! ([`CpuGate::failed`]), since those end before any tick.
 //!
 //! A guest blocked inside a host call (a sleep, an inference queue) does
@@ -60,7 +60,7 @@ const LEASE: Duration = Duration::from_millis(5);
 /// How long a group stays busy after it last got a slot.
 const HOT: Duration = Duration::from_secs(1);
 /// Time a group's calls may spend failing (traps, memory caps, time
-/// limits) per [`HOT`] window before the group counts as busy.
+/// limits) per `HOT` window before the group counts as busy.
 const FAILING: Duration = Duration::from_millis(100);
 
 /// The node's run slots for guests past their first tick.
@@ -177,7 +177,7 @@ impl CpuGate {
         }
     }
 
-    /// Whether `group` holds or waits for a slot, or got one within [`HOT`].
+    /// Whether `group` holds or waits for a slot, or got one within `HOT`.
     pub fn is_busy(&self, group: &str) -> bool {
         let state = self.lock();
         state.held_by.contains_key(group)
@@ -191,7 +191,7 @@ impl CpuGate {
     /// A call of `group` failed (trapped, hit a cap or its time limit) after
     /// `took`. Calls that fail fast never reach a tick, so a tenant that
     /// floods the node with them (traps, memory bombs) would keep the
-    /// node's workers to itself; past [`FAILING`] of them in a window, the
+    /// node's workers to itself; past `FAILING` of them in a window, the
     /// group counts as busy like one with long-running guests.
     pub fn failed(&self, group: &Arc<str>, took: Duration) {
         let mut state = self.lock();
@@ -284,7 +284,7 @@ impl RunState {
 
     /// Waits for a slot, in this group's line.
     /// `long`: asked at a tick, by a guest that ran past its first, which
-    /// makes its group busy for [`HOT`]. A slot taken at admission does not,
+    /// makes its group busy for `HOT`. A slot taken at admission does not,
     /// or a group once busy would stay busy for ever.
     async fn acquire(self: Arc<Self>, long: bool) {
         let waiter = {

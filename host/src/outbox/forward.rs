@@ -5,8 +5,8 @@
 //!
 //! An uplink that answers but fails one event again and again (a 5xx for a
 //! payload that crashes it) would hold the queue for ever, like a refusal
-//! did: after [`BISECT_AFTER`] 5xx answers a batch is halved until the event
-//! is alone, and after [`PROBE_AFTER`] for one event the next event is sent
+//! did: after `BISECT_AFTER` 5xx answers a batch is halved until the event
+//! is alone, and after `PROBE_AFTER` for one event the next event is sent
 //! alone. If the uplink takes that one and fails the first once more, the
 //! first is parked (if it takes the first after all, the two arrived
 //! swapped); if it fails both, the uplink is failing, not the event, and
@@ -423,8 +423,8 @@ impl Forwarder {
     }
 
     /// A 5xx to `batch` past its first `delivered`: halves a batch after
-    /// [`BISECT_AFTER`] of them, and tries the next event alone after
-    /// [`PROBE_AFTER`] for one event. Whether to go on at once, without
+    /// `BISECT_AFTER` of them, and tries the next event alone after
+    /// `PROBE_AFTER` for one event. Whether to go on at once, without
     /// backing off.
     async fn answered(&mut self, batch: &[Entry], delivered: usize, pinpointed: bool) -> bool {
         let rest = &batch[delivered.min(batch.len())..];
