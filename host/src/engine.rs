@@ -464,22 +464,25 @@ impl Function {
     /// events never share guest memory; or, where the spec allows reuse,
     /// through a warm instance of this function.
     pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let started = Instant::now();
         // A busy group's calls run on the gate's lane, off the node's
         // workers (sched.rs says why).
-        if let Some(lane) = self.inner.gate.lane_for(&self.inner.group) {
-            let f = self.clone();
-            return lane
-                .run(async move { f.invoke_here(event).await })
-                .await
-                .unwrap_or_else(|| {
-                    Err(InvokeError::Busy {
-                        function: self.inner.name.to_string(),
-                        reason: "the host is stopping its guest threads".to_owned(),
+        let result = match self.inner.gate.lane_for(&self.inner.group) {
+            Some(lane) => {
+                let f = self.clone();
+                lane.run(async move { f.invoke_here(event).await })
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(InvokeError::Busy {
+                            function: self.inner.name.to_string(),
+                            reason: "the host is stopping its guest threads".to_owned(),
+                        })
                     })
-                });
-        }
-        let started = Instant::now();
-        let result = self.invoke_here(event).await;
+            }
+            None => self.invoke_here(event).await,
+        };
+        // Counted on the lane too, so a group flooding the node with failing
+        // calls stays busy rather than coming back every `HOT` window.
         if let Err(e) = &result
             && e.is_guest_fault()
         {
