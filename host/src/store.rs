@@ -67,7 +67,8 @@ impl Sled {
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         // A host that just stopped in this process may still be letting go
         // of the lock (its committer thread ends after the last handle):
-        // a busy lock is tried again for up to 2 s before it is an error.
+        // a busy lock is tried again for up to 5 s before it is an error
+        // (2 s was not always enough with CI running tests on both cores).
         let started = std::time::Instant::now();
         loop {
             let opened = sled::Config::new()
@@ -80,7 +81,7 @@ impl Sled {
                 Ok(db) => return Ok(Self { db }),
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock
-                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                        && started.elapsed() < std::time::Duration::from_secs(5) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
