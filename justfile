@@ -6,9 +6,9 @@ default: test
 demo:
     cargo run -p brink-host -- run functions/filter --event examples/events/readings-batch.json --config threshold=30
 
-# All tests (builds the guests first).
+# All tests, after installing what they need (the README's test command).
 test:
-    cargo test --workspace
+    scripts/test
 
 # Everything CI checks.
 ci:

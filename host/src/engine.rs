@@ -852,10 +852,12 @@ impl Instance {
             if out.specversion.is_empty() {
                 out.specversion = "1.0".to_owned();
             }
-            event::from_wit(out).map_err(|e| InvokeError::InvalidOutput {
-                function: f.name.to_string(),
-                index,
-                reason: e.to_string(),
+            event::validate(out, event::json::ATTRIBUTE).map_err(|e| {
+                InvokeError::InvalidOutput {
+                    function: f.name.to_string(),
+                    index,
+                    reason: e.to_string(),
+                }
             })?;
         }
         Ok(outputs)

@@ -99,7 +99,7 @@ pub enum InvokeError {
     },
     #[error("function `{function}` called exit({code})")]
     Exit { function: String, code: i32 },
-    #[error("function `{function}` failed ({kind:?}): {message}")]
+    #[error("function `{function}` failed: {message} ({})", kind_label(*kind))]
     Handler {
         function: String,
         kind: ErrorKind,
@@ -165,4 +165,13 @@ pub(crate) enum LimitExceeded {
     Timeout,
     #[error("memory limit exceeded")]
     Memory { limit: u64, requested: u64 },
+}
+
+/// How people read a handler's error kind.
+fn kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidEvent => "it refused the event",
+        ErrorKind::Transient => "a transient failure; retrying may help",
+        ErrorKind::Internal => "an internal error of the function",
+    }
 }

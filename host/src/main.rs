@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use brink_host::builder::{self, BuildRequest};
+use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
 use clap::{Parser, Subcommand};
 
 mod outbox_cli;
 mod remote;
 
-/// Brink: a WebAssembly edge-function host for CloudEvents.
+/// Run small sandboxed WebAssembly functions on an edge node: they handle
+/// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
+/// forward to the cloud through outages. `brink up` starts a node.
 #[derive(Debug, Parser)]
-#[command(name = "brink", version, about, long_about = None)]
+#[command(name = "brink", version, long_about = None)]
 struct Cli {
     /// Log filter, in `tracing` syntax (e.g. `info`, `brink_host=debug,guest=trace`).
     #[arg(
@@ -55,6 +58,9 @@ enum Command {
     /// Adds the wasm32-wasip2 target with rustup when it is missing, then
     /// runs cargo and prints the path of each component built.
     Build(BuildArgs),
+    /// Print a shell's completion script for brink, e.g.
+    /// `brink completions bash > ~/.local/share/bash-completion/completions/brink`.
+    Completions { shell: clap_complete::Shell },
     /// Inspect and seed a running node's key-value state, over its admin API.
     ///
     /// `brink kv ls` lists the app's buckets; `brink kv ls devices` the keys
@@ -155,10 +161,15 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct KvArgs {
     /// The node's admin API.
-    #[arg(long, env = "BRINK_ADMIN_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "BRINK_ADMIN_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     admin: String,
     /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     #[command(subcommand)]
     command: KvCommand,
@@ -264,6 +275,10 @@ struct UpArgs {
     /// How often each simulated sensor publishes, in milliseconds.
     #[arg(long, default_value_t = 1000, requires = "simulate")]
     simulate_interval_ms: u64,
+    /// Check the manifest and every function it names (build, load, grants)
+    /// without serving anything, then exit: 0 when all is well.
+    #[arg(long, conflicts_with_all = ["tail", "simulate"])]
+    check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -272,9 +287,11 @@ struct PublishArgs {
     topic: String,
     /// The payload, e.g. `{"device":"t-1","value":35.2}`; `-` reads standard input.
     payload: String,
-    /// The app manifest whose broker to use.
-    #[arg(long, default_value = "brink.toml")]
-    manifest: PathBuf,
+    /// The app manifest whose broker to use [default: ./brink.toml when
+    /// there is one, else the embedded broker's default address]. A
+    /// manifest named here must be readable.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
     /// The broker, e.g. `mqtt://127.0.0.1:1883`, instead of the manifest's.
     #[arg(long)]
     url: Option<String>,
@@ -303,8 +320,37 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The command line, with a "did you mean" for mistyped subcommands that
+/// clap's own similarity test misses: `rnu` is one swap from `run`.
+fn parse_cli() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let mut error = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    if error.kind() == ErrorKind::InvalidSubcommand
+        && error.get(ContextKind::SuggestedSubcommand).is_none()
+        && let Some(ContextValue::String(typed)) = error.get(ContextKind::InvalidSubcommand)
+    {
+        let command = <Cli as clap::CommandFactory>::command();
+        let closest = command
+            .get_subcommands()
+            .map(|c| c.get_name())
+            .map(|name| (strsim::osa_distance(typed, name), name))
+            .filter(|(distance, name)| *distance <= 2 && *distance < name.len())
+            .min();
+        if let Some((_, name)) = closest {
+            error.insert(
+                ContextKind::SuggestedSubcommand,
+                ContextValue::Strings(vec![name.to_owned()]),
+            );
+        }
+    }
+    error.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -321,6 +367,19 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv(args),
         Command::Outbox(args) => outbox_cli::run(args),
         Command::Keygen { out } => remote::keygen(&out),
+        Command::Completions { shell } => {
+            // Into a buffer: clap_complete panics when stdout is closed early.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "brink",
+                &mut script,
+            );
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")
+        }
         Command::Sign {
             component,
             key,
@@ -333,10 +392,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes, for people and scripts alike.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes on one line, each said once: many errors repeat
+/// their source's message in their own (io, hyper, reqwest), so printing the
+/// whole chain would say "Connection refused" two or three times.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(text.as_str()) {
+            continue;
+        }
+        // A cause that repeats everything so far and adds to it replaces it.
+        if !line.is_empty() && text.contains(line.as_str()) {
+            line = text;
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn remote_command(command: Command) -> anyhow::Result<()> {
@@ -401,6 +483,11 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let input = if args.event == "-" {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!(
+                "reading the event from standard input (CloudEvents JSON; end with Ctrl-D), or pass --event FILE"
+            );
+        }
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
@@ -490,15 +577,37 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     for input in events {
-        let outputs = runtime.block_on(function.invoke(event::to_wit(&input)))?;
+        let outputs = runtime.block_on(function.invoke(input)).map_err(|e| {
+            match run_hint(&e.to_string()) {
+                Some(hint) => anyhow::anyhow!("{e}; {hint}"),
+                None => e.into(),
+            }
+        })?;
         for out in &outputs {
-            let out = event::from_wit(out)?;
-            serde_json::to_writer(&mut stdout, &out)?;
+            stdout.write_all(&event::to_json(out)?)?;
             stdout.write_all(b"\n")?;
         }
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// What to pass `brink run` when a function failed for want of something
+/// only a manifest or a flag gives: a config value or a model.
+fn run_hint(error: &str) -> Option<String> {
+    let quoted = |after: &str| {
+        let rest = &error[error.find(after)? + after.len()..];
+        rest.split('`').next().map(str::to_owned)
+    };
+    if error.contains("is not set in the function's spec") {
+        let key = quoted("config `")?;
+        return Some(format!("pass it with --config {key}=VALUE"));
+    }
+    if error.contains("is not granted to this function") || error.contains("has no model `") {
+        let name = quoted("model `")?;
+        return Some(format!("load it with --model {name}=PATH (an ONNX file)"));
+    }
+    None
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -524,7 +633,17 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             cache_dir: args.cache_dir.or_else(brink_host::cache::default_dir),
             ..EngineConfig::default()
         })?;
+        if args.check {
+            let n = brink_host::node::Node::check(&manifest, &base, &engine).await?;
+            println!(
+                "{}: valid; {n} function(s) built and loaded",
+                args.manifest.display()
+            );
+            return Ok(());
+        }
+        let routes = routes(&manifest);
         let node = brink_host::node::Node::start(manifest, &base, &engine).await?;
+        print_routes(&routes, &node);
         if args.simulate || !args.tail.is_empty() {
             let Some(settings) = node.mqtt_settings().cloned() else {
                 anyhow::bail!("--simulate and --tail need a manifest whose functions use MQTT");
@@ -555,17 +674,50 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Each function's triggers, as `brink up` lists them once the node is ready.
+fn routes(manifest: &brink_host::manifest::Manifest) -> Vec<(String, Vec<Trigger>)> {
+    manifest
+        .function
+        .iter()
+        .map(|(name, f)| (name.clone(), f.triggers.clone()))
+        .collect()
+}
+
+fn print_routes(routes: &[(String, Vec<Trigger>)], node: &brink_host::node::Node) {
+    let http = node.http_addr();
+    let broker = node.mqtt_broker().unwrap_or("the node's broker");
+    let mut out = String::from("Functions:\n");
+    for (name, triggers) in routes {
+        out.push_str(&format!(
+            "  {name}\n    POST http://{http}/functions/{name}\n"
+        ));
+        for trigger in triggers {
+            out.push_str(&match trigger {
+                Trigger::Http(path) => format!("    POST http://{http}/events{path}\n"),
+                Trigger::Mqtt(filter) => format!("    MQTT {filter} on {broker}\n"),
+                Trigger::EventType(ty) => {
+                    format!("    POST http://{http}/events[/PATH] with type {ty}\n")
+                }
+            });
+        }
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}
+
 fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let (mut section, base) = if args.manifest.is_file() {
-        let base = args
-            .manifest
+    // A manifest named on the command line must be read; only the implicit
+    // ./brink.toml may be absent.
+    let manifest = match &args.manifest {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from("brink.toml")).filter(|p| p.is_file()),
+    };
+    let (mut section, base) = if let Some(manifest) = manifest {
+        let base = manifest
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        (
-            brink_host::manifest::Manifest::load(&args.manifest)?.mqtt,
-            base,
-        )
+        (brink_host::manifest::Manifest::load(&manifest)?.mqtt, base)
     } else {
         (
             brink_host::manifest::MqttSection::default(),

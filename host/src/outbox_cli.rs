@@ -11,10 +11,15 @@ use crate::{AdminClient, key_path};
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutboxArgs {
     /// The node's admin API.
-    #[arg(long, env = "BRINK_ADMIN_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "BRINK_ADMIN_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     admin: String,
     /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     #[command(subcommand)]
     command: OutboxCommand,

@@ -577,8 +577,10 @@ pub async fn invoke(remote: &Remote, name: &str, data: &str, ty: &str) -> anyhow
         return Ok(());
     }
     let events = brink_host::event::http::decode(&headers, &body)?;
-    for e in &events {
-        println!("{}", serde_json::to_string(e)?);
+    let mut stdout = std::io::stdout().lock();
+    for (event, types) in &events {
+        stdout.write_all(&brink_host::event::json::write(event, types)?)?;
+        stdout.write_all(b"\n")?;
     }
     Ok(())
 }

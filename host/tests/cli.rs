@@ -166,7 +166,7 @@ fn an_event_without_an_id_is_refused_naming_the_attribute() -> anyhow::Result<()
         cache.path(),
         &["run", artifacts::ECHO, "-e", &example("missing-id.json")],
     )?;
-    assert_clean_failure(&out, "missing field `id`");
+    assert_clean_failure(&out, "missing attribute `id`");
     Ok(())
 }
 
@@ -478,10 +478,12 @@ kv = ["default"]
     Ok(manifest)
 }
 
+/// `brink kv ARGS --admin URL`: the connection flag last, as the README writes it.
 fn kv_cli(cache: &Path, admin_port: u16, args: &[&str]) -> anyhow::Result<Output> {
     let admin = format!("http://127.0.0.1:{admin_port}");
-    let mut all = vec!["kv", "--admin", admin.as_str()];
+    let mut all = vec!["kv"];
     all.extend_from_slice(args);
+    all.extend(["--admin", admin.as_str()]);
     brink(cache, &all)
 }
 
@@ -700,7 +702,8 @@ fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -
 
     let admin = format!("http://127.0.0.1:{admin_port}");
     let status = |cache: &Path| -> anyhow::Result<serde_json::Value> {
-        let out = brink(cache, &["outbox", "--admin", &admin, "status", "--json"])?;
+        // The README's form: `brink outbox status --json --admin URL`.
+        let out = brink(cache, &["outbox", "status", "--json", "--admin", &admin])?;
         anyhow::ensure!(out.status.success(), "{}", stderr(&out));
         let all: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         Ok(all["uplinks"].clone())
@@ -771,7 +774,7 @@ fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
 
-    let table = brink(&cache, &["outbox", "--admin", &admin, "status"])?;
+    let table = brink(&cache, &["outbox", "status", "--admin", &admin])?;
     let table = String::from_utf8(table.stdout)?;
     assert!(
         table

@@ -327,7 +327,12 @@ async fn malformed_requests_get_problem_bodies_and_the_node_keeps_serving() -> a
         .body(r#"{"specversion":"1.0","source":"/s","type":"t"}"#)
         .send()
         .await?;
-    assert_problem(missing_attr, StatusCode::BAD_REQUEST, "missing field `id`").await?;
+    assert_problem(
+        missing_attr,
+        StatusCode::BAD_REQUEST,
+        "missing attribute `id`",
+    )
+    .await?;
 
     let too_big = client
         .post(&events)

@@ -2,7 +2,8 @@
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::{BindingNames, EventError};
+use super::{BindingNames, EventError, ExtTypes, invalid};
+use crate::bindings::CloudEvent;
 
 /// Media type of the structured mode.
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -34,28 +35,38 @@ pub fn mode(headers: &HeaderMap) -> Mode {
     }
 }
 
-/// Decodes a request's events (one, or several in batched mode).
-pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<cloudevents::Event>, EventError> {
-    match mode(headers) {
+/// Decodes a request's events (one, or several in batched mode), each with
+/// the JSON types of its extensions.
+pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(CloudEvent, ExtTypes)>, EventError> {
+    let mode = mode(headers);
+    if mode != Mode::Binary {
+        let ct = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let format = ct.split(';').next().unwrap_or_default().trim();
+        if !format.eq_ignore_ascii_case(STRUCTURED) && !format.eq_ignore_ascii_case(BATCH) {
+            return Err(EventError::UnsupportedFormat(format.to_owned()));
+        }
+    }
+    match mode {
         Mode::Batched => {
-            let value: serde_json::Value = serde_json::from_slice(body)?;
-            if !value.is_array() {
-                return Err(EventError::Invalid(
-                    "a batched request's body must be a JSON array of events".into(),
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+                return Err(invalid(
+                    "a batched request's body must be a JSON array of events",
                 ));
             }
-            super::parse_json(body)
+            super::json::parse(body)
         }
         Mode::Structured => {
-            let value: serde_json::Value = serde_json::from_slice(body)?;
-            if !value.is_object() {
-                return Err(EventError::Invalid(
-                    "a structured request's body must be one JSON event object".into(),
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(invalid(
+                    "a structured request's body must be one JSON event object",
                 ));
             }
-            Ok(vec![serde_json::from_value(value)?])
+            Ok(vec![super::json::parse_one(body)?])
         }
-        Mode::Binary => Ok(vec![decode_binary(headers, body)?]),
+        Mode::Binary => Ok(vec![(decode_binary(headers, body)?, ExtTypes::default())]),
     }
 }
 
@@ -76,7 +87,7 @@ fn header_value(name: &str, value: &HeaderValue) -> Result<String, EventError> {
         })
 }
 
-fn decode_binary(headers: &HeaderMap, body: &[u8]) -> Result<cloudevents::Event, EventError> {
+fn decode_binary(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, EventError> {
     if headers.contains_key("ce-datacontenttype") {
         return Err(EventError::Invalid(
             "binary mode carries the data's type in Content-Type; `ce-datacontenttype` must not be sent".into(),
@@ -108,10 +119,11 @@ const HEADER_NAMES: BindingNames = BindingNames {
 const HEADER_ESCAPES: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
 
-/// One event in binary mode: `ce-` headers, `Content-Type` and the data as body.
-pub fn encode_binary(
-    event: &crate::bindings::CloudEvent,
-) -> Result<(HeaderMap, Vec<u8>), EventError> {
+/// One event in binary mode: `ce-` headers, `Content-Type` and the data as
+/// body. Data without a `datacontenttype` is `application/json` when it is
+/// JSON (what the JSON format implies), else `application/octet-stream`;
+/// an event without data has no body and no `Content-Type`.
+pub fn encode_binary(event: &CloudEvent) -> Result<(HeaderMap, Vec<u8>), EventError> {
     let mut headers = HeaderMap::new();
     let mut put = |name: &str, value: &str| -> Result<(), EventError> {
         let encoded = percent_encoding::utf8_percent_encode(value, HEADER_ESCAPES).to_string();
@@ -125,19 +137,21 @@ pub fn encode_binary(
     for (name, value) in super::binary_attributes(event) {
         put(name, value)?;
     }
-    if let Some(ct) = &event.datacontenttype {
-        let value = HeaderValue::from_str(ct)
-            .map_err(|e| EventError::Invalid(format!("datacontenttype {ct:?}: {e}")))?;
-        headers.insert(CONTENT_TYPE, value);
-    }
-    Ok((headers, event.data.clone().unwrap_or_default()))
+    let Some(data) = &event.data else {
+        return Ok((headers, Vec::new()));
+    };
+    let ct = match &event.datacontenttype {
+        Some(ct) => ct.as_str(),
+        None if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() => "application/json",
+        None => "application/octet-stream",
+    };
+    let value = HeaderValue::from_str(ct)
+        .map_err(|e| EventError::Invalid(format!("datacontenttype {ct:?}: {e}")))?;
+    headers.insert(CONTENT_TYPE, value);
+    Ok((headers, data.clone()))
 }
 
 /// Several events in the batched format.
-pub fn encode_batch(events: &[crate::bindings::CloudEvent]) -> Result<Vec<u8>, EventError> {
-    let events = events
-        .iter()
-        .map(super::from_wit)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(serde_json::to_vec(&events)?)
+pub fn encode_batch(events: &[(CloudEvent, ExtTypes)]) -> Result<Vec<u8>, EventError> {
+    super::json::write_batch(events)
 }

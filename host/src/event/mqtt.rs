@@ -1,11 +1,8 @@
 //! The CloudEvents MQTT binding: MQTT 5 binary and structured modes, MQTT
 //! 3.1.1 structured mode, and plain device payloads wrapped into events.
 
-use cloudevents::event::Data;
-use cloudevents::{EventBuilder, EventBuilderV10};
-
 use super::http::{BATCH, STRUCTURED};
-use super::{BindingNames, EventError, is_json_type};
+use super::{BindingNames, EventError, ExtTypes};
 use crate::bindings::CloudEvent;
 
 /// A message as the broker delivered it, whatever the protocol version.
@@ -39,36 +36,26 @@ const USER_PROPERTY_NAMES: BindingNames = BindingNames {
     missing_hint: " (MQTT 5 binary mode)",
 };
 
-/// `payload` parsed as JSON when it is a JSON object (the only shape a
-/// structured event can have), so deciding between a structured event sent
-/// without a content type (MQTT 3.1.1 cannot send one) and a plain JSON
-/// reading parses it once.
-fn json_object(payload: &[u8]) -> Option<serde_json::Value> {
-    let start = payload.iter().position(|b| !b.is_ascii_whitespace())?;
-    if payload[start] != b'{' {
-        return None;
+/// Whether a payload sent without a content type (MQTT 3.1.1 cannot send
+/// one) is a structured event rather than a plain JSON reading: a JSON
+/// object with a `specversion` member.
+fn looks_structured(payload: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        specversion: Option<&'a serde_json::value::RawValue>,
     }
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .filter(serde_json::Value::is_object)
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    first == Some(&b'{')
+        && serde_json::from_slice::<Probe<'_>>(payload).is_ok_and(|p| p.specversion.is_some())
 }
 
-fn decode_structured(payload: &[u8]) -> Result<cloudevents::Event, EventError> {
-    let value: serde_json::Value = serde_json::from_slice(payload)?;
-    if !value.is_object() {
-        return Err(EventError::Invalid(
-            "a structured MQTT message must carry one JSON event object".into(),
-        ));
-    }
-    Ok(serde_json::from_value(value)?)
-}
+/// An event as it came in, with the JSON types of its extensions.
+pub type Decoded = (CloudEvent, ExtTypes, Carried);
 
 /// Decodes an incoming message as the binding says; a payload that is not
 /// a CloudEvent at all is wrapped (generated id, the topic as subject).
-pub fn decode(
-    message: Message<'_>,
-    plain: &PlainPolicy,
-) -> Result<(cloudevents::Event, Carried), EventError> {
+pub fn decode(message: Message<'_>, plain: &PlainPolicy) -> Result<Decoded, EventError> {
     let ct = message.content_type.map(str::to_ascii_lowercase);
     if let Some(ct) = &ct {
         if ct.starts_with(BATCH) {
@@ -77,7 +64,11 @@ pub fn decode(
             ));
         }
         if ct.starts_with("application/cloudevents") {
-            return Ok((decode_structured(message.payload)?, Carried::Structured));
+            if !ct.starts_with(STRUCTURED) {
+                return Err(EventError::UnsupportedFormat(ct.clone()));
+            }
+            let (event, types) = super::json::parse_one(message.payload)?;
+            return Ok((event, types, Carried::Structured));
         }
     }
     if message
@@ -91,59 +82,43 @@ pub fn decode(
             message.payload,
             &USER_PROPERTY_NAMES,
         )?;
-        return Ok((event, Carried::Binary));
+        return Ok((event, ExtTypes::default(), Carried::Binary));
     }
-    let object = match message.content_type {
-        None => json_object(message.payload),
-        Some(_) => None,
-    };
-    if let Some(value) = object {
-        if value.get("specversion").is_some() {
-            return Ok((serde_json::from_value(value)?, Carried::Structured));
-        }
-        return Ok((wrap_plain(message, plain, Some(value))?, Carried::Plain));
+    if message.content_type.is_none() && looks_structured(message.payload) {
+        let (event, types) = super::json::parse_one(message.payload)?;
+        return Ok((event, types, Carried::Structured));
     }
-    Ok((wrap_plain(message, plain, None)?, Carried::Plain))
+    let event = wrap_plain(message, plain);
+    super::validate(&event, USER_PROPERTY_NAMES.name)?;
+    Ok((event, ExtTypes::default(), Carried::Plain))
 }
 
-/// Wraps a device payload: JSON stays JSON, UTF-8 text becomes text, anything
-/// else is kept as bytes. `parsed` is the payload as JSON, when the caller
-/// already parsed it.
-fn wrap_plain(
-    message: Message<'_>,
-    plain: &PlainPolicy,
-    parsed: Option<serde_json::Value>,
-) -> Result<cloudevents::Event, EventError> {
-    let mut event = EventBuilderV10::new()
-        .id(uuid::Uuid::new_v4().to_string())
-        .source("/brink/mqtt")
-        .ty(plain.event_type.clone())
-        .subject(message.topic)
-        .time(chrono::Utc::now())
-        .build()
-        .map_err(|e| EventError::Invalid(e.to_string()))?;
+/// Wraps a device payload, which becomes the data as it is: JSON is
+/// `application/json`, UTF-8 text `text/plain`, anything else
+/// `application/octet-stream`, unless the message named its content type.
+fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> CloudEvent {
     let payload = message.payload;
-    let (ct, data) = match message.content_type {
-        Some(ct) if is_json_type(ct) => match serde_json::from_slice(payload) {
-            Ok(value) => (ct.to_owned(), Data::Json(value)),
-            Err(_) => (ct.to_owned(), Data::Binary(payload.to_vec())),
-        },
-        Some(ct) => (ct.to_owned(), Data::Binary(payload.to_vec())),
-        None => match parsed.map_or_else(|| serde_json::from_slice(payload), Ok) {
-            Ok(value) => ("application/json".to_owned(), Data::Json(value)),
-            Err(_) => match std::str::from_utf8(payload) {
-                Ok(text) => ("text/plain".to_owned(), Data::String(text.to_owned())),
-                Err(_) => (
-                    "application/octet-stream".to_owned(),
-                    Data::Binary(payload.to_vec()),
-                ),
-            },
-        },
+    let ct = match message.content_type {
+        Some(ct) => ct,
+        None if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() => {
+            "application/json"
+        }
+        None if std::str::from_utf8(payload).is_ok() => "text/plain",
+        None => "application/octet-stream",
     };
-    if !payload.is_empty() {
-        event.set_data(ct, data);
+    let has_data = !payload.is_empty();
+    CloudEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "/brink/mqtt".to_owned(),
+        type_: plain.event_type.clone(),
+        specversion: "1.0".to_owned(),
+        subject: Some(message.topic.to_owned()),
+        time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        datacontenttype: has_data.then(|| ct.to_owned()),
+        dataschema: None,
+        extensions: Vec::new(),
+        data: has_data.then(|| payload.to_vec()),
     }
-    Ok(event)
 }
 
 /// How outgoing events are published.
@@ -164,7 +139,13 @@ pub struct Outgoing {
 }
 
 /// Encodes `event` in `mode`; `v5` says whether properties can be sent.
-pub fn encode(event: &CloudEvent, mode: OutputMode, v5: bool) -> Result<Outgoing, EventError> {
+/// The structured mode writes the extensions `types` names as those JSON types.
+pub fn encode(
+    event: &CloudEvent,
+    types: &ExtTypes,
+    mode: OutputMode,
+    v5: bool,
+) -> Result<Outgoing, EventError> {
     match mode {
         OutputMode::Binary if v5 => Ok(Outgoing {
             payload: event.data.clone().unwrap_or_default(),
@@ -178,7 +159,7 @@ pub fn encode(event: &CloudEvent, mode: OutputMode, v5: bool) -> Result<Outgoing
             "MQTT 3.1.1 carries CloudEvents in structured mode only".into(),
         )),
         OutputMode::Structured => Ok(Outgoing {
-            payload: serde_json::to_vec(&super::from_wit(event)?)?,
+            payload: super::json::write(event, types)?,
             content_type: v5.then(|| STRUCTURED.to_owned()),
             user_properties: Vec::new(),
         }),
@@ -258,7 +239,6 @@ pub fn check_limits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::event::AttributesReader;
 
     #[test]
     fn oversized_strings_and_packets_are_refused_before_anything_is_written() {
@@ -349,18 +329,17 @@ mod tests {
             ("subject", "7"),
             ("site", "plant-3"),
         ]);
-        let (event, carried) = decode(
+        let (wit, _, carried) = decode(
             message(br#"{"celsius":31}"#, Some("application/json"), &props),
             &plain(),
         )?;
         assert_eq!(carried, Carried::Binary);
-        let wit = super::super::to_wit(&event);
         assert_eq!(wit.id, "r-1");
         assert_eq!(wit.subject.as_deref(), Some("7"));
         assert_eq!(wit.datacontenttype.as_deref(), Some("application/json"));
         assert_eq!(wit.extensions, vec![("site".into(), "plant-3".into())]);
-        let out = encode(&wit, OutputMode::Binary, true)?;
-        let (again, _) = decode(
+        let out = encode(&wit, &ExtTypes::default(), OutputMode::Binary, true)?;
+        let (again, _, _) = decode(
             message(
                 &out.payload,
                 out.content_type.as_deref(),
@@ -368,7 +347,7 @@ mod tests {
             ),
             &plain(),
         )?;
-        assert_eq!(super::super::to_wit(&again), wit);
+        assert_eq!(again, wit);
         Ok(())
     }
 
@@ -388,9 +367,10 @@ mod tests {
     fn structured_mode_is_read_with_or_without_the_content_type() -> anyhow::Result<()> {
         let json = br#"{"specversion":"1.0","id":"s-1","source":"/s","type":"t","data":{"v":1}}"#;
         for ct in [Some(STRUCTURED), None] {
-            let (event, carried) = decode(message(json, ct, &[]), &plain())?;
+            let (event, _, carried) = decode(message(json, ct, &[]), &plain())?;
             assert_eq!(carried, Carried::Structured);
-            assert_eq!(event.id(), "s-1");
+            assert_eq!(event.id, "s-1");
+            assert_eq!(event.data.as_deref(), Some(&br#"{"v":1}"#[..]));
         }
         Ok(())
     }
@@ -413,25 +393,29 @@ mod tests {
         assert!(
             missing
                 .as_ref()
-                .is_err_and(|e| e.to_string().contains("missing field `id`")),
+                .is_err_and(|e| e.to_string().contains("missing attribute `id`")),
             "{missing:?}"
         );
     }
 
     #[test]
     fn plain_payloads_are_wrapped_with_the_topic_as_subject() -> anyhow::Result<()> {
-        let (event, carried) = decode(message(b"{\"celsius\":31}", None, &[]), &plain())?;
+        let (event, _, carried) = decode(message(b"{\"celsius\":31}", None, &[]), &plain())?;
         assert_eq!(carried, Carried::Plain);
-        assert_eq!(event.ty(), "com.example.plain");
-        assert_eq!(event.subject(), Some("sensors/7/temperature"));
-        assert_eq!(event.datacontenttype(), Some("application/json"));
-        let (text, _) = decode(message(b"31.5", None, &[]), &plain())?;
-        assert_eq!(text.datacontenttype(), Some("application/json"));
-        let (raw, _) = decode(message(&[0xff, 0x00], None, &[]), &plain())?;
-        assert_eq!(raw.datacontenttype(), Some("application/octet-stream"));
-        let (first, _) = decode(message(b"x", None, &[]), &plain())?;
-        let (second, _) = decode(message(b"x", None, &[]), &plain())?;
-        assert_ne!(first.id(), second.id());
+        assert_eq!(event.type_, "com.example.plain");
+        assert_eq!(event.subject.as_deref(), Some("sensors/7/temperature"));
+        assert_eq!(event.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(event.data.as_deref(), Some(&b"{\"celsius\":31}"[..]));
+        let (text, _, _) = decode(message(b"31.5", None, &[]), &plain())?;
+        assert_eq!(text.datacontenttype.as_deref(), Some("application/json"));
+        let (raw, _, _) = decode(message(&[0xff, 0x00], None, &[]), &plain())?;
+        assert_eq!(
+            raw.datacontenttype.as_deref(),
+            Some("application/octet-stream")
+        );
+        let (first, _, _) = decode(message(b"x", None, &[]), &plain())?;
+        let (second, _, _) = decode(message(b"x", None, &[]), &plain())?;
+        assert_ne!(first.id, second.id);
         Ok(())
     }
 
@@ -458,12 +442,13 @@ mod tests {
             extensions: vec![],
             data: Some(b"{\"a\":1}".to_vec()),
         };
-        assert!(encode(&event, OutputMode::Binary, false).is_err());
-        let out = encode(&event, OutputMode::Structured, false)?;
+        let types = ExtTypes::default();
+        assert!(encode(&event, &types, OutputMode::Binary, false).is_err());
+        let out = encode(&event, &types, OutputMode::Structured, false)?;
         assert_eq!(out.content_type, None);
-        let (back, carried) = decode(message(&out.payload, None, &[]), &plain())?;
+        let (back, _, carried) = decode(message(&out.payload, None, &[]), &plain())?;
         assert_eq!(carried, Carried::Structured);
-        assert_eq!(super::super::to_wit(&back), event);
+        assert_eq!(back, event);
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Auth, Principal, operator, principal};
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
-use super::http::{Problem, dispatch_problem, invoke_function};
+use super::http::{Problem, body_problem, dispatch_problem, invoke_function};
 use crate::capability::log::{LogRecord, LogTap};
 use crate::engine::{Engine, check_header};
 use crate::kv::Kv;
@@ -963,6 +963,16 @@ async fn invoke(
             &super::dispatch::DispatchError::UnknownFunction(name),
         ));
     }
+    let body = match body {
+        Ok(body) => body,
+        // axum's default limit: this route sets none of its own.
+        Err(rejection) => {
+            return Ok(body_problem(
+                rejection,
+                "the admin API's 2 MiB for an event",
+            ));
+        }
+    };
     Ok(invoke_function(&deployer.inner.node.dispatcher, &key, &headers, body).await)
 }
 

@@ -14,6 +14,7 @@ use super::metrics::{FunctionError, FunctionLabel, FunctionTrigger, Metrics};
 use crate::bindings::{CloudEvent, ErrorKind};
 use crate::engine::Function;
 use crate::error::InvokeError;
+use crate::event::ExtTypes;
 use crate::manifest::{Output, Trigger};
 
 /// Concurrency when the manifest sets none.
@@ -112,6 +113,7 @@ pub trait Sink: Send + Sync + 'static {
         &'a self,
         topic: &'a str,
         event: &'a CloudEvent,
+        types: &'a ExtTypes,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
     /// Stores `event` in the outbox of `uplink`, counted against `owner`'s
@@ -121,6 +123,7 @@ pub trait Sink: Send + Sync + 'static {
         owner: Option<&'a str>,
         uplink: &'a str,
         event: &'a CloudEvent,
+        types: &'a ExtTypes,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 }
 
@@ -399,13 +402,16 @@ impl Dispatcher {
     }
 
     /// Runs `event` through `function`, routes its outputs, and returns them.
+    /// `types` are the JSON types of the event's extensions: outputs that
+    /// carry an extension of the same name on write it as that type.
     pub async fn dispatch(
         &self,
         function: &str,
         trigger: &str,
         event: CloudEvent,
+        types: &ExtTypes,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
-        self.dispatch_with(function, trigger, event, Admission::Bounded)
+        self.dispatch_with(function, trigger, (event, types), Admission::Bounded)
             .await
     }
 
@@ -415,7 +421,7 @@ impl Dispatcher {
         &self,
         function: &str,
         trigger: &str,
-        event: CloudEvent,
+        (event, types): (CloudEvent, &ExtTypes),
         admission: Admission,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
         let stage = self
@@ -482,8 +488,14 @@ impl Dispatcher {
             .get_or_create(&label)
             .inc_by(outputs.len() as u64);
         let owner = stage.tenant.as_ref().map(|t| t.id.as_str());
-        self.route(function, owner, &stage.outputs, &outputs, admission)
-            .await?;
+        self.route(
+            function,
+            owner,
+            &stage.outputs,
+            (&outputs, types),
+            admission,
+        )
+        .await?;
         Ok(outputs)
     }
 
@@ -563,7 +575,7 @@ impl Dispatcher {
         function: &'a str,
         owner: Option<&'a str>,
         outputs: &'a [Output],
-        events: &'a [CloudEvent],
+        (events, types): (&'a [CloudEvent], &'a ExtTypes),
         admission: Admission,
     ) -> Pin<Box<dyn Future<Output = Result<(), DispatchError>> + Send + 'a>> {
         Box::pin(async move {
@@ -571,7 +583,8 @@ impl Dispatcher {
                 for event in events {
                     match output {
                         Output::Function(next) => {
-                            self.dispatch_with(next, "function", event.clone(), admission)
+                            let input = (event.clone(), types);
+                            self.dispatch_with(next, "function", input, admission)
                                 .await?;
                         }
                         Output::Webhook(url) => {
@@ -579,11 +592,11 @@ impl Dispatcher {
                             self.output_result(function, url, sent)?;
                         }
                         Output::Mqtt(topic) => {
-                            let sent = self.sink.mqtt(topic, event).await;
+                            let sent = self.sink.mqtt(topic, event, types).await;
                             self.output_result(function, &format!("MQTT topic {topic:?}"), sent)?;
                         }
                         Output::Uplink(uplink) => {
-                            let stored = self.sink.uplink(owner, uplink, event).await;
+                            let stored = self.sink.uplink(owner, uplink, event, types).await;
                             self.output_result(function, &format!("uplink `{uplink}`"), stored)?;
                         }
                     }

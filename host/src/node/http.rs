@@ -8,6 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::sync::Arc;
 
 use super::dispatch::{DispatchError, Dispatcher};
 use crate::event::{self, EventError};
@@ -15,18 +16,50 @@ use crate::event::{self, EventError};
 #[derive(Clone)]
 struct AppState {
     dispatcher: Dispatcher,
+    /// The body limit as the manifest names it, for 413 answers.
+    limit: Arc<str>,
 }
 
-/// The node's HTTP routes; bodies over `max_body` bytes are refused with 413.
-pub fn router(dispatcher: Dispatcher, max_body: usize) -> Router {
+/// The node's HTTP routes; bodies over `max_body_kb` KiB are refused with 413.
+pub fn router(dispatcher: Dispatcher, max_body_kb: usize) -> Router {
+    let limit = format!("[http] max_body_kb = {max_body_kb} (KiB)");
     Router::new()
         .route("/events", post(events_root))
         .route("/events/{*path}", post(events_at))
         .route("/functions/{name}", post(invoke))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(AppState { dispatcher })
+        .layer(DefaultBodyLimit::max(max_body_kb.saturating_mul(1024)))
+        .with_state(AppState {
+            dispatcher,
+            limit: Arc::from(limit),
+        })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// 404 for a path no route serves, as a problem like every other error.
+pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "No such resource",
+        format!(
+            "nothing is served at {}: the HTTP listener takes POST /events[/PATH] and POST /functions/NAME; the admin API lives under /v1/ (GET /v1/openapi.json lists it)",
+            uri.path()
+        ),
+    )
+}
+
+/// 405 for a method a route does not take.
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 /// An error answer of the admin API: an RFC 9457 problem.
@@ -89,18 +122,28 @@ pub(super) fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Di
     response
 }
 
-fn body_problem(rejection: BytesRejection) -> Response {
+/// Why a body could not be read; a 413 names `limit`, the setting that bounds it.
+pub(super) fn body_problem(rejection: BytesRejection, limit: &str) -> Response {
     let status = rejection.status();
-    let title = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "Request body too large"
-    } else {
-        "Unreadable request body"
-    };
-    problem(status, title, rejection.body_text())
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return problem(
+            status,
+            "Request body too large",
+            format!("the request body is over {limit}; send less, or raise the limit"),
+        );
+    }
+    problem(status, "Unreadable request body", rejection.body_text())
 }
 
 fn event_problem(e: &EventError) -> Response {
-    problem(StatusCode::BAD_REQUEST, "Invalid CloudEvent", e)
+    match e {
+        EventError::UnsupportedFormat(_) => problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported event format",
+            e,
+        ),
+        _ => problem(StatusCode::BAD_REQUEST, "Invalid CloudEvent", e),
+    }
 }
 
 pub(super) fn dispatch_problem(e: &DispatchError) -> Response {
@@ -156,20 +199,19 @@ async fn deliver(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return body_problem(rejection),
+        Err(rejection) => return body_problem(rejection, &state.limit),
     };
     let events = match event::http::decode(&headers, &body) {
         Ok(events) => events,
         Err(e) => return event_problem(&e),
     };
     let mut delivered = 0;
-    for input in &events {
-        let record = event::to_wit(input);
+    for (record, types) in &events {
         let targets = state.dispatcher.http_targets(&path, &record.type_);
         for target in &targets {
             if let Err(e) = state
                 .dispatcher
-                .dispatch(target, "http", record.clone())
+                .dispatch(target, "http", record.clone(), types)
                 .await
             {
                 return dispatch_problem(&e);
@@ -200,6 +242,10 @@ async fn invoke(
     if !state.dispatcher.is_node_function(&name) {
         return dispatch_problem(&DispatchError::UnknownFunction(name));
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_problem(rejection, &state.limit),
+    };
     invoke_function(&state.dispatcher, &name, &headers, body).await
 }
 
@@ -208,12 +254,8 @@ pub(super) async fn invoke_function(
     dispatcher: &Dispatcher,
     name: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return body_problem(rejection),
-    };
     let mut events = match event::http::decode(headers, &body) {
         Ok(events) => events,
         Err(e) => return event_problem(&e),
@@ -228,16 +270,27 @@ pub(super) async fn invoke_function(
             ),
         );
     }
-    let input = event::to_wit(&events.remove(0));
-    let outputs = match dispatcher.dispatch(name, "invoke", input).await {
+    let (input, types) = events.remove(0);
+    let outputs = match dispatcher.dispatch(name, "invoke", input, &types).await {
         Ok(outputs) => outputs,
         Err(e) => return dispatch_problem(&e),
     };
     let encoded = match outputs.as_slice() {
         [] => return StatusCode::NO_CONTENT.into_response(),
-        [one] => event::http::encode_binary(one)
-            .map(|(headers, body)| (StatusCode::OK, headers, body).into_response()),
-        many => event::http::encode_batch(many).map(|body| {
+        [one] => event::http::encode_binary(one).map(|(headers, body)| {
+            // Not `(headers, body).into_response()`: a byte body would get
+            // `application/octet-stream` where the event has no content type.
+            let mut response = Response::new(axum::body::Body::from(body));
+            *response.headers_mut() = headers;
+            response
+        }),
+        many => event::http::encode_batch(
+            &many
+                .iter()
+                .map(|e| (e.clone(), types.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .map(|body| {
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, event::http::BATCH)],

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::bindings::CloudEvent;
 use crate::builder::{self, BuildRequest};
+use crate::event::ExtTypes;
 use crate::kv::Kv;
 use crate::outbox::{Outbox, OutboxError};
 use dispatch::{Dispatcher, Sink};
@@ -46,6 +47,7 @@ impl Sink for NodeSink {
         owner: Option<&'a str>,
         uplink: &'a str,
         event: &'a CloudEvent,
+        types: &'a ExtTypes,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
             let Some(outbox) = &self.outbox else {
@@ -56,7 +58,10 @@ impl Sink for NodeSink {
                 .get(uplink)
                 .copied()
                 .unwrap_or((0, None));
-            match outbox.send_as(owner, uplink, event, priority, ttl).await {
+            match outbox
+                .send_typed(owner, uplink, (event, types), priority, ttl)
+                .await
+            {
                 Ok(_) => Ok(()),
                 // This event will never fit or be valid: retrying cannot help.
                 Err(e @ (OutboxError::TooLarge { .. } | OutboxError::BadEvent(_))) => {
@@ -71,13 +76,14 @@ impl Sink for NodeSink {
         &'a self,
         template: &'a str,
         event: &'a CloudEvent,
+        types: &'a ExtTypes,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
             // A template the event cannot fill never will.
             let topic = mqtt::render_topic(template, event)
                 .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
             match &self.mqtt {
-                Some(publisher) => publisher.publish(&topic, event).await,
+                Some(publisher) => publisher.publish(&topic, event, types).await,
                 None => bail!("this node has no MQTT connection"),
             }
         })

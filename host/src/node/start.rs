@@ -108,6 +108,33 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Checks `manifest` as [`Node::start`] would, without serving or
+    /// touching the node's state: models load, every function builds, loads
+    /// and gets its grants (against a scratch store, so a running node's
+    /// lock does not matter). The number of functions checked.
+    pub async fn check(manifest: &Manifest, base: &Path, engine: &Engine) -> anyhow::Result<usize> {
+        tls::install_default_provider();
+        let scratch =
+            std::env::temp_dir().join(format!("brink-check-{}", uuid::Uuid::new_v4().simple()));
+        let checked = async {
+            let mut state = open_state(manifest, &scratch).await?;
+            let models = load_models(manifest, base).await?;
+            load_functions(manifest, base, engine, &state, models.as_ref()).await?;
+            if let Some(sweeper) = state.sweeper.take() {
+                sweeper.abort();
+            }
+            if manifest.mqtt.url.is_some() {
+                mqtt::Settings::from_section(&manifest.mqtt, base)?;
+            }
+            anyhow::Ok(manifest.function.len())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        checked
+    }
+}
+
 /// What the node keeps on disk.
 struct State {
     store: Option<Arc<dyn Backend>>,
@@ -406,10 +433,7 @@ async fn serve_http(
         .await
         .with_context(|| format!("binding HTTP on {}", manifest.http.listen))?;
     let addr = listener.local_addr()?;
-    let app = http::router(
-        dispatcher.clone(),
-        manifest.http.max_body_kb.saturating_mul(1024),
-    );
+    let app = http::router(dispatcher.clone(), manifest.http.max_body_kb);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -450,6 +474,9 @@ async fn serve_admin(
             engine.config().max_component_bytes,
         ));
     }
+    let app = app
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed);
     let mut stop = shutdown.subscribe();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

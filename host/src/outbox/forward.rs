@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::{Entry, Outbox};
 use crate::bindings::CloudEvent;
+use crate::event::ExtTypes;
 use crate::node::mqtt::{Publisher, render_topic};
 
 /// 5xx answers to a batch before it is bisected (while bisecting, one).
@@ -109,7 +110,7 @@ impl Failure {
 }
 
 impl Target {
-    async fn deliver(&self, events: &[CloudEvent]) -> Result<(), Failure> {
+    async fn deliver(&self, events: &[(CloudEvent, ExtTypes)]) -> Result<(), Failure> {
         match self {
             Target::Mqtt { publisher, topic } => {
                 if !publisher.is_connected() {
@@ -123,10 +124,10 @@ impl Target {
                 // would refuse ends the run of publishes just before it.
                 let mut messages = Vec::with_capacity(events.len());
                 let mut refused = None;
-                for (i, event) in events.iter().enumerate() {
+                for (i, (event, types)) in events.iter().enumerate() {
                     let prepared = render_topic(topic, event)
                         .map_err(|e| crate::delivery::refused(format!("{e:#}")))
-                        .and_then(|t| Ok((publisher.prepare(&t, event)?, t)));
+                        .and_then(|t| Ok((publisher.prepare(&t, event, types)?, t)));
                     match prepared {
                         Ok((message, topic)) => messages.push((topic, message)),
                         Err(e) => {
@@ -167,7 +168,7 @@ impl Target {
                         .await
                         .map_err(|e| Failure::new(0, e, events.len() == 1));
                 }
-                for (i, event) in events.iter().enumerate() {
+                for (i, (event, _)) in events.iter().enumerate() {
                     let (headers, body) = crate::event::http::encode_binary(event)
                         .map_err(|e| crate::delivery::refused(format!("{e:#}")))
                         .map_err(|e| Failure::new(i, e, true))?;
@@ -308,7 +309,10 @@ impl Forwarder {
 
     /// The batch's events, less those that cannot be sent: unreadable ones
     /// are discarded, and ones over the uplink's `max_event_kb` parked.
-    async fn sendable(&self, batch: Vec<Entry>) -> Option<(Vec<Entry>, Vec<CloudEvent>)> {
+    async fn sendable(
+        &self,
+        batch: Vec<Entry>,
+    ) -> Option<(Vec<Entry>, Vec<(CloudEvent, ExtTypes)>)> {
         let mut events = Vec::with_capacity(batch.len());
         let mut unreadable = Vec::new();
         for entry in batch {
@@ -323,7 +327,7 @@ impl Forwarder {
                 self.park(&entry, &reason).await;
                 continue;
             }
-            match entry.event() {
+            match entry.typed_event() {
                 Ok(event) => events.push((entry, event)),
                 // Stored by us, so only a damaged store gets here; it
                 // cannot be sent, and keeping it would block the queue.
@@ -343,7 +347,7 @@ impl Forwarder {
                 "removing unreadable events failed: {e:#}"
             );
         }
-        let (batch, events): (Vec<Entry>, Vec<CloudEvent>) = events.into_iter().unzip();
+        let (batch, events): (Vec<Entry>, Vec<_>) = events.into_iter().unzip();
         (!batch.is_empty()).then_some((batch, events))
     }
 
@@ -454,7 +458,7 @@ impl Forwarder {
         let Some((next, event)) = queued
             .into_iter()
             .filter(|e| e.seq != head.seq)
-            .find_map(|e| e.event().ok().map(|ev| (e, ev)))
+            .find_map(|e| e.typed_event().ok().map(|ev| (e, ev)))
         else {
             return false;
         };
@@ -469,7 +473,7 @@ impl Forwarder {
         }
         self.ack(std::slice::from_ref(&next));
         // Once more, in case the uplink has just recovered.
-        let retried = match head.event() {
+        let retried = match head.typed_event() {
             Ok(event) => self.target.deliver(std::slice::from_ref(&event)).await,
             Err(e) => Err(Failure::new(0, e, true)),
         };

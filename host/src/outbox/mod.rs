@@ -31,7 +31,7 @@ mod parking;
 pub use parking::{ParkedEntry, ParkedView};
 
 use crate::bindings::CloudEvent;
-use crate::event;
+use crate::event::{self, ExtTypes};
 use crate::store::{Backend, Committer, Tree};
 
 /// The highest priority.
@@ -125,11 +125,12 @@ pub struct Entry {
 impl Entry {
     /// The event as the contract's record.
     pub fn event(&self) -> anyhow::Result<CloudEvent> {
-        let parsed = event::parse_json(&self.json).context("a stored event does not parse")?;
-        parsed
-            .first()
-            .map(event::to_wit)
-            .context("a stored event is empty")
+        Ok(self.typed_event()?.0)
+    }
+
+    /// The event, and the JSON types its extensions were stored with.
+    pub fn typed_event(&self) -> anyhow::Result<(CloudEvent, ExtTypes)> {
+        event::json::parse_one(&self.json).context("a stored event does not parse")
     }
 }
 
@@ -374,7 +375,22 @@ impl Outbox {
         priority: u8,
         ttl: Option<Duration>,
     ) -> Result<u64, OutboxError> {
-        let seq = self.append_as(owner, uplink, event, priority, ttl)?;
+        let types = ExtTypes::default();
+        self.send_typed(owner, uplink, (event, &types), priority, ttl)
+            .await
+    }
+
+    /// [`Outbox::send_as`], storing the extensions `types` names as those
+    /// JSON types (what the event that led to this one carried).
+    pub async fn send_typed(
+        &self,
+        owner: Option<&str>,
+        uplink: &str,
+        event: (&CloudEvent, &ExtTypes),
+        priority: u8,
+        ttl: Option<Duration>,
+    ) -> Result<u64, OutboxError> {
+        let seq = self.append_typed(owner, uplink, event, priority, ttl)?;
         let ticket = self.inner.committer.ticket();
         self.inner.committer.synced(ticket).await?;
         if let Ok(queue) = self.queue(uplink) {
@@ -403,13 +419,25 @@ impl Outbox {
         priority: u8,
         ttl: Option<Duration>,
     ) -> Result<u64, OutboxError> {
+        let types = ExtTypes::default();
+        self.append_typed(owner, uplink, (event, &types), priority, ttl)
+    }
+
+    /// [`Outbox::append_as`] with the extensions' JSON types.
+    pub fn append_typed(
+        &self,
+        owner: Option<&str>,
+        uplink: &str,
+        (event, types): (&CloudEvent, &ExtTypes),
+        priority: u8,
+        ttl: Option<Duration>,
+    ) -> Result<u64, OutboxError> {
         let queue = self.queue(uplink)?;
         if priority > MAX_PRIORITY {
             return Err(OutboxError::BadPriority(priority));
         }
-        let json = event::from_wit(event)
-            .and_then(|e| serde_json::to_vec(&e).map_err(event::EventError::Json))
-            .map_err(|e| OutboxError::BadEvent(e.to_string()))?;
+        let json =
+            event::json::write(event, types).map_err(|e| OutboxError::BadEvent(e.to_string()))?;
         let now = now_ms();
         let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
         let value = encode(now, expires, owner, &json);

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::dispatch::{Admission, Dispatcher};
 use crate::bindings::CloudEvent;
+use crate::event::ExtTypes;
 use crate::event::mqtt::{self as binding, Carried, Message, Outgoing, OutputMode, PlainPolicy};
 use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
 use client::{Client, ConnectOptions, EventLoop, Polled, Received};
@@ -344,8 +345,14 @@ impl Publisher {
 
     /// `event` encoded for `topic`, or a permanent refusal: the encoder
     /// cannot encode it, or it breaks a limit of MQTT or of the broker.
-    pub fn prepare(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<Outgoing> {
-        let message = binding::encode(event, self.mode, self.v5).map_err(|e| {
+    /// Extensions `types` names keep those JSON types in structured mode.
+    pub fn prepare(
+        &self,
+        topic: &str,
+        event: &CloudEvent,
+        types: &ExtTypes,
+    ) -> anyhow::Result<Outgoing> {
+        let message = binding::encode(event, types, self.mode, self.v5).map_err(|e| {
             crate::delivery::refused(format!("event {:?} cannot be encoded: {e}", event.id))
         })?;
         let max_packet = self.max_packet.load(std::sync::atomic::Ordering::Relaxed);
@@ -356,8 +363,13 @@ impl Publisher {
     }
 
     /// Publishes `event` to `topic` and waits for the broker's PUBACK.
-    pub async fn publish(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<()> {
-        let message = self.prepare(topic, event)?;
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: &CloudEvent,
+        types: &ExtTypes,
+    ) -> anyhow::Result<()> {
+        let message = self.prepare(topic, event, types)?;
         self.publish_prepared(vec![(topic.to_owned(), message)])
             .await
             .map_err(|f| f.error)
@@ -827,7 +839,7 @@ impl Subscriber {
 }
 
 struct Job {
-    event: CloudEvent,
+    event: (CloudEvent, ExtTypes),
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -847,12 +859,16 @@ impl TriggerCtx {
     /// backoff; a failure that remains goes to the dead-letter topic.
     /// `Err` only when even the dead letter could not be published: the
     /// message then stays unacknowledged and the broker delivers it again.
-    async fn deliver(&self, function: &str, event: CloudEvent) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        function: &str,
+        (event, types): (CloudEvent, ExtTypes),
+    ) -> Result<(), String> {
         let mut attempt = 0;
         loop {
             match self
                 .dispatcher
-                .dispatch_with(function, "mqtt", event.clone(), Admission::Wait)
+                .dispatch_with(function, "mqtt", (event.clone(), &types), Admission::Wait)
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -864,7 +880,7 @@ impl TriggerCtx {
                 }
                 Err(e) => {
                     return self
-                        .dead_letter(function, event, &e.to_string(), e.kind())
+                        .dead_letter(function, (event, &types), &e.to_string(), e.kind())
                         .await;
                 }
             }
@@ -874,7 +890,7 @@ impl TriggerCtx {
     async fn dead_letter(
         &self,
         function: &str,
-        mut event: CloudEvent,
+        (mut event, types): (CloudEvent, &ExtTypes),
         error: &str,
         kind: &str,
     ) -> Result<(), String> {
@@ -895,7 +911,7 @@ impl TriggerCtx {
             .push(("brinkerrorkind".into(), kind.into()));
         let topic = dead_letter_topic(function);
         tracing::warn!(function, event_id = %event.id, %topic, "dead-lettered: {error}");
-        match self.publisher.publish(&topic, &event).await {
+        match self.publisher.publish(&topic, &event, types).await {
             Ok(()) => {}
             // Too large or unencodable as it is (a 70 kB subject, say): the
             // dead letter goes out without its data and with its attributes
@@ -903,7 +919,7 @@ impl TriggerCtx {
             // broker's redeliveries end.
             Err(e) if crate::delivery::is_permanent(&e) => {
                 let stub = dead_letter_stub(&event, &format!("{e:#}"));
-                match self.publisher.publish(&topic, &stub).await {
+                match self.publisher.publish(&topic, &stub, types).await {
                     Ok(()) => {}
                     Err(e) if crate::delivery::is_permanent(&e) => {
                         tracing::error!(
@@ -955,11 +971,11 @@ impl Subscriber {
             &trigger.plain,
         );
         let event = match decoded {
-            Ok((event, carried)) => {
+            Ok((event, types, carried)) => {
                 if carried == Carried::Plain {
                     tracing::trace!(topic = %message.topic, "wrapped a plain payload");
                 }
-                crate::event::to_wit(&event)
+                (event, types)
             }
             Err(e) => {
                 tracing::warn!(topic = %message.topic, "malformed CloudEvent: {e}");
@@ -970,7 +986,12 @@ impl Subscriber {
                     for function in &targets {
                         trigger.dispatcher.count_error(function, "invalid_event");
                         if let Err(why) = trigger
-                            .dead_letter(function, event.clone(), &error, "invalid_event")
+                            .dead_letter(
+                                function,
+                                (event.clone(), &ExtTypes::default()),
+                                &error,
+                                "invalid_event",
+                            )
                             .await
                         {
                             tracing::warn!(function, "dead letter not published: {why}");

@@ -596,11 +596,23 @@ async fn remote<P: Protocol>(
             debug!(error=?e, "router-drop");
             send_disconnect = false;
         }
-        // Connection was closed by peer
+        // Connection was closed by peer. brink patch: a device that drops
+        // without DISCONNECT (power lost, network gone, keep-alive missed)
+        // is everyday life at the edge, not an error of the broker.
         Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
-            if err.kind() == io::ErrorKind::ConnectionAborted =>
+            if matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::TimedOut
+            ) =>
         {
             info!(error=?err, "disconnected");
+        }
+        Err(remote::Error::Network(network::Error::KeepAlive(_))) => {
+            info!("disconnected: keep-alive timeout");
         }
         // Any other error
         Err(e) => {

@@ -1,0 +1,265 @@
+//! The CloudEvents JSON event format, read into and written from the
+//! contract's record directly. `data` passes through as the bytes that came
+//! in: a JSON value is never parsed into numbers and maps and printed again,
+//! so big numbers, key order and spacing stay as the sender wrote them.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{EventError, ExtKind, ExtTypes, Names, invalid, is_json_type};
+use crate::bindings::CloudEvent;
+
+/// How the JSON format names an attribute in errors.
+pub(crate) const ATTRIBUTE: Names = |attr| format!("attribute `{attr}`");
+
+/// An event object's members in the order sent; the values are still JSON text.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a CloudEvent: a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, &'de RawValue>()? {
+                    if members.iter().any(|(seen, _)| *seen == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "attribute `{name}` appears twice"
+                        )));
+                    }
+                    members.push((name, value));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// One event, or a batch (a JSON array), in the JSON format.
+pub fn parse(bytes: &[u8]) -> Result<Vec<(CloudEvent, ExtTypes)>, EventError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let items: Vec<&RawValue> = serde_json::from_slice(bytes)?;
+        if items.is_empty() {
+            return Err(EventError::EmptyBatch);
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                parse_one(raw.get().as_bytes()).map_err(|e| match e {
+                    EventError::Invalid(why) => EventError::Invalid(format!("event {i}: {why}")),
+                    other => other,
+                })
+            })
+            .collect()
+    } else {
+        Ok(vec![parse_one(bytes)?])
+    }
+}
+
+/// One event object in the JSON format, checked as [`super::validate`] says.
+pub fn parse_one(bytes: &[u8]) -> Result<(CloudEvent, ExtTypes), EventError> {
+    let Members(members) = serde_json::from_slice(bytes)?;
+    let get = |attr: &str| {
+        members
+            .iter()
+            .find(|(name, raw)| name == attr && raw.get() != "null")
+            .map(|(_, raw)| *raw)
+    };
+    // First, so an event of another version is named as such rather than
+    // refused for an attribute that version spells differently.
+    let specversion = match get("specversion") {
+        Some(raw) => string("specversion", raw)?,
+        None => return Err(invalid("missing attribute `specversion`")),
+    };
+    super::check_specversion(&specversion, ATTRIBUTE)?;
+    let required = |attr: &str| match get(attr) {
+        Some(raw) => string(attr, raw),
+        None => Err(invalid(format!("missing attribute `{attr}`"))),
+    };
+    let optional = |attr: &str| get(attr).map(|raw| string(attr, raw)).transpose();
+    let mut event = CloudEvent {
+        specversion,
+        id: required("id")?,
+        source: required("source")?,
+        type_: required("type")?,
+        subject: optional("subject")?,
+        time: optional("time")?,
+        datacontenttype: optional("datacontenttype")?,
+        dataschema: optional("dataschema")?,
+        extensions: Vec::new(),
+        data: None,
+    };
+    let mut types = ExtTypes::default();
+    for (name, raw) in &members {
+        if super::ATTRIBUTES.contains(&name.as_str()) || raw.get() == "null" {
+            continue;
+        }
+        let (value, kind) = extension(name, raw)?;
+        if let Some(kind) = kind {
+            types.0.push((name.clone(), kind));
+        }
+        event.extensions.push((name.clone(), value));
+    }
+    event.data = data(get("data"), get("data_base64"), &event)?;
+    super::validate(&event, ATTRIBUTE)?;
+    Ok((event, types))
+}
+
+fn string(attr: &str, raw: &RawValue) -> Result<String, EventError> {
+    serde_json::from_str(raw.get())
+        .map_err(|_| invalid(format!("attribute `{attr}` must be a JSON string")))
+}
+
+/// An extension's value as the record carries it (text), and its JSON type
+/// when that is not a string. CloudEvents extensions are strings, integers
+/// (32-bit) or booleans in JSON; URIs, timestamps and binary travel as strings.
+fn extension(name: &str, raw: &RawValue) -> Result<(String, Option<ExtKind>), EventError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => Ok((string(name, raw)?, None)),
+        Some(b't' | b'f') => Ok((text.to_owned(), Some(ExtKind::Boolean))),
+        Some(b'-' | b'0'..=b'9') => match text.parse::<i32>() {
+            Ok(_) => Ok((text.to_owned(), Some(ExtKind::Integer))),
+            Err(_) => Err(invalid(format!(
+                "extension `{name}` is {text}, which is not a CloudEvents Integer (a whole number that fits in 32 bits); send it as a string"
+            ))),
+        },
+        _ => Err(invalid(format!(
+            "extension `{name}` must be a string, an integer or a boolean, not {}",
+            if text.starts_with('{') {
+                "an object"
+            } else {
+                "an array"
+            }
+        ))),
+    }
+}
+
+/// The data's bytes: `data` as sent (the string's contents when the content
+/// type is not JSON and the value is a string), or `data_base64` decoded.
+fn data(
+    json: Option<&RawValue>,
+    base64: Option<&RawValue>,
+    event: &CloudEvent,
+) -> Result<Option<Vec<u8>>, EventError> {
+    match (json, base64) {
+        (Some(_), Some(_)) => Err(invalid(
+            "an event carries `data` or `data_base64`, not both",
+        )),
+        (None, Some(raw)) => {
+            let text = string("data_base64", raw)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map(Some)
+                .map_err(|e| invalid(format!("attribute `data_base64` is not base64: {e}")))
+        }
+        (Some(raw), None) => {
+            let json = event.datacontenttype.as_deref().is_none_or(is_json_type);
+            if !json && raw.get().starts_with('"') {
+                Ok(Some(string("data", raw)?.into_bytes()))
+            } else {
+                Ok(Some(raw.get().as_bytes().to_vec()))
+            }
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `event` in the JSON format, after [`super::validate`]. JSON data is
+/// written as the bytes the function gave; extensions `types` names are
+/// written as the JSON type they arrived with.
+pub fn write(event: &CloudEvent, types: &ExtTypes) -> Result<Vec<u8>, EventError> {
+    super::validate(event, ATTRIBUTE)?;
+    let mut out = Vec::with_capacity(super::wire_size(event));
+    out.push(b'{');
+    str_member(&mut out, "specversion", &event.specversion)?;
+    str_member(&mut out, "id", &event.id)?;
+    str_member(&mut out, "source", &event.source)?;
+    str_member(&mut out, "type", &event.type_)?;
+    for (name, value) in [
+        ("subject", &event.subject),
+        ("time", &event.time),
+        ("datacontenttype", &event.datacontenttype),
+        ("dataschema", &event.dataschema),
+    ] {
+        if let Some(value) = value {
+            str_member(&mut out, name, value)?;
+        }
+    }
+    for (name, value) in &event.extensions {
+        match types.kind(name) {
+            Some(ExtKind::Integer) if value.parse::<i32>().is_ok() => {
+                raw_member(&mut out, name, value.as_bytes())?
+            }
+            Some(ExtKind::Boolean) if value == "true" || value == "false" => {
+                raw_member(&mut out, name, value.as_bytes())?
+            }
+            _ => str_member(&mut out, name, value)?,
+        }
+    }
+    if let Some(bytes) = &event.data {
+        write_data(&mut out, event.datacontenttype.as_deref(), bytes)?;
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+fn str_member(out: &mut Vec<u8>, name: &str, value: &str) -> Result<(), EventError> {
+    let mut text = Vec::with_capacity(value.len() + 2);
+    serde_json::to_writer(&mut text, value)?;
+    raw_member(out, name, &text)
+}
+
+fn raw_member(out: &mut Vec<u8>, name: &str, json: &[u8]) -> Result<(), EventError> {
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut *out, name)?;
+    out.push(b':');
+    out.extend_from_slice(json);
+    Ok(())
+}
+
+/// JSON data (by content type, or when none is given and it parses as
+/// JSON) as it is; text for `text/*`; otherwise `data_base64`.
+fn write_data(out: &mut Vec<u8>, ct: Option<&str>, bytes: &[u8]) -> Result<(), EventError> {
+    let is_json = || serde_json::from_slice::<IgnoredAny>(bytes).is_ok();
+    match ct {
+        Some(ct) if is_json_type(ct) => raw_member(out, "data", bytes.trim_ascii()),
+        None if is_json() => raw_member(out, "data", bytes.trim_ascii()),
+        Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(bytes) {
+            Ok(text) => str_member(out, "data", text),
+            Err(_) => base64_member(out, bytes),
+        },
+        _ => base64_member(out, bytes),
+    }
+}
+
+fn base64_member(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EventError> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    str_member(out, "data_base64", &encoded)
+}
+
+/// Several events in the batched format.
+pub fn write_batch(events: &[(CloudEvent, ExtTypes)]) -> Result<Vec<u8>, EventError> {
+    let mut out = vec![b'['];
+    for (i, (event, types)) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend(write(event, types)?);
+    }
+    out.push(b']');
+    Ok(out)
+}
