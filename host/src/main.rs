@@ -1,18 +1,19 @@
 //! `brink`: the edge-function host's command line.
 
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use brink_host::builder::{self, BuildRequest};
 use brink_host::manifest::Trigger;
-use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
+use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
 
 mod outbox_cli;
 mod remote;
+mod run_cli;
 
 /// Run small sandboxed WebAssembly functions on an edge node: they handle
 /// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
@@ -40,7 +41,7 @@ enum Command {
     /// Reads a CloudEvent in the JSON format (or a JSON array of them, the
     /// batch format), runs the component once per event in a fresh sandboxed
     /// instance, and prints each output event as one line of CloudEvents JSON.
-    Run(RunArgs),
+    Run(run_cli::RunArgs),
     /// Start an edge node: load the app manifest's functions and serve their triggers.
     ///
     /// Serves HTTP (`POST /events`, `POST /functions/<name>`, `GET /healthz`,
@@ -206,51 +207,6 @@ enum KvCommand {
 }
 
 #[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// The function's component (`.wasm`, built for wasm32-wasip2), or a
-    /// function crate's directory, which is built first.
-    component: PathBuf,
-    /// The event file; `-` reads standard input.
-    #[arg(long, short, default_value = "-")]
-    event: String,
-    /// A configuration value for the function, as key=value (repeatable).
-    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    config: Vec<(String, String)>,
-    /// The function's name in logs and errors [default: the file's stem].
-    #[arg(long)]
-    name: Option<String>,
-    /// Wall-clock limit of one invocation, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    timeout_ms: u64,
-    /// Memory limit of one instance, in MiB.
-    #[arg(long, default_value_t = 64)]
-    memory_mb: u64,
-    /// Limit on the bytes of output events of one invocation, in KiB.
-    #[arg(long, default_value_t = 4096)]
-    max_output_kb: usize,
-    /// Where compiled code is cached [default: the user's cache dir, brink/compiled].
-    #[arg(long, env = "BRINK_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Compile every time; neither read nor write the cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// Grant the function this key-value bucket (repeatable), in the store
-    /// under --data-dir (which a running node must not be using).
-    #[arg(long = "kv", value_name = "BUCKET")]
-    kv: Vec<String>,
-    /// The app whose buckets --kv grants.
-    #[arg(long, default_value = "default", requires = "kv")]
-    app: String,
-    /// Load an ONNX model for the function under a name, as NAME=PATH
-    /// (repeatable), run on the CPU by tract: `--model digits=examples/digits/digits.onnx`.
-    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_key_value)]
-    models: Vec<(String, String)>,
-    /// Where key-value state lives [default: the user's data dir, brink/data].
-    #[arg(long, env = "BRINK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
 struct UpArgs {
     /// The app manifest.
     #[arg(default_value = "brink.toml")]
@@ -360,7 +316,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run_cli::run(args),
         Command::Up(args) => up(args),
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
@@ -479,135 +435,6 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
             _ => bail!("not a remote command"),
         }
     })
-}
-
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let input = if args.event == "-" {
-        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            eprintln!(
-                "reading the event from standard input (CloudEvents JSON; end with Ctrl-D), or pass --event FILE"
-            );
-        }
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading the event from standard input")?;
-        buf
-    } else {
-        std::fs::read(&args.event)
-            .with_context(|| format!("reading the event file {}", args.event))?
-    };
-    let events = event::parse_json(&input)?;
-    let component = if args.component.is_dir() {
-        build_one(&args.component)?
-    } else {
-        args.component.clone()
-    };
-
-    let name = args.name.clone().unwrap_or_else(|| {
-        component
-            .file_stem()
-            .map(|s| s.to_string_lossy().replace('_', "-"))
-            .unwrap_or_else(|| "function".to_owned())
-    });
-    let mut spec = FunctionSpec {
-        name,
-        limits: Limits {
-            timeout: Duration::from_millis(args.timeout_ms),
-            memory_bytes: args.memory_mb.saturating_mul(1 << 20),
-            max_output_bytes: args.max_output_kb.saturating_mul(1024),
-            ..Limits::default()
-        },
-        config: args.config.into_iter().collect(),
-        grants: Default::default(),
-        instance_reuse: 1,
-        kv: None,
-        outbox: None,
-        nn: None,
-        logs: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    if !args.models.is_empty() {
-        // Each model's queue is a task on this runtime.
-        let _runtime = runtime.enter();
-        let configs = args
-            .models
-            .iter()
-            .map(|(name, path)| {
-                let model = brink_host::manifest::ModelSection {
-                    path: PathBuf::from(path),
-                    backend: brink_host::nn::BackendKind::Tract,
-                    target: brink_host::nn::Target::Cpu,
-                    fallback: None,
-                    max_batch: None,
-                    max_wait_us: None,
-                    max_queue: None,
-                    parallelism: None,
-                    inline_max_us: None,
-                };
-                (name.clone(), model.config(Path::new(".")))
-            })
-            .collect();
-        let models = brink_host::nn::Models::load(&configs, brink_host::nn::NnConfig::default())?;
-        let names: Vec<String> = args.models.iter().map(|(n, _)| n.clone()).collect();
-        spec = spec.with_models(models, names, false);
-    }
-    if !args.kv.is_empty() {
-        let dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(brink_host::node::default_data_dir);
-        let kv = brink_host::kv::Kv::open_sled(&dir, brink_host::kv::KvConfig::default())?;
-        spec = spec.with_kv(kv, &args.app, args.kv.iter().cloned());
-    }
-    let engine = Engine::new(EngineConfig {
-        max_instances: 4,
-        max_memory_bytes: spec.limits.memory_bytes.max(1 << 20),
-        cache_dir: if args.no_cache {
-            None
-        } else {
-            args.cache_dir.or_else(brink_host::cache::default_dir)
-        },
-        ..EngineConfig::default()
-    })?;
-    let function = engine.load_file(spec, &component)?;
-
-    let mut stdout = std::io::stdout().lock();
-    for input in events {
-        let outputs = runtime.block_on(function.invoke(input)).map_err(|e| {
-            match run_hint(&e.to_string()) {
-                Some(hint) => anyhow::anyhow!("{e}; {hint}"),
-                None => e.into(),
-            }
-        })?;
-        for out in &outputs {
-            stdout.write_all(&event::to_json(out)?)?;
-            stdout.write_all(b"\n")?;
-        }
-    }
-    stdout.flush()?;
-    Ok(())
-}
-
-/// What to pass `brink run` when a function failed for want of something
-/// only a manifest or a flag gives: a config value or a model.
-fn run_hint(error: &str) -> Option<String> {
-    let quoted = |after: &str| {
-        let rest = &error[error.find(after)? + after.len()..];
-        rest.split('`').next().map(str::to_owned)
-    };
-    if error.contains("is not set in the function's spec") {
-        let key = quoted("config `")?;
-        return Some(format!("pass it with --config {key}=VALUE"));
-    }
-    if error.contains("is not granted to this function") || error.contains("has no model `") {
-        let name = quoted("model `")?;
-        return Some(format!("load it with --model {name}=PATH (an ONNX file)"));
-    }
-    None
 }
 
 fn up(args: UpArgs) -> anyhow::Result<()> {

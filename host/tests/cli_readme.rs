@@ -317,3 +317,59 @@ fn a_device_that_drops_without_disconnect_is_not_logged_as_an_error() -> anyhow:
     assert!(!log.contains("ERROR"), "{log}");
     Ok(())
 }
+
+#[test]
+fn the_help_says_what_brink_is_for() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let out = brink(cache.path(), &["--help"])?;
+    let help = String::from_utf8(out.stdout)?;
+    let first = help.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("WebAssembly functions on an edge node"),
+        "{first}"
+    );
+    assert!(help.contains("brink up"), "{help}");
+    Ok(())
+}
+
+#[test]
+fn run_at_a_terminal_without_an_event_says_it_reads_standard_input() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    // `script` gives the command a terminal; what we write reaches it as typing.
+    let command = format!("{} run {}", env!("CARGO_BIN_EXE_brink"), artifacts::ECHO);
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("BRINK_CACHE_DIR", cache.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(
+        b"{\"specversion\":\"1.0\",\"id\":\"tty-1\",\"source\":\"/s\",\"type\":\"t\"}\n\x04",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("brink run did not end at end of input");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    assert!(
+        out.contains("reading the event from standard input"),
+        "{out}"
+    );
+    assert!(out.contains("\"id\":\"tty-1\""), "{out}");
+    Ok(())
+}

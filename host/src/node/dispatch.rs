@@ -455,23 +455,7 @@ impl Dispatcher {
         let start = Instant::now();
         let result = stage.function.invoke(event).await;
         drop(permit);
-        let elapsed = start.elapsed();
-        // One atomic load on the common path; more only for a function that
-        // dropped log records.
-        let dropped = stage.function.take_log_drops();
-        if dropped > 0 {
-            self.metrics
-                .log_dropped
-                .get_or_create(&label)
-                .inc_by(dropped);
-        }
-        self.metrics
-            .latency
-            .get_or_create(&label)
-            .observe(elapsed.as_secs_f64());
-        if let Some(tenant) = &stage.tenant {
-            self.metrics.meter(&tenant.id, elapsed);
-        }
+        self.observe(&stage, &label, start.elapsed());
         let outputs = match result {
             Ok(outputs) => outputs,
             Err(e) => {
@@ -539,6 +523,26 @@ impl Dispatcher {
             _function: permit,
             _tenant: share,
         })
+    }
+
+    /// Records one call's time, and the log records it dropped.
+    fn observe(&self, stage: &Stage, label: &FunctionLabel, elapsed: std::time::Duration) {
+        // One atomic load on the common path; more only for a function that
+        // dropped log records.
+        let dropped = stage.function.take_log_drops();
+        if dropped > 0 {
+            self.metrics
+                .log_dropped
+                .get_or_create(label)
+                .inc_by(dropped);
+        }
+        self.metrics
+            .latency
+            .get_or_create(label)
+            .observe(elapsed.as_secs_f64());
+        if let Some(tenant) = &stage.tenant {
+            self.metrics.meter(&tenant.id, elapsed);
+        }
     }
 
     fn output_result(
