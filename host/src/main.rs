@@ -528,8 +528,8 @@ fn print_routes(routes: &[(String, Vec<Trigger>)], node: &brink_host::node::Node
             });
         }
     }
-    print!("{out}");
-    let _ = std::io::stdout().flush();
+    // On stderr: stdout carries data (`--tail`), for pipes and scripts.
+    eprint!("{out}");
 }
 
 fn publish(args: PublishArgs) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use brink_host::error::LoadError;
 use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
 
 use crate::{build_one, parse_key_value};
@@ -81,7 +82,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         ..EngineConfig::default()
     })?;
-    let function = engine.load_file(spec, &component)?;
+    let function = engine.load_file(spec, &component).map_err(grant_hint)?;
 
     let mut stdout = std::io::stdout().lock();
     for (input, types) in events {
@@ -176,6 +177,27 @@ fn cpu_model(path: &str) -> brink_host::manifest::ModelSection {
         parallelism: None,
         inline_max_us: None,
     }
+}
+
+/// A load refused for an import `brink run` grants through a flag says
+/// which flag, not what a manifest would say.
+fn grant_hint(error: LoadError) -> anyhow::Error {
+    let LoadError::Ungranted {
+        function, import, ..
+    } = &error
+    else {
+        return error.into();
+    };
+    let flag = if import.starts_with("wasi:nn/") {
+        "give it a model with --model NAME=PATH (an ONNX file)"
+    } else if import.starts_with("wasi:keyvalue/") || import.starts_with("brink:edge/kv") {
+        "grant it a bucket with --kv BUCKET"
+    } else if import.starts_with("brink:edge/outbox") {
+        "brink run has no outbox; run it in a node with `brink up`"
+    } else {
+        return error.into();
+    };
+    anyhow::anyhow!("function `{function}` imports `{import}`, which it is not granted; {flag}")
 }
 
 /// What to pass `brink run` when a function failed for want of something

@@ -134,7 +134,11 @@ fn run_hints_the_flag_that_gives_a_missing_config_value_or_model() -> anyhow::Re
         ],
     )?;
     let err = stderr(&out);
-    assert!(err.contains("--model digits=PATH"), "{err}");
+    assert!(err.contains("--model NAME=PATH"), "{err}");
+    assert!(
+        !err.contains("models = ["),
+        "it points at a manifest: {err}"
+    );
     Ok(())
 }
 
@@ -196,8 +200,8 @@ fn up_check_validates_the_manifest_and_its_functions_without_serving() -> anyhow
     Ok(())
 }
 
-/// A `brink up` child, killed when dropped; its stdout lines and stderr
-/// come back through channels.
+/// A `brink up` child, killed when dropped; its stderr lines (the route
+/// listing and the log) come back through a channel.
 struct Up {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -218,16 +222,16 @@ fn up(manifest: &Path, cache: &Path) -> anyhow::Result<Up> {
         .env("BRINK_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let stdout = child
-        .stdout
+    let stderr = child
+        .stderr
         .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
+        for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
         {
@@ -258,7 +262,7 @@ fn up_lists_each_functions_routes_and_topics_once_ready() -> anyhow::Result<()> 
         "Functions:".to_owned(),
         format!("POST http://127.0.0.1:{http}/functions/echo"),
         format!("POST http://127.0.0.1:{http}/events/echo"),
-        format!("MQTT in/# on 127.0.0.1:{v4} (embedded)"),
+        "MQTT in/# on 127.0.0.1:".to_owned(),
     ] {
         assert!(listed.contains(&want), "{want:?} not in:\n{listed}");
     }
@@ -282,12 +286,13 @@ fn a_device_that_drops_without_disconnect_is_not_logged_as_an_error() -> anyhow:
     let (http, v4, v5) = (free_port()?, free_port()?, free_port()?);
     let manifest = echo_manifest(dir.path(), http, v4, v5, artifacts::ECHO)?;
     let mut node = up(&manifest, &dir.path().join("cache"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.lines.recv_timeout(Duration::from_millis(100)).is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the node never listed its routes"
-        );
+    let mut log = Vec::new();
+    while let Ok(line) = node.lines.recv_timeout(Duration::from_secs(60)) {
+        let ready = line.contains("MQTT in/#");
+        log.push(line);
+        if ready {
+            break;
+        }
     }
     // One device's power goes: its socket is reset with the CONNACK unread.
     let mut reset = std::net::TcpStream::connect(("127.0.0.1", v4))?;
@@ -306,10 +311,9 @@ fn a_device_that_drops_without_disconnect_is_not_logged_as_an_error() -> anyhow:
         .status()?;
     assert!(status.success());
     node.child.wait()?;
-    let mut log = String::new();
-    if let Some(mut err) = node.child.stderr.take() {
-        err.read_to_string(&mut log)?;
-    }
+    // The reader thread ends with the pipe, so this takes every line.
+    log.extend(node.lines.iter());
+    let log = log.join("\n");
     assert!(
         log.contains("disconnected"),
         "the drops were not seen:\n{log}"

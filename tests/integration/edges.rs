@@ -91,7 +91,7 @@ async fn events_that_break_cloudevents_are_refused_with_400_naming_the_attribute
                 .await?;
             assert_problem(response, StatusCode::BAD_REQUEST, needle).await?;
             // Batched mode, on the route that takes batches.
-            if path == &"/events/echo" {
+            if path == "/events/echo" {
                 let response = client
                     .post(format!("{base}{path}"))
                     .header("content-type", BATCH)
