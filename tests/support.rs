@@ -39,6 +39,29 @@ pub async fn start_node(text: &str) -> anyhow::Result<brink_host::node::Node> {
     brink_host::node::Node::start(manifest, Path::new("."), engine()?).await
 }
 
+/// Asserts an RFC 9457 problem answer with `status` whose detail contains `needle`.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    needle: &str,
+) -> anyhow::Result<()> {
+    let got = response.status();
+    let ct = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.text().await?;
+    anyhow::ensure!(got == status, "{needle}: {got} {body}");
+    anyhow::ensure!(ct == "application/problem+json", "{needle}: {ct} {body}");
+    let problem: serde_json::Value = serde_json::from_str(&body)?;
+    anyhow::ensure!(problem["status"] == status.as_u16(), "{body}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    anyhow::ensure!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+    Ok(())
+}
+
 /// Loads the component at `path` under `spec` in the shared engine.
 pub fn load(spec: FunctionSpec, path: &str) -> anyhow::Result<Function> {
     Ok(engine()?.load_file(spec, Path::new(path))?)

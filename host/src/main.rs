@@ -11,6 +11,7 @@ use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
 
+mod kv_cli;
 mod outbox_cli;
 mod remote;
 mod run_cli;
@@ -67,7 +68,7 @@ enum Command {
     /// `brink kv ls` lists the app's buckets; `brink kv ls devices` the keys
     /// of one; `get` writes a value's bytes to stdout; `set` stores the value
     /// given (or `--file`); `del` removes a key.
-    Kv(KvArgs),
+    Kv(kv_cli::KvArgs),
     /// Show or purge a running node's outbox, over its admin API.
     ///
     /// `brink outbox status` shows each uplink's backlog (events, bytes, age
@@ -157,53 +158,6 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct KvArgs {
-    /// The node's admin API.
-    #[arg(
-        long,
-        env = "BRINK_ADMIN_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    admin: String,
-    /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
-    #[command(subcommand)]
-    command: KvCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum KvCommand {
-    /// List the app's buckets, or the keys of BUCKET (one per line).
-    Ls {
-        bucket: Option<String>,
-        /// Only keys starting with this.
-        #[arg(long, requires = "bucket")]
-        prefix: Option<String>,
-        /// Print a JSON array instead of lines.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write the value of KEY in BUCKET to stdout, as stored.
-    Get { bucket: String, key: String },
-    /// Set KEY in BUCKET to VALUE, or to the content of --file (`-`: stdin).
-    Set {
-        bucket: String,
-        key: String,
-        #[arg(required_unless_present = "file")]
-        value: Option<String>,
-        #[arg(long, conflicts_with = "value")]
-        file: Option<PathBuf>,
-        /// Expire the key after this many milliseconds.
-        #[arg(long)]
-        ttl_ms: Option<u64>,
-    },
-    /// Remove KEY from BUCKET.
-    Del { bucket: String, key: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -320,7 +274,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up(args),
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
-        Command::Kv(args) => kv(args),
+        Command::Kv(args) => kv_cli::run(args),
         Command::Outbox(args) => outbox_cli::run(args),
         Command::Keygen { out } => remote::keygen(&out),
         Command::Completions { shell } => {
@@ -622,14 +576,6 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kv(args: KvArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(kv_command(args))
-}
-
 /// Encodes a key for the admin API's path, keeping `/` (keys may hold it).
 fn key_path(key: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -682,109 +628,4 @@ impl AdminClient {
             .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
         Ok(remote::answer(response).await?.1)
     }
-}
-
-async fn kv_command(args: KvArgs) -> anyhow::Result<()> {
-    let api = AdminClient::new(&args.admin, args.token.clone())?;
-    let base = "/v1/kv".to_owned();
-    let get = |path: String| {
-        let api = &api;
-        async move { api.call(reqwest::Method::GET, &path, None).await }
-    };
-    let mut stdout = std::io::stdout().lock();
-    match args.command {
-        KvCommand::Ls {
-            bucket: None, json, ..
-        } => {
-            let body = get(base.clone()).await?;
-            let listed: serde_json::Value = serde_json::from_slice(&body)?;
-            let buckets = listed.get("buckets").cloned().unwrap_or_default();
-            print_names(&mut stdout, &buckets, json)?;
-        }
-        KvCommand::Ls {
-            bucket: Some(bucket),
-            prefix,
-            json,
-        } => {
-            let mut keys = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut query = url::form_urlencoded::Serializer::new(String::new());
-                query.append_pair("prefix", prefix.as_deref().unwrap_or_default());
-                if let Some(c) = &cursor {
-                    query.append_pair("cursor", c);
-                }
-                let url = format!("{base}/{}?{}", key_path(&bucket), query.finish());
-                let body = get(url).await?;
-                let page: serde_json::Value = serde_json::from_slice(&body)?;
-                if let Some(page_keys) = page.get("keys").and_then(|k| k.as_array()) {
-                    keys.extend(page_keys.iter().cloned());
-                }
-                cursor = page
-                    .get("cursor")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_owned);
-                if cursor.is_none() {
-                    break;
-                }
-            }
-            print_names(&mut stdout, &serde_json::Value::Array(keys), json)?;
-        }
-        KvCommand::Get { bucket, key } => {
-            let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
-            let body = get(url).await?;
-            stdout.write_all(&body)?;
-        }
-        KvCommand::Set {
-            bucket,
-            key,
-            value,
-            file,
-            ttl_ms,
-        } => {
-            let body = match (value, file) {
-                (Some(value), _) => value.into_bytes(),
-                (None, Some(path)) if path.as_os_str() == "-" => {
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .context("reading the value from standard input")?;
-                    buf
-                }
-                (None, Some(path)) => {
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
-                }
-                (None, None) => bail!("give a value or --file"),
-            };
-            let mut url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
-            if let Some(ttl) = ttl_ms {
-                url.push_str(&format!("?ttl_ms={ttl}"));
-            }
-            api.call(reqwest::Method::PUT, &url, Some(body)).await?;
-        }
-        KvCommand::Del { bucket, key } => {
-            let url = format!("{base}/{}/{}", key_path(&bucket), key_path(&key));
-            api.call(reqwest::Method::DELETE, &url, None).await?;
-        }
-    }
-    stdout.flush()?;
-    Ok(())
-}
-
-fn print_names(
-    out: &mut impl std::io::Write,
-    names: &serde_json::Value,
-    json: bool,
-) -> anyhow::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, names)?;
-        out.write_all(b"\n")?;
-        return Ok(());
-    }
-    for name in names.as_array().into_iter().flatten() {
-        if let Some(name) = name.as_str() {
-            writeln!(out, "{name}")?;
-        }
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use brink_tests::artifacts;
+use brink_tests::assert_problem;
 use brink_tests::mqtt::{Client5, free_port};
 use reqwest::StatusCode;
 
@@ -22,28 +23,6 @@ async fn echo_node() -> anyhow::Result<(brink_host::node::Node, String)> {
     let node = brink_tests::start_node(&text).await?;
     let base = format!("http://{}", node.http_addr());
     Ok((node, base))
-}
-
-/// Asserts an RFC 9457 problem with `status` whose detail contains `needle`.
-async fn assert_problem(
-    response: reqwest::Response,
-    status: StatusCode,
-    needle: &str,
-) -> anyhow::Result<()> {
-    let got = response.status();
-    let ct = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = response.text().await?;
-    assert_eq!(got, status, "{needle}: {body}");
-    assert_eq!(ct, "application/problem+json", "{needle}: {body}");
-    let problem: serde_json::Value = serde_json::from_str(&body)?;
-    let detail = problem["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
-    Ok(())
 }
 
 fn structured(members: &str) -> String {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use brink_host::node::Node;
 use brink_tests::artifacts;
+use brink_tests::assert_problem;
 use brink_tests::mqtt::TestPki;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -261,24 +262,6 @@ async fn invoking_a_function_answers_with_its_output_in_binary_mode() -> anyhow:
         .await?;
     assert_eq!(dropped.status(), StatusCode::NO_CONTENT);
     node.shutdown().await
-}
-
-/// Asserts a 4xx problem body whose detail contains `needle`.
-async fn assert_problem(
-    response: reqwest::Response,
-    status: StatusCode,
-    needle: &str,
-) -> anyhow::Result<()> {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    assert_eq!(body["status"], status.as_u16());
-    let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
-    Ok(())
 }
 
 #[tokio::test]
