@@ -784,14 +784,14 @@ fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -
     );
 
     // Purging asks first; without a terminal it needs --yes.
-    let out = brink(&cache, &["outbox", "--admin", &admin, "purge", "full"])?;
+    let out = brink(&cache, &["outbox", "purge", "full", "--admin", &admin])?;
     assert_clean_failure(
         &out,
         "purging drops 5 events for good: pass --yes to confirm",
     );
     let out = brink(
         &cache,
-        &["outbox", "--admin", &admin, "purge", "full", "--yes"],
+        &["outbox", "purge", "full", "--yes", "--admin", &admin],
     )?;
     assert_eq!(
         String::from_utf8(out.stdout)?,
@@ -801,7 +801,7 @@ fn outbox_status_shows_drops_expiries_and_refusals_and_purge_empties_a_queue() -
     assert_eq!(pick(&uplinks[0]).1, Some(0));
     let out = brink(
         &cache,
-        &["outbox", "--admin", &admin, "purge", "nowhere", "--yes"],
+        &["outbox", "purge", "nowhere", "--yes", "--admin", &admin],
     )?;
     assert_clean_failure(&out, "no uplink named `nowhere`");
     Ok(())
@@ -1189,8 +1189,10 @@ fn an_event_the_uplink_refuses_is_listed_retried_and_purged_with_brink_outbox() 
         );
     }
     let outbox = |args: &[&str]| -> anyhow::Result<Output> {
-        let mut all = vec!["outbox", "--admin", admin.as_str()];
+        // The README's form: the connection flag after the subcommand's own.
+        let mut all = vec!["outbox"];
         all.extend_from_slice(args);
+        all.extend(["--admin", admin.as_str()]);
         brink(&cache, &all)
     };
     let parked = || -> anyhow::Result<serde_json::Value> {
