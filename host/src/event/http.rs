@@ -131,7 +131,12 @@ pub fn encode_binary(event: &CloudEvent) -> Result<(HeaderMap, Vec<u8>), EventEr
             .map_err(|e| EventError::Invalid(format!("attribute name {name:?}: {e}")))?;
         let value = HeaderValue::from_str(&encoded)
             .map_err(|e| EventError::Invalid(format!("attribute value {value:?}: {e}")))?;
-        headers.insert(name, value);
+        // `insert` panics past the map's 32768 entries; an event may carry more.
+        headers.try_insert(name, value).map_err(|_| {
+            EventError::Invalid(
+                "the event has more attributes than HTTP headers can carry in binary mode".into(),
+            )
+        })?;
         Ok(())
     };
     for (name, value) in super::binary_attributes(event) {
@@ -154,4 +159,31 @@ pub fn encode_binary(event: &CloudEvent) -> Result<(HeaderMap, Vec<u8>), EventEr
 /// Several events in the batched format.
 pub fn encode_batch(events: &[(CloudEvent, ExtTypes)]) -> Result<Vec<u8>, EventError> {
     super::json::write_batch(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_with_more_extensions_than_a_header_map_holds_is_refused_not_a_panic() {
+        let event = CloudEvent {
+            id: "1".into(),
+            source: "/s".into(),
+            type_: "t".into(),
+            specversion: "1.0".into(),
+            subject: None,
+            time: None,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: (0..40_000).map(|i| (format!("x{i}"), "v".into())).collect(),
+            data: None,
+        };
+        let err = encode_binary(&event).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("more attributes than HTTP headers can carry")),
+            "{err:?}"
+        );
+    }
 }
