@@ -202,7 +202,10 @@ pub fn write(event: &CloudEvent, types: &ExtTypes) -> Result<Vec<u8>, EventError
     }
     for (name, value) in &event.extensions {
         match types.kind(name) {
-            Some(ExtKind::Integer) if value.parse::<i32>().is_ok() => {
+            // Only the canonical text: `+5` and `007` parse as i32 but are not JSON.
+            Some(ExtKind::Integer)
+                if value.parse::<i32>().is_ok_and(|n| n.to_string() == *value) =>
+            {
                 raw_member(&mut out, name, value.as_bytes())?
             }
             Some(ExtKind::Boolean) if value == "true" || value == "false" => {

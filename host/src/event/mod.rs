@@ -419,7 +419,17 @@ mod tests {
         assert!(out.contains(r#""exint":42,"exbool":true"#), "{out}");
         assert!(out.contains(r#""myext":"x""#), "{out}");
         let (back, back_types) = json::parse_one(out.as_bytes())?;
-        assert_eq!((back, back_types), (event, types));
+        assert_eq!((back, back_types), (event.clone(), types.clone()));
+        // A function may put text that is no JSON integer where one came in.
+        let mut changed = event;
+        for (name, value) in &mut changed.extensions {
+            if name == "exint" {
+                *value = "+5".into();
+            }
+        }
+        let out = json::write(&changed, &types)?;
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+        assert_eq!(json::parse_one(&out)?.0, changed);
         Ok(())
     }
 
@@ -444,6 +454,100 @@ mod tests {
         let mut event = event;
         event.extensions.push(("x5".into(), "again".into()));
         assert!(to_json(&event).is_err_and(|e| e.to_string().contains("appears twice")));
+        Ok(())
+    }
+
+    /// A small deterministic generator (xorshift), so the property test
+    /// below needs no dependency and fails the same way every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+
+        /// A JSON string literal with escapes, quotes and non-ASCII text.
+        fn text(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "a", "Z", "é", "漢", "🙂", "\\\"", "\\n", "\\u00e9", " ", "/", "%", "0",
+            ];
+            let n = 1 + self.below(6);
+            let body: String = (0..n)
+                .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+                .collect();
+            format!("\"{body}\"")
+        }
+
+        /// A JSON value, as text, with big numbers, spacing and nesting.
+        fn json(&mut self, depth: u32) -> String {
+            match self.below(if depth > 3 { 4 } else { 6 }) {
+                0 => "123456789012345678901234567890".to_owned(),
+                1 => format!(
+                    "{}.{}e-{}",
+                    self.below(1000),
+                    self.below(100),
+                    self.below(9)
+                ),
+                2 => self.text(),
+                3 => ["true", "false", "null", "-0"][self.below(4) as usize].to_owned(),
+                4 => {
+                    let items: Vec<String> =
+                        (0..self.below(4)).map(|_| self.json(depth + 1)).collect();
+                    format!("[ {} ]", items.join(" ,"))
+                }
+                _ => {
+                    let members: Vec<String> = (0..self.below(4))
+                        .map(|i| format!("\"k{}\" :{}", 9 - i, self.json(depth + 1)))
+                        .collect();
+                    format!("{{{}}}", members.join(",\n"))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn any_event_that_parses_writes_back_to_the_same_event_and_the_same_data_bytes()
+    -> anyhow::Result<()> {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for round in 0..2000 {
+            let mut members = vec![
+                r#""specversion":"1.0""#.to_owned(),
+                format!(r#""id":{}"#, rng.text()),
+                format!(r#""source":{}"#, rng.text()),
+                format!(r#""type":{}"#, rng.text()),
+            ];
+            if rng.below(2) == 0 {
+                members.push(format!(r#""subject":{}"#, rng.text()));
+            }
+            for i in 0..rng.below(4) {
+                let value = match rng.below(3) {
+                    0 => rng.text(),
+                    1 => format!("{}", rng.below(1 << 31) as i64 - (1 << 30)),
+                    _ => ["true", "false"][rng.below(2) as usize].to_owned(),
+                };
+                members.push(format!(r#""ext{i}":{value}"#));
+            }
+            let data = rng.json(0);
+            if data != "null" {
+                members.push(format!(r#""data":{data}"#));
+            }
+            let text = format!("{{{}}}", members.join(","));
+            let (event, types) = json::parse_one(text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("round {round}: {e}: {text}"))?;
+            if data != "null" {
+                assert_eq!(event.data.as_deref(), Some(data.as_bytes()), "{text}");
+            }
+            let written = json::write(&event, &types)?;
+            let again = json::parse_one(&written)?;
+            assert_eq!(again, (event, types), "round {round}: {text}");
+        }
         Ok(())
     }
 
