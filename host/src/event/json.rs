@@ -16,8 +16,38 @@ use crate::bindings::CloudEvent;
 /// How the JSON format names an attribute in errors.
 pub(crate) const ATTRIBUTE: Names = |attr| format!("attribute `{attr}`");
 
-/// An event object's members in the order sent; the values are still JSON text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+/// An event object's members in the order sent; the values are still JSON
+/// text, and names are borrowed from the input unless they hold escapes.
+struct Members<'a>(Vec<(Name<'a>, &'a RawValue)>);
+
+/// A member's name, without an allocation in the usual case.
+struct Name<'a>(std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -28,17 +58,14 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 f.write_str("a CloudEvent: a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members: Vec<(String, &'de RawValue)> = Vec::new();
-                // A set, not a scan of `members`: an event of 100k extensions
-                // must not cost 10^10 comparisons.
-                let mut seen = std::collections::HashSet::new();
-                while let Some((name, value)) = map.next_entry::<String, &'de RawValue>()? {
-                    if !seen.insert(name.clone()) {
-                        return Err(serde::de::Error::custom(format!(
-                            "attribute `{name}` appears twice"
-                        )));
-                    }
-                    members.push((name, value));
+                let mut members: Vec<(Name<'de>, &'de RawValue)> = Vec::new();
+                while let Some(member) = map.next_entry::<Name<'de>, &'de RawValue>()? {
+                    members.push(member);
+                }
+                if let Some(twice) = super::first_duplicate(&members, |(n, _)| n) {
+                    return Err(serde::de::Error::custom(format!(
+                        "attribute `{twice}` appears twice"
+                    )));
                 }
                 Ok(Members(members))
             }
@@ -76,7 +103,7 @@ pub fn parse_one(bytes: &[u8]) -> Result<(CloudEvent, ExtTypes), EventError> {
     let get = |attr: &str| {
         members
             .iter()
-            .find(|(name, raw)| name == attr && raw.get() != "null")
+            .find(|(name, raw)| **name == *attr && raw.get() != "null")
             .map(|(_, raw)| *raw)
     };
     // First, so an event of another version is named as such rather than
@@ -105,17 +132,21 @@ pub fn parse_one(bytes: &[u8]) -> Result<(CloudEvent, ExtTypes), EventError> {
     };
     let mut types = ExtTypes::default();
     for (name, raw) in &members {
-        if super::ATTRIBUTES.contains(&name.as_str()) || raw.get() == "null" {
+        if super::ATTRIBUTES.contains(&&**name) || raw.get() == "null" {
             continue;
         }
         let (value, kind) = extension(name, raw)?;
         if let Some(kind) = kind {
-            types.0.insert(name.clone(), kind);
+            types.0.insert(name.to_string(), kind);
         }
-        event.extensions.push((name.clone(), value));
+        event.extensions.push((name.to_string(), value));
     }
-    event.data = data(get("data"), get("data_base64"), &event)?;
-    super::validate(&event, ATTRIBUTE)?;
+    let (bytes, known_json) = data(get("data"), get("data_base64"), &event)?;
+    event.data = bytes;
+    super::validate_attributes(&event, ATTRIBUTE)?;
+    if !known_json {
+        super::check_json_data(&event)?;
+    }
     Ok((event, types))
 }
 
@@ -150,12 +181,13 @@ fn extension(name: &str, raw: &RawValue) -> Result<(String, Option<ExtKind>), Ev
 }
 
 /// The data's bytes: `data` as sent (the string's contents when the content
-/// type is not JSON and the value is a string), or `data_base64` decoded.
+/// type is not JSON and the value is a string), or `data_base64` decoded;
+/// and whether they are known to be JSON already (a JSON value sent as one).
 fn data(
     json: Option<&RawValue>,
     base64: Option<&RawValue>,
     event: &CloudEvent,
-) -> Result<Option<Vec<u8>>, EventError> {
+) -> Result<(Option<Vec<u8>>, bool), EventError> {
     match (json, base64) {
         (Some(_), Some(_)) => Err(invalid(
             "an event carries `data` or `data_base64`, not both",
@@ -164,18 +196,18 @@ fn data(
             let text = string("data_base64", raw)?;
             base64::engine::general_purpose::STANDARD
                 .decode(text.as_bytes())
-                .map(Some)
+                .map(|bytes| (Some(bytes), false))
                 .map_err(|e| invalid(format!("attribute `data_base64` is not base64: {e}")))
         }
         (Some(raw), None) => {
             let json = event.datacontenttype.as_deref().is_none_or(is_json_type);
             if !json && raw.get().starts_with('"') {
-                Ok(Some(string("data", raw)?.into_bytes()))
+                Ok((Some(string("data", raw)?.into_bytes()), false))
             } else {
-                Ok(Some(raw.get().as_bytes().to_vec()))
+                Ok((Some(raw.get().as_bytes().to_vec()), true))
             }
         }
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, true)),
     }
 }
 
@@ -183,7 +215,8 @@ fn data(
 /// written as the bytes the function gave; extensions `types` names are
 /// written as the JSON type they arrived with.
 pub fn write(event: &CloudEvent, types: &ExtTypes) -> Result<Vec<u8>, EventError> {
-    super::validate(event, ATTRIBUTE)?;
+    // The data is checked as it is written (`write_data`), not twice.
+    super::validate_attributes(event, ATTRIBUTE)?;
     let mut out = Vec::with_capacity(super::wire_size(event));
     out.push(b'{');
     str_member(&mut out, "specversion", &event.specversion)?;
@@ -222,18 +255,23 @@ pub fn write(event: &CloudEvent, types: &ExtTypes) -> Result<Vec<u8>, EventError
 }
 
 fn str_member(out: &mut Vec<u8>, name: &str, value: &str) -> Result<(), EventError> {
-    let mut text = Vec::with_capacity(value.len() + 2);
-    serde_json::to_writer(&mut text, value)?;
-    raw_member(out, name, &text)
+    member_name(out, name)?;
+    serde_json::to_writer(&mut *out, value)?;
+    Ok(())
 }
 
 fn raw_member(out: &mut Vec<u8>, name: &str, json: &[u8]) -> Result<(), EventError> {
+    member_name(out, name)?;
+    out.extend_from_slice(json);
+    Ok(())
+}
+
+fn member_name(out: &mut Vec<u8>, name: &str) -> Result<(), EventError> {
     if out.len() > 1 {
         out.push(b',');
     }
     serde_json::to_writer(&mut *out, name)?;
     out.push(b':');
-    out.extend_from_slice(json);
     Ok(())
 }
 
@@ -242,7 +280,12 @@ fn raw_member(out: &mut Vec<u8>, name: &str, json: &[u8]) -> Result<(), EventErr
 fn write_data(out: &mut Vec<u8>, ct: Option<&str>, bytes: &[u8]) -> Result<(), EventError> {
     let is_json = || serde_json::from_slice::<IgnoredAny>(bytes).is_ok();
     match ct {
-        Some(ct) if is_json_type(ct) => raw_member(out, "data", bytes.trim_ascii()),
+        Some(ct) if is_json_type(ct) => {
+            serde_json::from_slice::<IgnoredAny>(bytes).map_err(|e| {
+                invalid(format!("data is declared {ct} but is not valid JSON: {e}"))
+            })?;
+            raw_member(out, "data", bytes.trim_ascii())
+        }
         None if is_json() => raw_member(out, "data", bytes.trim_ascii()),
         Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(bytes) {
             Ok(text) => str_member(out, "data", text),
