@@ -6,21 +6,12 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::{AdminClient, key_path};
+use crate::{AdminClient, AdminFlags, key_path};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct KvArgs {
-    /// The node's admin API.
-    #[arg(
-        long,
-        env = "BRINK_ADMIN_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    admin: String,
-    /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    node: AdminFlags,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -64,7 +55,7 @@ pub(crate) fn run(args: KvArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: KvArgs) -> anyhow::Result<()> {
-    let api = AdminClient::new(&args.admin, args.token.clone())?;
+    let api = args.node.client()?;
     let base = "/v1/kv".to_owned();
     let get = |path: String| {
         let api = &api;

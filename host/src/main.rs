@@ -587,6 +587,29 @@ fn key_path(key: &str) -> String {
     percent_encoding::utf8_percent_encode(key, SET).to_string()
 }
 
+/// Where a running node's admin API is, for `brink kv` and `brink outbox`.
+/// Global: the flags may stand after the subcommand, as the README writes them.
+#[derive(Debug, clap::Args)]
+struct AdminFlags {
+    /// The node's admin API.
+    #[arg(
+        long,
+        env = "BRINK_ADMIN_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    admin: String,
+    /// The node's admin token (`[admin] token`), if it has one.
+    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl AdminFlags {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        AdminClient::new(&self.admin, self.token.clone())
+    }
+}
+
 /// A client of a running node's admin API.
 struct AdminClient {
     client: reqwest::Client,

@@ -6,21 +6,12 @@ use std::io::Write as _;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::{AdminClient, key_path};
+use crate::{AdminClient, AdminFlags, key_path};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutboxArgs {
-    /// The node's admin API.
-    #[arg(
-        long,
-        env = "BRINK_ADMIN_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    admin: String,
-    /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    node: AdminFlags,
     #[command(subcommand)]
     command: OutboxCommand,
 }
@@ -77,7 +68,7 @@ fn selection(seqs: &[u64]) -> Option<Vec<u8>> {
 }
 
 async fn command(args: OutboxArgs) -> anyhow::Result<()> {
-    let api = AdminClient::new(&args.admin, args.token.clone())?;
+    let api = args.node.client()?;
     let get = async |path: &str| -> anyhow::Result<serde_json::Value> {
         let body = api.call(reqwest::Method::GET, path, None).await?;
         Ok(serde_json::from_slice(&body)?)
