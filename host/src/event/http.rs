@@ -156,11 +156,6 @@ pub fn encode_binary(event: &CloudEvent) -> Result<(HeaderMap, Vec<u8>), EventEr
     Ok((headers, data.clone()))
 }
 
-/// Several events in the batched format.
-pub fn encode_batch(events: &[(CloudEvent, ExtTypes)]) -> Result<Vec<u8>, EventError> {
-    super::json::write_batch(events)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,32 +20,15 @@ pub(crate) const ATTRIBUTE: Names = |attr| format!("attribute `{attr}`");
 /// text, and names are borrowed from the input unless they hold escapes.
 struct Members<'a>(Vec<(Name<'a>, &'a RawValue)>);
 
-/// A member's name, without an allocation in the usual case.
-struct Name<'a>(std::borrow::Cow<'a, str>);
+/// A member's name, without an allocation in the usual case (borrowed
+/// from the input unless it holds escapes).
+#[derive(Deserialize)]
+struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 impl std::ops::Deref for Name<'_> {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an attribute name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Name(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Text)
     }
 }
 
@@ -301,9 +284,11 @@ fn base64_member(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EventError> {
 }
 
 /// Several events in the batched format.
-pub fn write_batch(events: &[(CloudEvent, ExtTypes)]) -> Result<Vec<u8>, EventError> {
+pub fn write_batch<'a>(
+    events: impl IntoIterator<Item = (&'a CloudEvent, &'a ExtTypes)>,
+) -> Result<Vec<u8>, EventError> {
     let mut out = vec![b'['];
-    for (i, (event, types)) in events.iter().enumerate() {
+    for (i, (event, types)) in events.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -55,24 +55,6 @@ impl ExtTypes {
     pub fn kind(&self, name: &str) -> Option<ExtKind> {
         self.0.get(name).copied()
     }
-
-    /// Whether every extension arrived as a string.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// Parses the CloudEvents JSON format: one event, or a batch (a JSON array).
-///
-/// A missing or malformed attribute is named in the error, e.g.
-/// ``invalid CloudEvent: missing attribute `id` ``.
-pub fn parse_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
-    Ok(json::parse(bytes)?.into_iter().map(|(e, _)| e).collect())
-}
-
-/// `event` in the JSON format, extensions as strings.
-pub fn to_json(event: &CloudEvent) -> Result<Vec<u8>, EventError> {
-    json::write(event, &ExtTypes::default())
 }
 
 /// The attributes CloudEvents 1.0 defines; every other member is an extension.

@@ -3,6 +3,14 @@
 
 use super::*;
 
+fn to_json(event: &CloudEvent) -> Result<Vec<u8>, EventError> {
+    json::write(event, &ExtTypes::default())
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
+    Ok(json::parse(bytes)?.into_iter().map(|(e, _)| e).collect())
+}
+
 fn parse_one(json: &str) -> Result<CloudEvent, EventError> {
     json::parse_one(json.as_bytes()).map(|(e, _)| e)
 }
@@ -219,6 +227,16 @@ fn any_event_that_parses_writes_back_to_the_same_event_and_the_same_data_bytes()
         let again = json::parse_one(&written)?;
         assert_eq!(again, (event, types), "round {round}: {text}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_member_name_with_escapes_is_read_like_any_other() -> anyhow::Result<()> {
+    let event = parse_one(
+        r#"{"specversion":"1.0","\u0069d":"1","source":"/s","type":"t","\u0061bc":"x"}"#,
+    )?;
+    assert_eq!(event.id, "1");
+    assert_eq!(event.extensions, vec![("abc".to_owned(), "x".to_owned())]);
     Ok(())
 }
 

@@ -284,13 +284,7 @@ pub(super) async fn invoke_function(
             *response.headers_mut() = headers;
             response
         }),
-        many => event::http::encode_batch(
-            &many
-                .iter()
-                .map(|e| (e.clone(), types.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .map(|body| {
+        many => event::json::write_batch(many.iter().map(|e| (e, &types))).map(|body| {
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, event::http::BATCH)],

@@ -161,7 +161,7 @@ impl Target {
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("application/cloudevents-batch+json"),
                     );
-                    let body = crate::event::http::encode_batch(events)
+                    let body = crate::event::json::write_batch(events.iter().map(|(e, t)| (e, t)))
                         .map_err(|e| crate::delivery::refused(format!("{e:#}")))
                         .map_err(|e| Failure::new(0, e, events.len() == 1))?;
                     return post(headers, body)
