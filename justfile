@@ -10,6 +10,14 @@ demo:
 test:
     scripts/test
 
+# Fuzz one target, or all, for N minutes each: `just fuzz`, `just fuzz jwt 30`.
+fuzz target="all" minutes="10":
+    scripts/fuzz {{target}} {{minutes}}
+
+# A longer storm of malformed requests against a running node's HTTP listener.
+fuzz-http requests="20000":
+    BRINK_HTTP_STORM={{requests}} cargo test -p brink-tests --test integration a_storm_of_malformed_requests -- --nocapture
+
 # Everything CI checks.
 ci:
     bash .ci/run
@@ -18,6 +26,7 @@ ci:
 fmt:
     cargo fmt --all
     cargo fmt --all --manifest-path functions/Cargo.toml
+    cargo fmt --all --manifest-path fuzz/Cargo.toml
 
 # Lints, host and guests.
 lint:

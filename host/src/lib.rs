@@ -21,6 +21,8 @@ pub mod outbox;
 pub mod sched;
 mod state;
 pub mod store;
+#[doc(hidden)]
+pub mod surface;
 pub mod tenancy;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};

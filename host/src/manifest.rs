@@ -550,6 +550,20 @@ pub struct HttpSection {
     /// `max_body_kb = 1024`: larger request bodies are refused with 413.
     #[serde(default = "default_max_body_kb")]
     pub max_body_kb: usize,
+    /// `max_connections = 1024`: connections open at once; one more is
+    /// answered 503 and closed. The admin API's listener has the same limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `header_timeout_s = 10`: a request's head must arrive within this
+    /// many seconds, or the connection is closed (a slow client, or a
+    /// keep-alive connection idle that long). Both listeners.
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// `body_timeout_s = 60`: a request's body must arrive within this many
+    /// seconds, or it is answered 408. Both listeners: raise it to deploy
+    /// large components over slow links.
+    #[serde(default = "default_body_timeout_s")]
+    pub body_timeout_s: u64,
     /// `webhook_ca_file = "certs/ca.pem"`: the CA certificates (PEM) that
     /// `https://` webhook endpoints must chain to [default: the system's
     /// trusted roots]. Relative to the manifest.
@@ -561,6 +575,9 @@ impl Default for HttpSection {
         Self {
             listen: default_http_listen(),
             max_body_kb: default_max_body_kb(),
+            max_connections: default_max_connections(),
+            header_timeout_s: default_header_timeout_s(),
+            body_timeout_s: default_body_timeout_s(),
             webhook_ca_file: None,
         }
     }
@@ -572,6 +589,34 @@ fn default_http_listen() -> SocketAddr {
 
 fn default_max_body_kb() -> usize {
     1024
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_header_timeout_s() -> u64 {
+    10
+}
+
+fn default_body_timeout_s() -> u64 {
+    60
+}
+
+impl HttpSection {
+    fn check(&self) -> Result<(), String> {
+        for (field, zero) in [
+            ("max_body_kb", self.max_body_kb == 0),
+            ("max_connections", self.max_connections == 0),
+            ("header_timeout_s", self.header_timeout_s == 0),
+            ("body_timeout_s", self.body_timeout_s == 0),
+        ] {
+            if zero {
+                return Err(format!("http.{field}: must be above 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[function.<name>]`
@@ -702,6 +747,7 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.http.check()?;
         if self.brink_manifest_version != MANIFEST_VERSION {
             return Err(format!(
                 "brink_manifest_version {} is not supported; this host reads version {MANIFEST_VERSION}",
@@ -1152,6 +1198,9 @@ pub(crate) fn check_template(template: &str) -> Result<(), String> {
     if template.contains(['+', '#']) {
         return Err("must not contain MQTT wildcards".to_owned());
     }
+    if template.contains('\0') {
+        return Err("contains a NUL character, which MQTT topics may not".to_owned());
+    }
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
@@ -1204,6 +1253,14 @@ mod tests {
         assert_eq!(spec.limits.memory_bytes, 32 << 20);
         assert_eq!(spec.limits.timeout, Limits::default().timeout);
         Ok(())
+    }
+
+    #[test]
+    fn a_topic_template_holding_nul_is_refused_as_mqtt_forbids_it() {
+        // Found by the `topic` fuzz target: it rendered to a topic no broker takes.
+        let err = check_template("fixed/top\0ic").err().unwrap_or_default();
+        assert!(err.contains("NUL"), "{err}");
+        assert!(check_template("fixed/topic/{subject}").is_ok());
     }
 
     #[test]

@@ -178,6 +178,31 @@ pub fn parse_version(version: &str) -> Result<semver::Version> {
         .map_err(|e| RegistryError::InvalidVersion(version.to_owned(), e.to_string()))
 }
 
+/// Parses a version requirement as `brink deploy NAME@REQ` takes it: empty,
+/// `latest` or `*` for the newest; a bare version for exactly it; otherwise
+/// a semver range (`^1.2`, `>=1, <2`).
+pub fn parse_requirement(requirement: &str) -> Result<semver::VersionReq> {
+    match requirement.trim() {
+        "" | "latest" | "*" => Ok(semver::VersionReq::STAR),
+        r => {
+            // A bare version means exactly it, as `brink deploy` and `activate` use it.
+            let r = if semver::Version::parse(r).is_ok() {
+                format!("={r}")
+            } else {
+                r.to_owned()
+            };
+            semver::VersionReq::parse(&r).map_err(|e| {
+                RegistryError::InvalidRequirement(requirement.to_owned(), e.to_string())
+            })
+        }
+    }
+}
+
+/// Checks a content digest: `sha256:` and 64 lowercase hex digits.
+pub fn check_digest(digest: &str) -> Result<()> {
+    digest_hex(digest).map(|_| ())
+}
+
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -349,20 +374,7 @@ impl Registry {
     /// The highest version of `name` matching `requirement` (`^1.2`, `=1.2.3`,
     /// `1.2.3`, `latest` or `*`); pre-releases only when asked for.
     pub fn resolve(&self, namespace: &str, name: &str, requirement: &str) -> Result<VersionRecord> {
-        let req = match requirement.trim() {
-            "" | "latest" | "*" => semver::VersionReq::STAR,
-            r => {
-                // A bare version means exactly it, as `brink deploy` and `activate` use it.
-                let r = if semver::Version::parse(r).is_ok() {
-                    format!("={r}")
-                } else {
-                    r.to_owned()
-                };
-                semver::VersionReq::parse(&r).map_err(|e| {
-                    RegistryError::InvalidRequirement(requirement.to_owned(), e.to_string())
-                })?
-            }
-        };
+        let req = parse_requirement(requirement)?;
         let versions = self.versions(namespace, name)?;
         if versions.is_empty() {
             return Err(RegistryError::NoFunction(name.to_owned()));

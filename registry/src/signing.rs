@@ -133,7 +133,12 @@ pub struct Signature {
 
 impl Signature {
     /// Whether this is a valid signature by its key over these fields.
+    /// Never for a field holding NUL: the signed message joins the fields
+    /// with NUL, so `("a\0b", "c")` and `("a", "b\0c")` sign the same bytes.
     pub fn verifies(&self, digest: &str, name: &str, version: &str) -> bool {
+        if [digest, name, version].iter().any(|f| f.contains('\0')) {
+            return false;
+        }
         let Ok(key) = PublicKey::parse(&self.key) else {
             return false;
         };
@@ -289,6 +294,19 @@ mod tests {
         assert_eq!(PublicKey::parse(&key.public().to_string())?, key.public());
         assert!(SecretKey::parse("hello").is_err());
         assert!(PublicKey::parse("ed25519:AAAA").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_signature_never_verifies_fields_split_differently_at_a_nul() -> anyhow::Result<()> {
+        // The signed message joins the fields with NUL; a NUL inside a field
+        // would let one signature stand for another split of the same bytes.
+        let key = SecretKey::generate()?;
+        let signed = key.sign(DIGEST, "a", "1.0.0\0b");
+        assert!(!signed.verifies(DIGEST, "a\01.0.0", "b"));
+        assert!(!signed.verifies(DIGEST, "a", "1.0.0\0b"));
+        let signed = key.sign(DIGEST, "filter", "1.0.0");
+        assert!(signed.verifies(DIGEST, "filter", "1.0.0"));
         Ok(())
     }
 

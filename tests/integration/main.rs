@@ -6,6 +6,7 @@ mod edges;
 mod functions;
 mod kv;
 mod limits;
+mod listeners;
 mod loading;
 mod manifests;
 mod mqtt;

@@ -147,7 +147,7 @@ pub fn encode_binary(event: &CloudEvent) -> Result<(HeaderMap, Vec<u8>), EventEr
     };
     let ct = match &event.datacontenttype {
         Some(ct) => ct.as_str(),
-        None if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() => "application/json",
+        None if super::is_json(data) => "application/json",
         None => "application/octet-stream",
     };
     let value = HeaderValue::from_str(ct)

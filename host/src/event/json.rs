@@ -7,7 +7,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{EventError, ExtKind, ExtTypes, Names, invalid, is_json_type};
@@ -164,7 +164,7 @@ fn extension(name: &str, raw: &RawValue) -> Result<(String, Option<ExtKind>), Ev
 }
 
 /// The data's bytes: `data` as sent (the string's contents when the content
-/// type is not JSON and the value is a string), or `data_base64` decoded;
+/// type is not JSON, where it must be a string), or `data_base64` decoded;
 /// and whether they are known to be JSON already (a JSON value sent as one).
 fn data(
     json: Option<&RawValue>,
@@ -183,11 +183,18 @@ fn data(
                 .map_err(|e| invalid(format!("attribute `data_base64` is not base64: {e}")))
         }
         (Some(raw), None) => {
-            let json = event.datacontenttype.as_deref().is_none_or(is_json_type);
-            if !json && raw.get().starts_with('"') {
-                Ok((Some(string("data", raw)?.into_bytes()), false))
-            } else {
-                Ok((Some(raw.get().as_bytes().to_vec()), true))
+            match event.datacontenttype.as_deref() {
+                Some(ct) if !is_json_type(ct) => {
+                    // As the JSON format writes it (and the CloudEvents SDK
+                    // reads it): data of a type that is not JSON is a string.
+                    if !raw.get().starts_with('"') {
+                        return Err(invalid(format!(
+                            "`data` must be a JSON string when datacontenttype {ct:?} is not JSON; send the bytes as `data_base64`, or declare a JSON type"
+                        )));
+                    }
+                    Ok((Some(string("data", raw)?.into_bytes()), false))
+                }
+                _ => Ok((Some(raw.get().as_bytes().to_vec()), true)),
             }
         }
         (None, None) => Ok((None, true)),
@@ -261,15 +268,16 @@ fn member_name(out: &mut Vec<u8>, name: &str) -> Result<(), EventError> {
 /// JSON data (by content type, or when none is given and it parses as
 /// JSON) as it is; text for `text/*`; otherwise `data_base64`.
 fn write_data(out: &mut Vec<u8>, ct: Option<&str>, bytes: &[u8]) -> Result<(), EventError> {
-    let is_json = || serde_json::from_slice::<IgnoredAny>(bytes).is_ok();
     match ct {
         Some(ct) if is_json_type(ct) => {
-            serde_json::from_slice::<IgnoredAny>(bytes).map_err(|e| {
-                invalid(format!("data is declared {ct} but is not valid JSON: {e}"))
-            })?;
+            if let Some(e) = super::json_error(bytes) {
+                return Err(invalid(format!(
+                    "data is declared {ct} but is not valid JSON: {e}"
+                )));
+            }
             raw_member(out, "data", bytes.trim_ascii())
         }
-        None if is_json() => raw_member(out, "data", bytes.trim_ascii()),
+        None if super::is_json(bytes) => raw_member(out, "data", bytes.trim_ascii()),
         Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(bytes) {
             Ok(text) => str_member(out, "data", text),
             Err(_) => base64_member(out, bytes),

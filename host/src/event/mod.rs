@@ -100,7 +100,8 @@ fn check_extension_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn is_json_type(ct: &str) -> bool {
+/// Whether a content type names JSON (`application/json`, `text/json`, `*+json`).
+pub fn is_json_type(ct: &str) -> bool {
     let ct = ct.split(';').next().unwrap_or_default().trim().as_bytes();
     ct.eq_ignore_ascii_case(b"application/json")
         || ct.eq_ignore_ascii_case(b"text/json")
@@ -173,6 +174,14 @@ pub(crate) fn validate_attributes(event: &CloudEvent, name: Names) -> Result<(),
             ))
         })?;
     }
+    if let Some(ct) = &event.datacontenttype {
+        check_media_type(ct).map_err(|why| {
+            invalid(format!(
+                "{} {ct:?} is not a media type such as application/json: {why}",
+                name("datacontenttype")
+            ))
+        })?;
+    }
     if let Some(schema) = &event.dataschema {
         url::Url::parse(schema).map_err(|e| {
             invalid(format!(
@@ -190,11 +199,54 @@ pub(crate) fn validate_attributes(event: &CloudEvent, name: Names) -> Result<(),
     Ok(())
 }
 
+/// RFC 2046 media type syntax: `type/subtype`, both tokens, then optional
+/// parameters in visible ASCII. A content type outside it cannot travel as
+/// an HTTP `Content-Type` (a webhook in binary mode) and names no format.
+fn check_media_type(ct: &str) -> Result<(), &'static str> {
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let (essence, params) = ct.split_once(';').unwrap_or((ct, ""));
+    let Some((kind, subtype)) = essence.trim_end().split_once('/') else {
+        return Err("it has no '/' between type and subtype");
+    };
+    if !is_token(kind) || !is_token(subtype) {
+        return Err("its type and subtype must be tokens (letters, digits, and !#$%&'*+-.^_`|~)");
+    }
+    if !params
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err("its parameters hold characters outside visible ASCII");
+    }
+    Ok(())
+}
+
+/// Why `bytes` are not one JSON text, if they are not. UTF-8 is checked
+/// first: serde_json skips the bytes of strings it ignores without checking
+/// them, so `{"a\x9f":1}` would pass, and then be written into the JSON
+/// format as JSON that nothing can read back.
+pub(crate) fn json_error(bytes: &[u8]) -> Option<String> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .err()
+            .map(|e| e.to_string()),
+        Err(e) => Some(format!("it is not UTF-8 ({e})")),
+    }
+}
+
+/// Whether `bytes` are one JSON text.
+pub(crate) fn is_json(bytes: &[u8]) -> bool {
+    json_error(bytes).is_none()
+}
+
 /// Data declared JSON must be JSON.
 pub(crate) fn check_json_data(event: &CloudEvent) -> Result<(), EventError> {
     if let (Some(ct), Some(bytes)) = (&event.datacontenttype, &event.data)
         && is_json_type(ct)
-        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        && let Some(e) = json_error(bytes)
     {
         return Err(invalid(format!(
             "data is declared {ct} but is not valid JSON: {e}"

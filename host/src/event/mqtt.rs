@@ -100,9 +100,7 @@ fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> CloudEvent {
     let payload = message.payload;
     let ct = match message.content_type {
         Some(ct) => ct,
-        None if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() => {
-            "application/json"
-        }
+        None if super::is_json(payload) => "application/json",
         None if std::str::from_utf8(payload).is_ok() => "text/plain",
         None => "application/octet-stream",
     };

@@ -269,3 +269,133 @@ fn invalid_output_attributes_are_refused() -> anyhow::Result<()> {
     assert!(to_json(&bad).is_err());
     Ok(())
 }
+
+#[test]
+fn json_data_sent_as_base64_with_a_trailing_newline_is_written_as_the_same_json_value()
+-> anyhow::Result<()> {
+    // Found by the `event_json` fuzz target: `{}\n` as data_base64 with a JSON
+    // content type. The JSON format carries JSON data as a value, so the
+    // newline around it cannot travel; the value does, and the second trip
+    // changes nothing.
+    let sent = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data_base64":"e30K"}"#;
+    let (event, types) = json::parse_one(sent.as_bytes())?;
+    assert_eq!(event.data.as_deref(), Some(&b"{}\n"[..]));
+    let written = json::write(&event, &types)?;
+    let (again, again_types) = json::parse_one(&written)?;
+    assert_eq!(again.data.as_deref(), Some(&b"{}"[..]));
+    assert_eq!(json::write(&again, &again_types)?, written);
+    Ok(())
+}
+
+#[test]
+fn json_data_that_is_not_utf8_is_refused_in_every_binding_not_written_as_broken_json() {
+    // Found by the `http_event` fuzz target: serde_json does not check the
+    // bytes of a string it skips, so `{"valu\x9f": 31.5}` passed as JSON data,
+    // and the JSON format then carried it as JSON nothing could read back
+    // (an outbox entry that never forwards, an unreadable HTTP answer).
+    let body = b"{\"valu\x9f\": 31.5}";
+    let mut headers = ::http::HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("content-type", "application/json"),
+    ] {
+        headers.insert(name, ::http::HeaderValue::from_static(value));
+    }
+    let err = http::decode(&headers, body).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("not UTF-8")),
+        "{err:?}"
+    );
+
+    let properties: Vec<(String, String)> = [
+        ("specversion", "1.0"),
+        ("id", "1"),
+        ("source", "/s"),
+        ("type", "t"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let message = mqtt::Message {
+        topic: "a/b",
+        payload: body,
+        content_type: Some("application/json"),
+        user_properties: &properties,
+    };
+    let plain = mqtt::PlainPolicy {
+        event_type: "t".into(),
+    };
+    assert!(mqtt::decode(message, &plain).is_err());
+
+    // A plain payload like it is wrapped as bytes, and travels as base64.
+    let plain_message = mqtt::Message {
+        user_properties: &[],
+        content_type: None,
+        ..message
+    };
+    let (event, types, _) = match mqtt::decode(plain_message, &plain) {
+        Ok(decoded) => decoded,
+        Err(e) => panic!("a plain payload was refused: {e}"),
+    };
+    assert_eq!(
+        event.datacontenttype.as_deref(),
+        Some("application/octet-stream")
+    );
+    let written = json::write(&event, &types).unwrap_or_default();
+    assert!(json::parse_one(&written).is_ok());
+}
+
+#[test]
+fn a_datacontenttype_that_is_not_a_media_type_is_refused_by_name() {
+    // Found by the `http_event` fuzz target: `application/\x7fctet-stream`
+    // was accepted, and then could not leave as a webhook's Content-Type.
+    for bad in [
+        "application/\u{7f}ctet-stream",
+        "json",
+        "application/",
+        "text/plain; charset=\u{e9}",
+        "a b/c",
+    ] {
+        let event = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":{}}}"#,
+            serde_json::to_string(bad).unwrap_or_default()
+        );
+        let err = error_of(&event);
+        assert!(
+            err.contains("attribute `datacontenttype`") && err.contains("media type"),
+            "{bad:?}: {err}"
+        );
+    }
+    for good in [
+        "application/json",
+        "text/plain; charset=utf-8",
+        "application/vnd.example+json",
+        "image/svg+xml",
+    ] {
+        let event = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"{good}"}}"#
+        );
+        assert!(parse_one(&event).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn data_that_is_not_a_string_under_a_type_that_is_not_json_is_refused_as_the_sdk_refuses_it() {
+    // Found by the `event_json` differential: `cloudevents-sdk` refuses an
+    // object as `data` when datacontenttype is not JSON; so do we, naming
+    // the two ways to send it.
+    let err = error_of(
+        r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/xml","data":{"a":1}}"#,
+    );
+    assert!(
+        err.contains("`data` must be a JSON string") && err.contains("data_base64"),
+        "{err}"
+    );
+    let ok = parse_one(
+        r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/xml","data":"<a/>"}"#,
+    );
+    assert_eq!(ok.ok().and_then(|e| e.data), Some(b"<a/>".to_vec()));
+}

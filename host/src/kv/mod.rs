@@ -753,7 +753,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn encode(value: &[u8], expiry: Option<u64>) -> Vec<u8> {
+pub(crate) fn encode(value: &[u8], expiry: Option<u64>) -> Vec<u8> {
     match expiry {
         None => {
             let mut raw = Vec::with_capacity(1 + value.len());
@@ -771,7 +771,7 @@ fn encode(value: &[u8], expiry: Option<u64>) -> Vec<u8> {
     }
 }
 
-fn expiry_of(raw: &[u8]) -> Option<u64> {
+pub(crate) fn expiry_of(raw: &[u8]) -> Option<u64> {
     match raw {
         [1, rest @ ..] => rest
             .get(..8)
@@ -782,7 +782,7 @@ fn expiry_of(raw: &[u8]) -> Option<u64> {
 }
 
 /// The value in `raw`, or none when it has expired.
-fn live(raw: &[u8]) -> Option<&[u8]> {
+pub(crate) fn live(raw: &[u8]) -> Option<&[u8]> {
     match raw {
         [0, value @ ..] => Some(value),
         [1, rest @ ..] if rest.len() >= 8 => {

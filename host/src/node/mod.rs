@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+mod serve;
 mod start;
 pub mod tls;
 pub mod tools;

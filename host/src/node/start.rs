@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route};
 use super::metrics::Metrics;
 use super::{
-    Node, NodeSink, admin, auth, component_path, default_data_dir, deploy, http, mqtt, tls,
+    Node, NodeSink, admin, auth, component_path, default_data_dir, deploy, http, mqtt, serve, tls,
 };
 use crate::engine::Engine;
 use crate::kv::Kv;
@@ -427,21 +427,25 @@ type Served = JoinHandle<std::io::Result<()>>;
 async fn serve_http(
     manifest: &Manifest,
     dispatcher: &Dispatcher,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, Served)> {
     let listener = tokio::net::TcpListener::bind(manifest.http.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", manifest.http.listen))?;
     let addr = listener.local_addr()?;
     let app = http::router(dispatcher.clone(), manifest.http.max_body_kb);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let limits = conn_limits(&manifest.http);
+    let server = tokio::spawn(serve::serve(listener, app, limits, stop));
     Ok((addr, server))
+}
+
+/// The limits both listeners serve clients with (`[http]`).
+fn conn_limits(http: &crate::manifest::HttpSection) -> serve::ConnLimits {
+    serve::ConnLimits {
+        max_connections: http.max_connections,
+        header_timeout: Duration::from_secs(http.header_timeout_s),
+        body_timeout: Duration::from_secs(http.body_timeout_s),
+    }
 }
 
 /// The admin API, when the node has state or a registry to administer.
@@ -477,14 +481,8 @@ async fn serve_admin(
     let app = app
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed);
-    let mut stop = shutdown.subscribe();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let limits = conn_limits(&manifest.http);
+    let server = tokio::spawn(serve::serve(listener, app, limits, shutdown.subscribe()));
     Ok((Some(addr), Some(server)))
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 pub mod forward;
-mod parking;
+pub(crate) mod parking;
 
 pub use parking::{ParkedEntry, ParkedView};
 
@@ -223,15 +223,22 @@ fn saturating_sub(counter: &AtomicU64, n: u64) {
     });
 }
 
-fn key(priority: u8, seq: u64) -> Vec<u8> {
+pub(crate) fn key(priority: u8, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(MAX_PRIORITY - priority);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-fn encode(enqueued_ms: u64, expires_ms: Option<u64>, owner: Option<&str>, json: &[u8]) -> Vec<u8> {
-    let owner = owner.map(|o| &o.as_bytes()[..o.len().min(255)]);
+pub(crate) fn encode(
+    enqueued_ms: u64,
+    expires_ms: Option<u64>,
+    owner: Option<&str>,
+    json: &[u8],
+) -> Vec<u8> {
+    // The owner's length is one byte. Cut at a character boundary: a cut
+    // inside one would make the stored entry unreadable, and the event lost.
+    let owner = owner.map(|o| &o.as_bytes()[..o.floor_char_boundary(255)]);
     let mut v = Vec::with_capacity(HEADER + 1 + owner.map_or(0, <[u8]>::len) + json.len());
     v.push(if owner.is_some() { 2 } else { 1 });
     v.extend_from_slice(&enqueued_ms.to_be_bytes());
@@ -259,7 +266,7 @@ fn owner_and_body(v: &[u8]) -> Option<(Option<&str>, usize)> {
 }
 
 /// Splits a stored entry; none when it is not one (never written by us).
-fn decode(k: Vec<u8>, v: &[u8]) -> Option<(Entry, Option<u64>)> {
+pub(crate) fn decode(k: Vec<u8>, v: &[u8]) -> Option<(Entry, Option<u64>)> {
     let priority = MAX_PRIORITY.checked_sub(*k.first()?)?;
     let seq = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
     let (owner, body) = owner_and_body(v)?;
@@ -736,6 +743,15 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::store::Sled;
+
+    #[test]
+    fn an_owner_past_255_bytes_is_cut_at_a_character_boundary_so_the_entry_still_reads() {
+        // 127 two-byte characters and one more: byte 255 falls inside it.
+        let owner = "é".repeat(128);
+        let stored = encode(1, None, Some(&owner), b"{}");
+        let read = decode(key(0, 7), &stored).map(|(entry, _)| entry.owner);
+        assert_eq!(read, Some(Some("é".repeat(127))));
+    }
 
     pub(super) fn event(id: &str) -> CloudEvent {
         CloudEvent {

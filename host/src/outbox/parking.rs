@@ -80,7 +80,7 @@ impl ParkedEntry {
     }
 }
 
-fn encode_parked(parked_ms: u64, reason: &str, stored: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_parked(parked_ms: u64, reason: &str, stored: &[u8]) -> Vec<u8> {
     let mut end = reason.len().min(MAX_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -96,7 +96,7 @@ fn encode_parked(parked_ms: u64, reason: &str, stored: &[u8]) -> Vec<u8> {
 }
 
 /// The time, the reason and the stored value; none when it is not one we wrote.
-pub(super) fn split_parked(v: &[u8]) -> Option<(u64, &str, &[u8])> {
+pub(crate) fn split_parked(v: &[u8]) -> Option<(u64, &str, &[u8])> {
     if *v.first()? != 1 {
         return None;
     }

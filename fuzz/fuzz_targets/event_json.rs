@@ -1,0 +1,91 @@
+//! The CloudEvents JSON format, one event or a batch. Properties:
+//! - whatever parses is valid and writes back to bytes that parse to the
+//!   same event (ADR 0009's byte-exactness, checked by the fuzzer);
+//! - a batch writes back as a batch of the same events;
+//! - differential: every single event we accept, the CloudEvents SDK
+//!   (`cloudevents-sdk`, the reference we replaced) accepts too, with the
+//!   same attributes, extensions and data.
+#![no_main]
+
+use brink_fuzz::{check_accepted, json_value_data};
+use brink_host::bindings::CloudEvent;
+use brink_host::event::json;
+use cloudevents::event::{AttributesReader, Data, ExtensionValue};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(events) = json::parse(bytes) else {
+        return;
+    };
+    for (event, types) in &events {
+        check_accepted(event, types);
+    }
+    let refs: Vec<_> = events.iter().map(|(e, t)| (e, t)).collect();
+    match json::write_batch(refs) {
+        Ok(batch) => match json::parse(&batch) {
+            Ok(again) => {
+                let expected: Vec<_> = events
+                    .iter()
+                    .map(|(e, t)| (json_value_data(e), t.clone()))
+                    .collect();
+                assert_eq!(again, expected, "a batch changed in a round trip");
+            }
+            Err(e) => panic!("a written batch does not parse: {e}"),
+        },
+        Err(e) => panic!("accepted events cannot be written as a batch: {e}"),
+    }
+    if let [(event, _)] = events.as_slice()
+        && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+    {
+        same_as_reference(bytes, event);
+    }
+});
+
+fn same_as_reference(bytes: &[u8], ours: &CloudEvent) {
+    let reference: cloudevents::Event = match serde_json::from_slice(bytes) {
+        Ok(event) => event,
+        Err(e) => panic!(
+            "we accept an event the CloudEvents SDK refuses ({e}):\n{}",
+            String::from_utf8_lossy(bytes)
+        ),
+    };
+    assert_eq!(reference.id(), ours.id);
+    assert_eq!(reference.source().as_str(), ours.source);
+    assert_eq!(reference.ty(), ours.type_);
+    assert_eq!(reference.subject(), ours.subject.as_deref());
+    assert_eq!(reference.datacontenttype(), ours.datacontenttype.as_deref());
+    let mut theirs: Vec<(String, String)> = reference
+        .iter_extensions()
+        .map(|(name, value)| {
+            let value = match value {
+                ExtensionValue::String(s) => s.clone(),
+                ExtensionValue::Boolean(b) => b.to_string(),
+                ExtensionValue::Integer(i) => i.to_string(),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    let mut mine = ours.extensions.clone();
+    theirs.sort();
+    mine.sort();
+    assert_eq!(mine, theirs, "extensions differ from the SDK's");
+    match (reference.data(), &ours.data) {
+        (None, None) => {}
+        (Some(Data::Binary(b)), Some(d)) => assert_eq!(b, d, "base64 data differs"),
+        (Some(Data::Json(v)), Some(d)) => {
+            let mine: serde_json::Value = match serde_json::from_slice(d) {
+                Ok(v) => v,
+                Err(e) => panic!("our JSON data does not parse: {e}"),
+            };
+            assert_eq!(&mine, v, "JSON data differs from the SDK's");
+        }
+        (Some(Data::String(s)), Some(d)) => {
+            let as_json = serde_json::to_vec(s).unwrap_or_default();
+            assert!(
+                d == s.as_bytes() || *d == as_json,
+                "string data differs from the SDK's"
+            );
+        }
+        (theirs, mine) => panic!("data differs: the SDK has {theirs:?}, we have {mine:?}"),
+    }
+}
