@@ -4,7 +4,9 @@
 //! - a batch writes back as a batch of the same events;
 //! - differential: every single event we accept, the CloudEvents SDK
 //!   (`cloudevents-sdk`, the reference we replaced) accepts too, with the
-//!   same attributes, extensions and data.
+//!   same attributes, extensions and data; except a number too large for
+//!   a double (`1e400`), which JSON allows and the SDK cannot hold, and a
+//!   JSON media type in capitals (RFC 2045: case-insensitive).
 #![no_main]
 
 use brink_fuzz::{check_accepted, json_value_data};
@@ -44,6 +46,18 @@ fuzz_target!(|bytes: &[u8]| {
 fn same_as_reference(bytes: &[u8], ours: &CloudEvent) {
     let reference: cloudevents::Event = match serde_json::from_slice(bytes) {
         Ok(event) => event,
+        // The one divergence by design: JSON numbers pass through as sent
+        // (ADR 0009), `1e400` included, which serde_json cannot hold.
+        Err(e) if e.to_string().contains("number out of range") => return,
+        // And media types compare case-insensitively (RFC 2045 §5.1), so
+        // `Application/JSON` declares JSON data; the SDK compares bytes.
+        Err(_)
+            if ours.datacontenttype.as_deref().is_some_and(|ct| {
+                brink_host::event::is_json_type(ct) && ct != ct.to_ascii_lowercase()
+            }) =>
+        {
+            return;
+        }
         Err(e) => panic!(
             "we accept an event the CloudEvents SDK refuses ({e}):\n{}",
             String::from_utf8_lossy(bytes)

@@ -194,7 +194,10 @@ fn data(
                     }
                     Ok((Some(string("data", raw)?.into_bytes()), false))
                 }
-                _ => Ok((Some(raw.get().as_bytes().to_vec()), true)),
+                _ => match super::lone_surrogate(raw.get()) {
+                    Some(e) => Err(invalid(format!("`data` is not valid JSON: {e}"))),
+                    None => Ok((Some(raw.get().as_bytes().to_vec()), true)),
+                },
             }
         }
         (None, None) => Ok((None, true)),

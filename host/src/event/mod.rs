@@ -230,11 +230,52 @@ fn check_media_type(ct: &str) -> Result<(), &'static str> {
 /// format as JSON that nothing can read back.
 pub(crate) fn json_error(bytes: &[u8]) -> Option<String> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .err()
-            .map(|e| e.to_string()),
+        Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => lone_surrogate(text),
+            Err(e) => Some(e.to_string()),
+        },
         Err(e) => Some(format!("it is not UTF-8 ({e})")),
     }
+}
+
+/// Where a string in well-formed JSON `text` escapes half of a UTF-16
+/// surrogate pair (`"\ud800"`). `IgnoredAny` does not decode escapes, so
+/// it lets these through; they name no character, and serde_json itself
+/// (so the CloudEvents SDK) will not read them as a value (RFC 8259 §8.2).
+pub(crate) fn lone_surrogate(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let hex = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (false, b'"') => in_string = true,
+            (true, b'"') => in_string = false,
+            (true, b'\\') if bytes.get(i + 1) == Some(&b'u') => {
+                let unit = hex(i + 2).unwrap_or(0);
+                if (0xD800..0xDC00).contains(&unit) {
+                    let low = (bytes.get(i + 6..i + 8) == Some(&b"\\u"[..]))
+                        .then(|| hex(i + 8))
+                        .flatten();
+                    if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                        return Some(format!("a string holds a lone surrogate \\u{unit:04x}"));
+                    }
+                    i += 6;
+                } else if (0xDC00..0xE000).contains(&unit) {
+                    return Some(format!("a string holds a lone surrogate \\u{unit:04x}"));
+                }
+                i += 5;
+            }
+            (true, b'\\') => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Whether `bytes` are one JSON text.

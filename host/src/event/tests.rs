@@ -399,3 +399,28 @@ fn data_that_is_not_a_string_under_a_type_that_is_not_json_is_refused_as_the_sdk
     );
     assert_eq!(ok.ok().and_then(|e| e.data), Some(b"<a/>".to_vec()));
 }
+
+#[test]
+fn json_data_with_a_lone_surrogate_is_refused_in_data_and_in_data_base64() {
+    // Found by the `event_json` differential: `"\ud800"` names no character;
+    // serde_json (and so the CloudEvents SDK) will not read it as a value.
+    for data in [r#"{"\ud800\"lb": 2}"#, r#""\udc00""#, r#""\ud800\u0041""#] {
+        let err = error_of(&format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{data}}}"#
+        ));
+        assert!(err.contains("lone surrogate"), "{data}: {err}");
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
+        let err = error_of(&format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data_base64":"{encoded}"}}"#
+        ));
+        assert!(err.contains("lone surrogate"), "{data}: {err}");
+    }
+    // A pair is one character, and passes as sent.
+    let ok = parse_one(
+        r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"\ud83d\ude00 \\u"}"#,
+    );
+    assert_eq!(
+        ok.ok().and_then(|e| e.data),
+        Some(br#""\ud83d\ude00 \\u""#.to_vec())
+    );
+}
