@@ -203,6 +203,24 @@ pub fn check_digest(digest: &str) -> Result<()> {
     digest_hex(digest).map(|_| ())
 }
 
+/// Opens the metadata store. A registry just dropped in this process (a
+/// node restarting) may still be letting go of sled's lock from its flusher
+/// thread, so a busy lock is tried again for up to 5 s, as the host's store does.
+fn open_meta(path: &Path) -> std::result::Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -225,7 +243,7 @@ impl Registry {
             let entry = entry?;
             let _ = dir.remove_file(Path::new("tmp").join(entry.file_name()));
         }
-        let db = sled::open(path.join("meta"))?;
+        let db = open_meta(&path.join("meta"))?;
         Ok(Self {
             versions: db.open_tree("versions")?,
             deployments: db.open_tree("deployments")?,
