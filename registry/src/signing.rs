@@ -303,7 +303,7 @@ mod tests {
         // would let one signature stand for another split of the same bytes.
         let key = SecretKey::generate()?;
         let signed = key.sign(DIGEST, "a", "1.0.0\0b");
-        assert!(!signed.verifies(DIGEST, "a\01.0.0", "b"));
+        assert!(!signed.verifies(DIGEST, "a\x001.0.0", "b"));
         assert!(!signed.verifies(DIGEST, "a", "1.0.0\0b"));
         let signed = key.sign(DIGEST, "filter", "1.0.0");
         assert!(signed.verifies(DIGEST, "filter", "1.0.0"));

@@ -30,8 +30,8 @@ pub(crate) mod parking;
 mod stored;
 
 pub use parking::{ParkedEntry, ParkedView};
-pub(crate) use stored::{decode, encode, key};
 use stored::owner_and_body;
+pub(crate) use stored::{decode, encode, key};
 
 use crate::bindings::CloudEvent;
 use crate::event::{self, ExtTypes};
