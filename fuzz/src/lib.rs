@@ -54,7 +54,7 @@ pub fn json_value_data(event: &CloudEvent) -> CloudEvent {
         .is_none_or(event::is_json_type);
     if let Some(data) = &mut event.data
         && json_typed
-        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+        && event::is_json(data)
     {
         *data = data.trim_ascii().to_vec();
     }

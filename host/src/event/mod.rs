@@ -278,8 +278,9 @@ pub(crate) fn lone_surrogate(text: &str) -> Option<String> {
     None
 }
 
-/// Whether `bytes` are one JSON text.
-pub(crate) fn is_json(bytes: &[u8]) -> bool {
+/// Whether `bytes` are one JSON text (UTF-8, no lone surrogates): what the
+/// JSON format may carry as `data` rather than `data_base64`.
+pub fn is_json(bytes: &[u8]) -> bool {
     json_error(bytes).is_none()
 }
 
