@@ -1,13 +1,15 @@
 //! `brink run`: one function, once per event, on this machine, with the
 //! config, buckets and models given as flags.
 
+use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use brink_host::error::LoadError;
-use brink_host::{Engine, EngineConfig, FunctionSpec, Limits, event};
+use brink_host::manifest::LimitsSection;
+use brink_host::nn::NnConfig;
+use brink_host::{Engine, EngineConfig, FunctionSpec, event, plan};
 
 use crate::{build_one, parse_key_value};
 
@@ -127,31 +129,19 @@ fn spec_of(args: &RunArgs, component: &Path) -> anyhow::Result<FunctionSpec> {
             .map(|s| s.to_string_lossy().replace('_', "-"))
             .unwrap_or_else(|| "function".to_owned())
     });
-    let mut spec = FunctionSpec {
-        name,
-        limits: Limits {
-            timeout: Duration::from_millis(args.timeout_ms),
-            memory_bytes: args.memory_mb.saturating_mul(1 << 20),
-            max_output_bytes: args.max_output_kb.saturating_mul(1024),
-            ..Limits::default()
-        },
-        config: args.config.iter().cloned().collect(),
-        grants: Default::default(),
-        instance_reuse: 1,
-        kv: None,
-        outbox: None,
-        nn: None,
-        logs: None,
-    };
+    let mut scope = plan::Scope::default();
     if !args.models.is_empty() {
         let configs = args
             .models
             .iter()
-            .map(|(name, path)| (name.clone(), cpu_model(path).config(Path::new("."))))
+            .map(|(name, path)| {
+                (
+                    name.clone(),
+                    plan::model_config(&cpu_model(path), Path::new(".")),
+                )
+            })
             .collect();
-        let models = brink_host::nn::Models::load(&configs, brink_host::nn::NnConfig::default())?;
-        let names: Vec<String> = args.models.iter().map(|(n, _)| n.clone()).collect();
-        spec = spec.with_models(models, names, false);
+        scope.models = Some(brink_host::nn::Models::load(&configs, NnConfig::default())?);
     }
     if !args.kv.is_empty() {
         let dir = args
@@ -159,9 +149,29 @@ fn spec_of(args: &RunArgs, component: &Path) -> anyhow::Result<FunctionSpec> {
             .clone()
             .unwrap_or_else(brink_host::node::default_data_dir);
         let kv = brink_host::kv::Kv::open_sled(&dir, brink_host::kv::KvConfig::default())?;
-        spec = spec.with_kv(kv, &args.app, args.kv.iter().cloned());
+        scope.kv = Some((kv, args.app.clone()));
     }
-    Ok(spec)
+    let limits = LimitsSection {
+        timeout_ms: Some(args.timeout_ms),
+        memory_mb: Some(args.memory_mb),
+        max_output_kb: Some(args.max_output_kb),
+        ..LimitsSection::default()
+    };
+    let config = args.config.iter().cloned().collect();
+    let none = BTreeSet::new();
+    let models = args.models.iter().map(|(n, _)| n.clone()).collect();
+    let kv = args.kv.iter().cloned().collect();
+    let body = plan::Body {
+        config: &config,
+        limits: &limits,
+        instance_reuse: None,
+        grants: &none,
+        kv: &kv,
+        outbox: &none,
+        models: &models,
+        load_models: false,
+    };
+    Ok(plan::spec(&name, body, &scope)?)
 }
 
 /// A model at `path`, run by tract on the CPU.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use brink_host::manifest::Manifest;
+use brink_host::plan;
 
 fn files(kind: &str) -> anyhow::Result<Vec<PathBuf>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,18 +81,20 @@ fn every_invalid_manifest_fails_with_its_golden_message() -> anyhow::Result<()> 
 fn the_pipeline_manifest_maps_to_engine_specs() -> anyhow::Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/valid/pipeline.toml");
     let manifest = Manifest::load(&path)?;
-    let filter = manifest.function["filter"].spec("filter");
+    let spec = |name: &str| {
+        plan::spec(
+            name,
+            plan::Body::from(&manifest.function[name]),
+            &plan::Scope::default(),
+        )
+    };
+    let filter = spec("filter")?;
     assert_eq!(filter.limits.timeout, std::time::Duration::from_millis(200));
     assert_eq!(filter.limits.memory_bytes, 32 << 20);
     assert_eq!(filter.config["threshold"], "30");
     assert_eq!(filter.instance_reuse, 1000);
     // Unset: a fresh instance for every event.
-    assert_eq!(
-        manifest.function["transform"]
-            .spec("transform")
-            .instance_reuse,
-        1
-    );
+    assert_eq!(spec("transform")?.instance_reuse, 1);
     assert_eq!(manifest.http.max_body_kb, 256);
     Ok(())
 }

@@ -31,9 +31,10 @@ use super::http::{Problem, body_problem, dispatch_problem, invoke_function};
 use crate::capability::log::{LogRecord, LogTap};
 use crate::engine::{Engine, check_header};
 use crate::kv::Kv;
-use crate::manifest::{FunctionSection, LimitsSection, Output, Trigger};
+use crate::manifest::{LimitsSection, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
+use crate::plan;
 use crate::tenancy::{Quota, TenantGrants, TenantRecord, Tenants};
 
 /// How a deployed function runs: what `[function.<name>]` says for the
@@ -54,6 +55,23 @@ pub struct DeploySpec {
     pub models: BTreeSet<String>,
     pub limits: LimitsSection,
     pub instance_reuse: Option<u32>,
+}
+
+impl DeploySpec {
+    /// What the spec asks for, with `limits` in place of its own.
+    fn body<'a>(&'a self, limits: &'a LimitsSection) -> plan::Body<'a> {
+        static NO_GRANTS: BTreeSet<String> = BTreeSet::new();
+        plan::Body {
+            config: &self.config,
+            limits,
+            instance_reuse: self.instance_reuse,
+            grants: &NO_GRANTS,
+            kv: &self.kv,
+            outbox: &self.outbox,
+            models: &self.models,
+            load_models: false,
+        }
+    }
 }
 
 /// What a tenant's key-value namespace starts with (`:` appears in no app name).
@@ -508,49 +526,16 @@ impl Deployer {
         let node = &self.inner.node;
         let key = route_name(&tenant.id, &record.name);
         let limits = tenant_limits(tenant, &spec.limits);
-        let section = FunctionSection {
-            source: std::path::PathBuf::new(),
-            triggers: spec.triggers.clone(),
-            outputs: spec.outputs.clone(),
-            config: spec.config.clone(),
-            grants: BTreeSet::new(),
-            kv: spec.kv.clone(),
-            outbox: spec.outbox.clone(),
-            models: spec.models.clone(),
-            load_models: false,
-            limits,
-            instance_reuse: spec.instance_reuse,
+        let scope = plan::Scope {
+            kv: node.kv.clone().map(|kv| (kv, kv_namespace(&tenant.id))),
+            outbox: node.outbox.clone(),
+            owner: Some(Arc::from(tenant.id.as_str())),
+            models: node.models.clone(),
+            meter: Some(node.dispatcher.metrics().inference_meter(&tenant.id)),
         };
-        let mut function_spec = section.spec(&key);
+        let mut function_spec = plan::spec(&key, spec.body(&limits), &scope)
+            .map_err(|e| Problem::invalid(e.to_string()))?;
         function_spec.logs = Some(self.tap(&key));
-        if !spec.kv.is_empty() {
-            let kv = node
-                .kv
-                .clone()
-                .ok_or_else(|| Problem::invalid("this node has no key-value store"))?;
-            function_spec =
-                function_spec.with_kv(kv, &kv_namespace(&tenant.id), spec.kv.iter().cloned());
-        }
-        if !spec.outbox.is_empty() {
-            let outbox = node
-                .outbox
-                .clone()
-                .ok_or_else(|| Problem::invalid("this node has no outbox"))?;
-            function_spec = function_spec.with_outbox(outbox, spec.outbox.iter().cloned());
-            if let Some(access) = &mut function_spec.outbox {
-                access.owner = Some(Arc::from(tenant.id.as_str()));
-            }
-        }
-        if !spec.models.is_empty() {
-            let models = node
-                .models
-                .clone()
-                .ok_or_else(|| Problem::invalid("this node has no models"))?;
-            function_spec = function_spec.with_models(models, spec.models.iter().cloned(), false);
-            if let Some(access) = &mut function_spec.nn {
-                access.meter = Some(node.dispatcher.metrics().inference_meter(&tenant.id));
-            }
-        }
         let registry_bytes = {
             let digest = record.digest.clone();
             let deployer = self.clone();

@@ -81,7 +81,7 @@ impl Sink for NodeSink {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
             // A template the event cannot fill never will.
-            let topic = mqtt::render_topic(template, event)
+            let topic = crate::manifest::topic::render(template, event)
                 .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
             match &self.mqtt {
                 Some(publisher) => publisher.publish(&topic, event, types).await,

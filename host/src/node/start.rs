@@ -21,6 +21,7 @@ use crate::manifest::{Manifest, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
 use crate::outbox::forward::{self, Target};
+use crate::plan;
 use crate::store::{Backend, Sled};
 
 impl Node {
@@ -158,7 +159,7 @@ async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Stat
         None
     };
     let kv = match (&store, uses_kv) {
-        (Some(store), true) => Some(Kv::new(store.clone(), manifest.kv.config())?),
+        (Some(store), true) => Some(Kv::new(store.clone(), plan::kv_config(&manifest.kv))?),
         _ => None,
     };
     let outbox = match &store {
@@ -167,7 +168,7 @@ async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Stat
             let queues = manifest
                 .uplink
                 .iter()
-                .map(|(name, u)| (name.clone(), u.queue_config()))
+                .map(|(name, u)| (name.clone(), plan::queue_config(u)))
                 .collect::<Vec<_>>();
             Some(tokio::task::spawn_blocking(move || Outbox::open(store, queues)).await??)
         }
@@ -193,9 +194,9 @@ async fn load_models(manifest: &Manifest, base: &Path) -> anyhow::Result<Option<
     let configs: std::collections::BTreeMap<_, _> = manifest
         .model
         .iter()
-        .map(|(name, m)| (name.clone(), m.config(base)))
+        .map(|(name, m)| (name.clone(), plan::model_config(m, base)))
         .collect();
-    let config = manifest.nn.config(base);
+    let config = plan::nn_config(&manifest.nn, base);
     let runtime = tokio::runtime::Handle::current();
     Ok(Some(
         tokio::task::spawn_blocking(move || {
@@ -220,6 +221,12 @@ async fn load_functions(
     state: &State,
     models: Option<&Models>,
 ) -> anyhow::Result<Loaded> {
+    let scope = plan::Scope {
+        kv: state.kv.clone().map(|kv| (kv, manifest.app.clone())),
+        outbox: state.outbox.clone(),
+        models: models.cloned(),
+        ..plan::Scope::default()
+    };
     let mut loaded = Loaded {
         routes: Vec::new(),
         uses_mqtt: false,
@@ -239,23 +246,8 @@ async fn load_functions(
         let path = tokio::task::spawn_blocking(move || component_path(&base, &source))
             .await?
             .with_context(|| format!("function `{name}`"))?;
-        let mut spec = section.spec(name);
-        if let Some(kv) = &state.kv
-            && !section.kv.is_empty()
-        {
-            spec = spec.with_kv(kv.clone(), &manifest.app, section.kv.iter().cloned());
-        }
-        if let Some(outbox) = &state.outbox
-            && !section.outbox.is_empty()
-        {
-            spec = spec.with_outbox(outbox.clone(), section.outbox.iter().cloned());
-        }
-        if let Some(models) = models
-            && (!section.models.is_empty() || section.load_models)
-        {
-            let granted = section.models.iter().cloned();
-            spec = spec.with_models(models.clone(), granted, section.load_models);
-        }
+        let spec = plan::spec(name, plan::Body::from(section), &scope)
+            .with_context(|| format!("function `{name}`"))?;
         let function = engine
             .load_file(spec, &path)
             .with_context(|| format!("function `{name}`"))?;
@@ -574,7 +566,7 @@ fn start_forwarders(
             outbox.clone(),
             name.clone(),
             target,
-            u.forward_config(),
+            crate::outbox::forward::ForwardConfig::from_section(u),
             stop_rx.clone(),
         )?);
     }

@@ -22,7 +22,8 @@ use tokio::task::JoinHandle;
 use super::{Entry, Outbox};
 use crate::bindings::CloudEvent;
 use crate::event::ExtTypes;
-use crate::node::mqtt::{Publisher, render_topic};
+use crate::manifest::topic::render as render_topic;
+use crate::node::mqtt::Publisher;
 
 /// 5xx answers to a batch before it is bisected (while bisecting, one).
 const BISECT_AFTER: u32 = 3;
@@ -84,6 +85,23 @@ impl Default for ForwardConfig {
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
             max_event_bytes: None,
+        }
+    }
+}
+
+impl ForwardConfig {
+    /// `[uplink.<name>]`'s batching, defaults filling what is unset.
+    pub fn from_section(section: &crate::manifest::UplinkSection) -> Self {
+        let defaults = Self::default();
+        Self {
+            max_batch: section.max_batch.unwrap_or(defaults.max_batch),
+            max_delay: section
+                .max_delay_ms
+                .map_or(defaults.max_delay, Duration::from_millis),
+            max_event_bytes: section
+                .max_event_kb
+                .map(|kb| usize::try_from(kb.saturating_mul(1024)).unwrap_or(usize::MAX)),
+            ..defaults
         }
     }
 }

@@ -216,39 +216,6 @@ pub fn start_embedded_broker(
     )
 }
 
-/// Fills a topic template's `{subject}`, `{type}`, `{source}` and `{id}`.
-pub fn render_topic(template: &str, event: &CloudEvent) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .with_context(|| format!("topic template {template:?} has an unclosed '{{'"))?;
-        let field = &after[..close];
-        let value = match field {
-            "subject" => event.subject.as_deref(),
-            "type" => Some(event.type_.as_str()),
-            "source" => Some(event.source.as_str()),
-            "id" => Some(event.id.as_str()),
-            other => bail!("topic template {template:?} uses unknown placeholder {{{other}}}"),
-        };
-        let value = value.filter(|v| !v.is_empty()).with_context(|| {
-            format!("topic template {template:?} needs the event's {field}, which is empty")
-        })?;
-        if value.contains(['+', '#', '\0']) {
-            bail!(
-                "the event's {field} {value:?} cannot be part of a topic (it holds '+', '#' or NUL)"
-            );
-        }
-        out.push_str(value);
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 type Waiter = oneshot::Sender<Result<(), client::Refusal>>;
 
 #[derive(Default)]
