@@ -12,7 +12,7 @@ use arbitrary::Arbitrary;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use brink_host::manifest::JwtSection;
-use brink_host::node::auth::{JwtVerifier, Principal};
+use brink_host::node::api::auth::{JwtVerifier, Principal};
 use ed25519_dalek::Signer as _;
 use libfuzzer_sys::fuzz_target;
 

@@ -110,8 +110,6 @@ pub enum MqttOutputMode {
     Structured,
 }
 
-/// `[http]`
-
 impl MqttSection {
     pub(super) fn check(&self) -> Result<(), Invalid> {
         if let Some(url) = &self.url

@@ -13,29 +13,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use brink_registry::{NewVersion, Registry, RegistryError, Signature, TrustPolicy, VersionRecord};
+use brink_registry::{Registry, RegistryError, TrustPolicy, VersionRecord};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{self, Auth, Principal, operator, principal};
-use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant, tenant_path_prefix};
-use super::http::{Problem, body_problem, dispatch_problem, invoke_function};
-use crate::capability::log::{LogRecord, LogTap};
-use crate::engine::{Engine, check_header};
+use super::api::auth::Auth;
+use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant};
+use super::problem::Problem;
+use crate::capability::log::LogTap;
+use crate::engine::Engine;
 use crate::kv::Kv;
 use crate::manifest::{LimitsSection, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
 use crate::plan;
-use crate::tenancy::{Quota, TenantGrants, TenantRecord, Tenants};
+use crate::tenancy::names::{kv_namespace, route_name, tenant_path_prefix};
+use crate::tenancy::{TenantRecord, Tenants};
 
 /// How a deployed function runs: what `[function.<name>]` says for the
 /// manifest's own functions, as JSON.
@@ -72,19 +64,6 @@ impl DeploySpec {
             load_models: false,
         }
     }
-}
-
-/// What a tenant's key-value namespace starts with (`:` appears in no app name).
-pub const TENANT_NAMESPACE: &str = "tenant:";
-
-/// The namespace of a tenant's key-value buckets.
-pub fn kv_namespace(tenant: &str) -> String {
-    format!("{TENANT_NAMESPACE}{tenant}")
-}
-
-/// The dispatcher's name for a tenant's function.
-fn route_name(tenant: &str, name: &str) -> String {
-    format!("{tenant}/{name}")
 }
 
 /// `limits` with what is unset filled in: the host's defaults, but never
@@ -179,49 +158,9 @@ struct Inner {
     not_loaded: Mutex<BTreeMap<String, String>>,
 }
 
-impl From<RegistryError> for Problem {
-    fn from(e: RegistryError) -> Self {
-        let (status, title) = match &e {
-            RegistryError::NoFunction(_) | RegistryError::NoVersion { .. } => {
-                (StatusCode::NOT_FOUND, "Not found")
-            }
-            RegistryError::Conflict { .. } | RegistryError::VersionActive { .. } => {
-                (StatusCode::CONFLICT, "Conflict")
-            }
-            RegistryError::NothingToRollBackTo { .. } => {
-                (StatusCode::CONFLICT, "Nothing to roll back to")
-            }
-            RegistryError::InvalidName(_)
-            | RegistryError::InvalidVersion(..)
-            | RegistryError::InvalidRequirement(..)
-            | RegistryError::InvalidDigest(_)
-            | RegistryError::BlobMissing(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Registry failed"),
-        };
-        Self::new(status, title, e)
-    }
-}
-
-type Answer = Result<Response, Problem>;
-
-fn json(status: StatusCode, value: &impl Serialize) -> Answer {
-    let body = serde_json::to_vec(value).map_err(Problem::internal)?;
-    Ok((
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
-}
-
 /// A function as the API shows it.
 #[derive(Debug, Serialize)]
-struct FunctionView {
+pub(crate) struct FunctionView {
     name: String,
     active: Option<String>,
     /// Earlier active versions; `rollback` returns to the last.
@@ -233,7 +172,7 @@ struct FunctionView {
 }
 
 #[derive(Debug, Serialize)]
-struct VersionView {
+pub(crate) struct VersionView {
     version: String,
     digest: String,
     size: u64,
@@ -258,6 +197,59 @@ impl From<VersionRecord> for VersionView {
 }
 
 impl Deployer {
+    /// Deletes tenant `id`: its tokens first (so it cannot deploy while it
+    /// goes), then its functions, its key-value buckets and its outbox
+    /// quota. Answers the functions and buckets removed.
+    pub(crate) async fn delete_tenant(
+        &self,
+        id: &str,
+    ) -> Result<(Vec<String>, Vec<String>), Problem> {
+        let _one = self.deploys().lock().await;
+        self.tenants().delete(id)?;
+        let mut functions = Vec::new();
+        for name in self.registry().names(id)? {
+            self.remove(id, &name)?;
+            functions.push(name);
+        }
+        if let Some(name) = functions.first() {
+            self.follow_mqtt(id, name).await;
+        }
+        let buckets = match &self.node().kv {
+            Some(kv) => kv.drop_namespace(&kv_namespace(id))?,
+            None => Vec::new(),
+        };
+        if let Some(outbox) = &self.node().outbox {
+            outbox.set_owner_quota(id, None);
+        }
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        tracing::info!(tenant = id, ?functions, ?buckets, "tenant deleted");
+        Ok((functions, buckets))
+    }
+
+    /// The registry of deployed components and versions.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The node's tenants.
+    pub(crate) fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
+    }
+
+    /// What deploys use of the node.
+    pub(crate) fn node(&self) -> &DeployContext {
+        &self.inner.node
+    }
+
+    /// Held while a deploy changes what runs, so two never interleave.
+    pub(crate) fn deploys(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.deploys
+    }
+
     /// Opens the registry in `dir` and the tenants on `tenants`, and runs
     /// every active deployment again (a node restart loses none).
     pub async fn open(
@@ -347,7 +339,7 @@ impl Deployer {
     }
 
     /// Holds the tenant's key-value namespace and its outbox bytes to its quotas.
-    fn apply_quotas(&self, tenant: &TenantRecord) -> Result<(), Problem> {
+    pub(crate) fn apply_quotas(&self, tenant: &TenantRecord) -> Result<(), Problem> {
         if let Some(outbox) = &self.inner.node.outbox {
             outbox.set_owner_quota(
                 &tenant.id,
@@ -366,7 +358,7 @@ impl Deployer {
     }
 
     /// The log of the function routed as `key`.
-    fn tap(&self, key: &str) -> LogTap {
+    pub(crate) fn tap(&self, key: &str) -> LogTap {
         self.inner
             .logs
             .lock()
@@ -376,7 +368,7 @@ impl Deployer {
             .clone()
     }
 
-    fn install(&self, tenant: &TenantRecord, name: &str, route: Route) {
+    pub(crate) fn install(&self, tenant: &TenantRecord, name: &str, route: Route) {
         let key = route_name(&tenant.id, name);
         self.inner
             .not_loaded
@@ -488,7 +480,7 @@ impl Deployer {
 
     /// Removes every version of `tenant`'s `name` and stops routing to it;
     /// the caller holds the deploy lock.
-    fn remove(&self, tenant: &str, name: &str) -> Result<(), Problem> {
+    pub(crate) fn remove(&self, tenant: &str, name: &str) -> Result<(), Problem> {
         self.inner.registry.remove(tenant, name)?;
         let key = route_name(tenant, name);
         self.inner.node.dispatcher.uninstall(&key);
@@ -505,7 +497,7 @@ impl Deployer {
     /// The function is live either way; a subscription the broker refuses
     /// is told in the function's log, and tried again at the next deploy or
     /// reconnect.
-    async fn follow_mqtt(&self, tenant: &str, name: &str) {
+    pub(crate) async fn follow_mqtt(&self, tenant: &str, name: &str) {
         let Some(mqtt) = &self.inner.node.mqtt else {
             return;
         };
@@ -518,7 +510,11 @@ impl Deployer {
     }
 
     /// Compiles and links `record` for `tenant`: the route to install.
-    async fn load(&self, tenant: &TenantRecord, record: &VersionRecord) -> Result<Route, Problem> {
+    pub(crate) async fn load(
+        &self,
+        tenant: &TenantRecord,
+        record: &VersionRecord,
+    ) -> Result<Route, Problem> {
         self.check_trust(record)?;
         let spec: DeploySpec = serde_json::from_value(record.spec.clone())
             .map_err(|e| Problem::invalid(format!("spec: {e}")))?;
@@ -590,7 +586,7 @@ impl Deployer {
             })
     }
 
-    fn view(&self, tenant: &str, name: &str) -> Result<FunctionView, Problem> {
+    pub(crate) fn view(&self, tenant: &str, name: &str) -> Result<FunctionView, Problem> {
         let deployment = self.inner.registry.deployment(tenant, name)?;
         let versions = self.inner.registry.versions(tenant, name)?;
         if versions.is_empty() && deployment.active.is_none() {
@@ -613,7 +609,7 @@ impl Deployer {
 
     /// Records `version` of `name` as active and routes its events to
     /// `route` (loaded from it); the caller holds the deploy lock.
-    fn go_live(
+    pub(crate) fn go_live(
         &self,
         tenant: &TenantRecord,
         name: &str,
@@ -628,7 +624,11 @@ impl Deployer {
 
     /// Refuses to activate `name` when it is not active yet and the tenant
     /// is at its quota of active functions.
-    fn check_function_quota(&self, tenant: &TenantRecord, name: &str) -> Result<(), Problem> {
+    pub(crate) fn check_function_quota(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+    ) -> Result<(), Problem> {
         if self
             .inner
             .registry
@@ -648,7 +648,7 @@ impl Deployer {
         Ok(())
     }
 
-    fn active_count(&self, tenant: &str) -> Result<usize, Problem> {
+    pub(crate) fn active_count(&self, tenant: &str) -> Result<usize, Problem> {
         let mut n = 0;
         for name in self.inner.registry.names(tenant)? {
             if self
@@ -663,676 +663,4 @@ impl Deployer {
         }
         Ok(n)
     }
-}
-
-/// The `/v1` deploy, tenant and usage routes.
-pub fn router(deployer: Deployer, max_component_bytes: usize) -> Router {
-    let tenant_routes = Router::new()
-        .route(
-            "/v1/uploads",
-            post(upload).layer(DefaultBodyLimit::max(max_component_bytes)),
-        )
-        .route("/v1/functions", get(list_functions))
-        .route(
-            "/v1/functions/{name}",
-            get(get_function).delete(remove_function),
-        )
-        .route("/v1/functions/{name}/versions", post(publish))
-        .route("/v1/functions/{name}/activate", post(activate))
-        .route("/v1/functions/{name}/rollback", post(rollback))
-        .route("/v1/functions/{name}/invoke", post(invoke))
-        .route("/v1/functions/{name}/logs", get(logs))
-        .route("/v1/usage", get(usage))
-        .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route(
-            "/v1/tenants/{id}",
-            get(get_tenant).patch(update_tenant).delete(delete_tenant),
-        )
-        .route("/v1/tenants/{id}/tokens", post(issue_token))
-        .route("/v1/tenants/{id}/tokens/{token}", delete(revoke_token))
-        .route("/v1/gc", post(gc))
-        .layer(middleware::from_fn_with_state(
-            deployer.inner.node.auth.clone(),
-            auth::middleware,
-        ));
-    Router::new()
-        .route("/v1/openapi.json", get(openapi_document))
-        .merge(tenant_routes)
-        .with_state(deployer)
-}
-
-/// The calling tenant; the operator manages tenants, not their functions.
-fn tenant_of(
-    deployer: &Deployer,
-    extensions: &axum::http::Extensions,
-) -> Result<TenantRecord, Problem> {
-    match principal(extensions)? {
-        Principal::Tenant(id) => Ok(deployer.inner.tenants.get(&id)?),
-        Principal::Operator => Err(Problem::forbidden(
-            "functions belong to tenants: call with a tenant's token (`brink tenant create` makes one)",
-        )),
-    }
-}
-
-async fn upload(
-    State(deployer): State<Deployer>,
-    extensions: axum::http::Extensions,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let title = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "Component too large"
-        } else {
-            "Unreadable request body"
-        };
-        Problem::new(status, title, r.body_text())
-    })?;
-    check_header(&body, "the upload").map_err(|e| Problem::invalid(format!("{e:#}")))?;
-    let size = body.len();
-    let inner = deployer.clone();
-    let digest = tokio::task::spawn_blocking(move || inner.inner.registry.put_blob(&body))
-        .await
-        .map_err(Problem::internal)??;
-    deployer.inner.tenants.record_upload(&tenant.id, &digest)?;
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({ "digest": digest, "size": size }),
-    )
-}
-
-/// `POST /v1/functions/{name}/versions`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishRequest {
-    version: String,
-    digest: String,
-    #[serde(default)]
-    spec: DeploySpec,
-    #[serde(default)]
-    signatures: Vec<Signature>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    /// Default true; false stages it (stored and compiled, not running).
-    activate: Option<bool>,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: &Result<Bytes, BytesRejection>,
-) -> Result<T, Problem> {
-    let bytes = match body {
-        Ok(b) => b,
-        Err(r) => {
-            return Err(Problem::new(
-                r.status(),
-                "Unreadable request body",
-                r.body_text(),
-            ));
-        }
-    };
-    serde_json::from_slice(bytes)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Invalid JSON", e))
-}
-
-async fn publish(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let request: PublishRequest = json_body(&body)?;
-    brink_registry::check_name(&name)?;
-    let version = brink_registry::parse_version(&request.version)?.to_string();
-    let owned = deployer
-        .inner
-        .tenants
-        .uploaded(&tenant.id, &request.digest)?
-        || deployer
-            .inner
-            .registry
-            .versions(&tenant.id, &name)?
-            .iter()
-            .any(|v| v.digest == request.digest);
-    if !owned {
-        return Err(Problem::invalid(format!(
-            "no upload {} by tenant `{}`: upload the component first (POST /v1/uploads)",
-            request.digest, tenant.id
-        )));
-    }
-    deployer
-        .inner
-        .node
-        .policy
-        .check(&request.digest, &name, &version, &request.signatures)
-        .map_err(Problem::forbidden)?;
-    let activate = request.activate.unwrap_or(true);
-    let _one = deployer.inner.deploys.lock().await;
-    if activate {
-        deployer.check_function_quota(&tenant, &name)?;
-    }
-    let spec = serde_json::to_value(&request.spec).map_err(Problem::internal)?;
-    // Compile before recording, so a version that cannot run is never stored.
-    let candidate = VersionRecord {
-        namespace: tenant.id.clone(),
-        name: name.clone(),
-        version: version.clone(),
-        digest: request.digest.clone(),
-        size: 0,
-        created_unix_ms: 0,
-        signatures: request.signatures.clone(),
-        annotations: request.annotations.clone(),
-        spec: spec.clone(),
-    };
-    let route = deployer.load(&tenant, &candidate).await?;
-    deployer.inner.registry.publish(NewVersion {
-        namespace: tenant.id.clone(),
-        name: name.clone(),
-        version: version.clone(),
-        digest: request.digest,
-        signatures: request.signatures,
-        annotations: request.annotations,
-        spec,
-    })?;
-    let view = if activate {
-        let view = deployer.go_live(&tenant, &name, &version, route)?;
-        deployer.follow_mqtt(&tenant.id, &name).await;
-        view
-    } else {
-        deployer.view(&tenant.id, &name)?
-    };
-    json(StatusCode::CREATED, &view)
-}
-
-async fn list_functions(
-    State(deployer): State<Deployer>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let views = deployer
-        .inner
-        .registry
-        .names(&tenant.id)?
-        .iter()
-        .map(|name| deployer.view(&tenant.id, name))
-        .collect::<Result<Vec<_>, _>>()?;
-    json(StatusCode::OK, &serde_json::json!({ "functions": views }))
-}
-
-async fn get_function(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)
-}
-
-async fn remove_function(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let _one = deployer.inner.deploys.lock().await;
-    deployer.remove(&tenant.id, &name)?;
-    deployer.follow_mqtt(&tenant.id, &name).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivateRequest {
-    /// `1.2.3`, `^1.2` or `latest`.
-    version: String,
-}
-
-async fn activate(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let request: ActivateRequest = json_body(&body)?;
-    let _one = deployer.inner.deploys.lock().await;
-    deployer.check_function_quota(&tenant, &name)?;
-    let record = deployer
-        .inner
-        .registry
-        .resolve(&tenant.id, &name, &request.version)?;
-    let route = deployer.load(&tenant, &record).await?;
-    let view = deployer.go_live(&tenant, &name, &record.version, route)?;
-    deployer.follow_mqtt(&tenant.id, &name).await;
-    json(StatusCode::OK, &view)
-}
-
-async fn rollback(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let _one = deployer.inner.deploys.lock().await;
-    deployer.view(&tenant.id, &name)?;
-    let deployment = deployer.inner.registry.deployment(&tenant.id, &name)?;
-    let Some(back) = deployment.previous.last() else {
-        return Err(RegistryError::NothingToRollBackTo { name }.into());
-    };
-    let record = deployer.inner.registry.version(&tenant.id, &name, back)?;
-    let route = deployer.load(&tenant, &record).await?;
-    deployer.inner.registry.rollback(&tenant.id, &name)?;
-    deployer.install(&tenant, &name, route);
-    deployer.follow_mqtt(&tenant.id, &name).await;
-    tracing::info!(
-        tenant = tenant.id,
-        function = name,
-        version = record.version,
-        "rolled back"
-    );
-    json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)
-}
-
-async fn invoke(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let tenant = tenant_of(&deployer, &extensions)?;
-    let key = route_name(&tenant.id, &name);
-    if deployer.inner.node.dispatcher.digest_of(&key).is_none() {
-        return Ok(dispatch_problem(
-            &super::dispatch::DispatchError::UnknownFunction(name),
-        ));
-    }
-    let body = match body {
-        Ok(body) => body,
-        // axum's default limit: this route sets none of its own.
-        Err(rejection) => {
-            return Ok(body_problem(
-                rejection,
-                "the admin API's 2 MiB for an event",
-            ));
-        }
-    };
-    Ok(invoke_function(&deployer.inner.node.dispatcher, &key, &headers, body).await)
-}
-
-/// `GET /v1/functions/{name}/logs`: the recent records as JSON; with
-/// `?follow=true` (or `Accept: text/event-stream`) a server-sent event
-/// stream of them and then of every new one, resumable with `Last-Event-ID`.
-async fn logs(
-    State(deployer): State<Deployer>,
-    Path(name): Path<String>,
-    extensions: axum::http::Extensions,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    use futures_util::StreamExt;
-    use tokio::sync::broadcast::error::RecvError;
-
-    let tenant = tenant_of(&deployer, &extensions)?;
-    deployer.view(&tenant.id, &name)?;
-    let tap = deployer.tap(&route_name(&tenant.id, &name));
-    let follow = match super::admin::query_param(query.as_deref(), "follow").as_deref() {
-        Some("true" | "1" | "") => true,
-        Some("false" | "0") | None => headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream")),
-        Some(other) => {
-            return Err(Problem::invalid(format!(
-                "follow={other:?}: expected true or false"
-            )));
-        }
-    };
-    if !follow {
-        return json(
-            StatusCode::OK,
-            &serde_json::json!({ "records": tap.recent() }),
-        );
-    }
-    let after: u64 = match headers.get("last-event-id") {
-        None => 0,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Problem::invalid("Last-Event-ID must be a record's seq"))?,
-    };
-    let (history, feed) = tap.follow();
-    let event = |record: &LogRecord| {
-        Ok::<_, std::convert::Infallible>(
-            Event::default()
-                .id(record.seq.to_string())
-                .event("log")
-                .data(serde_json::to_string(record).unwrap_or_default()),
-        )
-    };
-    let backlog: Vec<_> = history
-        .iter()
-        .filter(|r| r.seq > after)
-        .map(event)
-        .collect();
-    let live = futures_util::stream::unfold(feed, move |mut feed| async move {
-        loop {
-            match feed.recv().await {
-                Ok(record) if record.seq <= after => continue,
-                Ok(record) => return Some((event(&record), feed)),
-                Err(RecvError::Lagged(missed)) => {
-                    let note = Event::default()
-                        .event("lagged")
-                        .data(serde_json::json!({ "missed": missed }).to_string());
-                    return Some((Ok(note), feed));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    let mut stop = deployer.inner.node.shutdown.clone();
-    let stream = futures_util::stream::iter(backlog)
-        .chain(live)
-        .take_until(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-async fn usage(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
-    let metrics = deployer.inner.node.dispatcher.metrics();
-    let ids = match principal(&extensions)? {
-        Principal::Tenant(id) => vec![id],
-        Principal::Operator => deployer
-            .inner
-            .tenants
-            .list()?
-            .into_iter()
-            .map(|t| t.id)
-            .collect(),
-    };
-    let mut usage = Vec::new();
-    for id in ids {
-        let u = metrics.usage(&id);
-        let kv_bytes = match &deployer.inner.node.kv {
-            Some(kv) => kv.namespace_size(&kv_namespace(&id))?,
-            None => 0,
-        };
-        usage.push(serde_json::json!({
-            "tenant": id,
-            "functions": deployer.active_count(&id)?,
-            "invocations": u.invocations,
-            "execution_seconds": u.execution_seconds,
-            "inference_seconds": u.inference_seconds,
-            "kv_bytes": kv_bytes,
-            "outbox_bytes": deployer
-                .inner
-                .node
-                .outbox
-                .as_ref()
-                .map_or(0, |o| o.owner_usage(&id).bytes),
-        }));
-    }
-    json(StatusCode::OK, &serde_json::json!({ "usage": usage }))
-}
-
-/// `POST /v1/tenants`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTenant {
-    id: String,
-    #[serde(default)]
-    quota: Quota,
-    #[serde(default)]
-    grants: TenantGrants,
-}
-
-/// A tenant as the API shows it (token secrets are never shown again).
-fn tenant_json(t: &TenantRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": t.id,
-        "created_unix_ms": t.created_unix_ms,
-        "quota": t.quota,
-        "grants": t.grants,
-        "tokens": t.tokens,
-    })
-}
-
-async fn create_tenant(
-    State(deployer): State<Deployer>,
-    extensions: axum::http::Extensions,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    let request: CreateTenant = json_body(&body)?;
-    let (tenant, token) =
-        deployer
-            .inner
-            .tenants
-            .create(&request.id, request.quota, request.grants)?;
-    deployer.apply_quotas(&tenant)?;
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({ "tenant": tenant_json(&tenant), "token": token }),
-    )
-}
-
-async fn list_tenants(
-    State(deployer): State<Deployer>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    let tenants: Vec<_> = deployer
-        .inner
-        .tenants
-        .list()?
-        .iter()
-        .map(tenant_json)
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
-}
-
-async fn get_tenant(
-    State(deployer): State<Deployer>,
-    Path(id): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    // A tenant may read its own record (quota, grants, token ids).
-    match principal(&extensions)? {
-        Principal::Tenant(own) if own != id => {
-            return Err(Problem::forbidden(format!(
-                "tenant `{own}` may not read tenant `{id}`"
-            )));
-        }
-        _ => {}
-    }
-    json(
-        StatusCode::OK,
-        &tenant_json(&deployer.inner.tenants.get(&id)?),
-    )
-}
-
-/// `PATCH /v1/tenants/{id}`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateTenant {
-    quota: Option<Quota>,
-    grants: Option<TenantGrants>,
-}
-
-async fn update_tenant(
-    State(deployer): State<Deployer>,
-    Path(id): Path<String>,
-    extensions: axum::http::Extensions,
-    body: Result<Bytes, BytesRejection>,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    let request: UpdateTenant = json_body(&body)?;
-    let tenant = deployer
-        .inner
-        .tenants
-        .update(&id, request.quota, request.grants)?;
-    deployer.apply_quotas(&tenant)?;
-    json(StatusCode::OK, &tenant_json(&tenant))
-}
-
-/// `DELETE /v1/tenants/{id}`: the tenant, its tokens, its functions (every
-/// version) and its key-value buckets. Events its functions already queued
-/// in the outbox are still delivered: they were accepted.
-async fn delete_tenant(
-    State(deployer): State<Deployer>,
-    Path(id): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    let _one = deployer.inner.deploys.lock().await;
-    // Its tokens stop working first, so it cannot deploy while it goes.
-    deployer.inner.tenants.delete(&id)?;
-    let mut functions = Vec::new();
-    for name in deployer.inner.registry.names(&id)? {
-        deployer.remove(&id, &name)?;
-        functions.push(name);
-    }
-    if let Some(name) = functions.first() {
-        deployer.follow_mqtt(&id, name).await;
-    }
-    let buckets = match &deployer.inner.node.kv {
-        Some(kv) => kv.drop_namespace(&kv_namespace(&id))?,
-        None => Vec::new(),
-    };
-    if let Some(outbox) = &deployer.inner.node.outbox {
-        outbox.set_owner_quota(&id, None);
-    }
-    deployer
-        .inner
-        .handles
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
-    tracing::info!(tenant = id, ?functions, ?buckets, "tenant deleted");
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "tenant": id, "functions": functions, "kv_buckets": buckets }),
-    )
-}
-
-async fn issue_token(
-    State(deployer): State<Deployer>,
-    Path(id): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    let token = deployer.inner.tenants.issue_token(&id)?;
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({ "tenant": id, "token": token }),
-    )
-}
-
-async fn revoke_token(
-    State(deployer): State<Deployer>,
-    Path((id, token)): Path<(String, String)>,
-    extensions: axum::http::Extensions,
-) -> Answer {
-    operator(&extensions, "manage tenants")?;
-    deployer.inner.tenants.revoke_token(&id, &token)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn gc(State(deployer): State<Deployer>, extensions: axum::http::Extensions) -> Answer {
-    operator(&extensions, "collect the registry's garbage")?;
-    let inner = deployer.clone();
-    let report = tokio::task::spawn_blocking(move || inner.inner.registry.gc())
-        .await
-        .map_err(Problem::internal)??;
-    json(StatusCode::OK, &report)
-}
-
-async fn openapi_document() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi().to_string(),
-    )
-        .into_response()
-}
-
-/// The admin API's OpenAPI 3.1 document: every route the admin listener serves.
-pub fn openapi() -> serde_json::Value {
-    let problem = serde_json::json!({"description": "An RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
-    let op = |summary: &str, ok: &str| {
-        serde_json::json!({
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "responses": {
-                ok: {"description": "Success"},
-                "401": problem, "403": problem, "404": problem, "422": problem,
-            }
-        })
-    };
-    let name = serde_json::json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
-    let with = |mut o: serde_json::Value, params: &[&serde_json::Value]| {
-        o["parameters"] = serde_json::Value::Array(params.iter().map(|p| (*p).clone()).collect());
-        o
-    };
-    let follow = serde_json::json!({"name": "follow", "in": "query", "required": false, "schema": {"type": "boolean"}});
-    let id = serde_json::json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let token = serde_json::json!({"name": "token", "in": "path", "required": true, "schema": {"type": "string"}});
-    let bucket = serde_json::json!({"name": "bucket", "in": "path", "required": true, "schema": {"type": "string"}});
-    let key = serde_json::json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}});
-    let tenant = serde_json::json!({"name": "tenant", "in": "query", "required": false, "description": "The operator's view of a tenant's namespace", "schema": {"type": "string"}});
-    let uplink = serde_json::json!({"name": "uplink", "in": "path", "required": true, "schema": {"type": "string"}});
-    let action = serde_json::json!({"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["retry", "purge"]}});
-    serde_json::json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Brink admin API", "version": "1"},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "The operator token, a tenant token (`brink_…`), or a JWT from the identity server `[admin.jwt]` names"}},
-            "schemas": {"Problem": {"type": "object", "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"},
-                "status": {"type": "integer"}, "detail": {"type": "string"}}}}
-        },
-        "paths": {
-            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/v1/uploads": {"post": op("Upload a component (raw bytes, application/wasm); answers its digest", "201")},
-            "/v1/functions": {"get": op("The calling tenant's functions", "200")},
-            "/v1/functions/{name}": {
-                "get": with(op("A function: active version, earlier ones, every version", "200"), &[&name]),
-                "delete": with(op("Remove a function and all its versions", "204"), &[&name]),
-            },
-            "/v1/functions/{name}/versions": {"post": with(op("Publish a version of an upload with its spec and signatures; activates it unless `activate` is false", "201"), &[&name])},
-            "/v1/functions/{name}/activate": {"post": with(op("Activate a version (`1.2.3`, `^1.2`, `latest`)", "200"), &[&name])},
-            "/v1/functions/{name}/rollback": {"post": with(op("Activate the previously active version", "200"), &[&name])},
-            "/v1/functions/{name}/invoke": {"post": with(op("Invoke the function with one CloudEvent; answers its outputs", "200"), &[&name])},
-            "/v1/functions/{name}/logs": {"get": with(op("The function's recent log records; `follow=true` (or Accept: text/event-stream) streams them and every new one as server-sent events, resumable with Last-Event-ID", "200"), &[&name, &follow])},
-            "/v1/usage": {"get": op("Usage per tenant: invocations, execution time, functions", "200")},
-            "/v1/tenants": {
-                "get": op("Every tenant (operator)", "200"),
-                "post": op("Create a tenant and its first token (operator)", "201"),
-            },
-            "/v1/tenants/{id}": {
-                "get": with(op("A tenant: quota, grants, token ids", "200"), &[&id]),
-                "patch": with(op("Change a tenant's quota or grants (operator)", "200"), &[&id]),
-                "delete": with(op("Delete a tenant with its tokens, functions and key-value buckets (operator)", "200"), &[&id]),
-            },
-            "/v1/tenants/{id}/tokens": {"post": with(op("Issue another token (operator)", "201"), &[&id])},
-            "/v1/tenants/{id}/tokens/{token}": {"delete": with(op("Revoke a token (operator)", "204"), &[&id, &token])},
-            "/v1/gc": {"post": op("Delete blobs no version refers to, unpublished uploads included (operator)", "200")},
-            "/v1/kv": {"get": with(op("Key-value buckets: a tenant's own; the operator's view is the app's, or a tenant's with `tenant`", "200"), &[&tenant])},
-            "/v1/kv/{bucket}": {"get": with(op("Keys of a bucket (`prefix`, `cursor`)", "200"), &[&bucket, &tenant])},
-            "/v1/kv/{bucket}/{key}": {
-                "get": with(op("A value's bytes", "200"), &[&bucket, &key, &tenant]),
-                "put": with(op("Set a value (`ttl_ms`)", "204"), &[&bucket, &key, &tenant]),
-                "delete": with(op("Remove a value", "204"), &[&bucket, &key, &tenant]),
-            },
-            "/v1/metrics": {"get": op("Every metric in the Prometheus text format, tenants' included (operator); the public /metrics has node-wide figures only", "200")},
-            "/v1/outbox": {"get": op("Uplink queues: every one for the operator, the granted ones for a tenant", "200")},
-            "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink (operator)", "200"), &[&uplink])},
-            "/v1/outbox/{uplink}/parked": {"get": with(op("Events the uplink refused for good, with the reason and the time (a tenant sees its own)", "200"), &[&uplink])},
-            "/v1/outbox/{uplink}/parked/{action}": {"post": with(op("`retry`: move parked events back to the queue; `purge`: drop them (operator; body `{\"seqs\": [..]}` picks some)", "200"), &[&uplink, &action])},
-        }
-    })
 }

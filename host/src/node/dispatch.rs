@@ -158,7 +158,7 @@ impl Tenant {
     pub fn new(id: impl Into<String>, max_invocations_per_s: u32) -> Self {
         let id = id.into();
         Self {
-            topics: vec![crate::tenancy::tenant_topic_prefix(&id)],
+            topics: vec![crate::tenancy::names::tenant_topic_prefix(&id)],
             id,
             max_invocations_per_s,
             bucket: Mutex::new(TokenBucket {
@@ -255,11 +255,6 @@ fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
     })
 }
 
-/// The HTTP path prefix under which a tenant's events arrive: `/t/<tenant>/`.
-pub fn tenant_path_prefix(tenant: &str) -> String {
-    format!("/t/{tenant}/")
-}
-
 impl Dispatcher {
     /// A dispatcher over `routes`.
     pub fn new(routes: Vec<Route>, metrics: Arc<Metrics>, sink: Arc<dyn Sink>) -> Self {
@@ -328,9 +323,9 @@ impl Dispatcher {
         self.snapshot()
             .iter()
             .filter(|(_, s)| {
-                s.tenant
-                    .as_ref()
-                    .is_none_or(|t| path.starts_with(&tenant_path_prefix(&t.id)))
+                s.tenant.as_ref().is_none_or(|t| {
+                    path.starts_with(&crate::tenancy::names::tenant_path_prefix(&t.id))
+                })
             })
             .filter(|(_, s)| {
                 s.triggers.iter().any(|t| match t {

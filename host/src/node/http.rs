@@ -5,12 +5,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
 
 use super::dispatch::{DispatchError, Dispatcher};
+use super::problem::{body_problem, dispatch_problem, problem};
 use crate::event::{self, EventError};
 
 #[derive(Clone)]
@@ -39,7 +40,7 @@ pub fn router(dispatcher: Dispatcher, max_body_kb: usize) -> Router {
 }
 
 /// 404 for a path no route serves, as a problem like every other error.
-pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "No such resource",
@@ -51,7 +52,7 @@ pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
 }
 
 /// 405 for a method a route does not take.
-pub(super) async fn method_not_allowed(
+pub(crate) async fn method_not_allowed(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> Response {
@@ -62,79 +63,6 @@ pub(super) async fn method_not_allowed(
     )
 }
 
-/// An error answer of the admin API: an RFC 9457 problem.
-#[derive(Debug)]
-pub(super) struct Problem {
-    pub(super) status: StatusCode,
-    pub(super) title: &'static str,
-    pub(super) detail: String,
-}
-
-impl Problem {
-    pub(super) fn new(
-        status: StatusCode,
-        title: &'static str,
-        detail: impl std::fmt::Display,
-    ) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.to_string(),
-        }
-    }
-
-    pub(super) fn forbidden(detail: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Not allowed", detail)
-    }
-
-    pub(super) fn invalid(detail: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid deployment",
-            detail,
-        )
-    }
-
-    pub(super) fn internal(e: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        problem(self.status, self.title, self.detail)
-    }
-}
-
-/// An RFC 9457 problem response.
-pub(super) fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Display) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail.to_string(),
-    });
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
-/// Why a body could not be read; a 413 names `limit`, the setting that bounds it.
-pub(super) fn body_problem(rejection: BytesRejection, limit: &str) -> Response {
-    let status = rejection.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return problem(
-            status,
-            "Request body too large",
-            format!("the request body is over {limit}; send less, or raise the limit"),
-        );
-    }
-    problem(status, "Unreadable request body", rejection.body_text())
-}
-
 fn event_problem(e: &EventError) -> Response {
     match e {
         EventError::UnsupportedFormat(_) => problem(
@@ -143,33 +71,6 @@ fn event_problem(e: &EventError) -> Response {
             e,
         ),
         _ => problem(StatusCode::BAD_REQUEST, "Invalid CloudEvent", e),
-    }
-}
-
-pub(super) fn dispatch_problem(e: &DispatchError) -> Response {
-    match e {
-        DispatchError::UnknownFunction(_) => problem(StatusCode::NOT_FOUND, "No such function", e),
-        DispatchError::RateLimited { .. } => {
-            let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Quota exceeded", e);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
-        DispatchError::Overloaded { .. }
-        | DispatchError::Invoke(crate::error::InvokeError::Busy { .. }) => {
-            let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "Function overloaded", e);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
-        e if e.is_bad_event() => problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Event rejected by the function",
-            e,
-        ),
-        _ => problem(StatusCode::BAD_GATEWAY, "Function failed", e),
     }
 }
 
@@ -250,7 +151,7 @@ async fn invoke(
 }
 
 /// Invokes `name` and answers with its outputs: none 204, one in binary mode, several as a batch.
-pub(super) async fn invoke_function(
+pub(crate) async fn invoke_function(
     dispatcher: &Dispatcher,
     name: &str,
     headers: &HeaderMap,

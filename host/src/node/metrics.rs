@@ -347,8 +347,7 @@ impl Metrics {
                 }
             }
             for (namespace, bytes) in kv.namespace_sizes() {
-                if let Some(tenant) = namespace.strip_prefix(crate::node::deploy::TENANT_NAMESPACE)
-                {
+                if let Some(tenant) = crate::tenancy::names::tenant_of_namespace(&namespace) {
                     self.tenant_kv_bytes
                         .get_or_create(&TenantLabel {
                             tenant: tenant.to_owned(),

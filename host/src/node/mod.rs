@@ -1,13 +1,13 @@
 //! `brink up`: an edge node that runs a manifest's functions on the events
 //! its triggers receive.
 
-pub mod admin;
-pub mod auth;
+pub mod api;
 pub mod deploy;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod problem;
 mod serve;
 mod start;
 pub mod tls;

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use super::http::problem;
+use super::problem::problem;
 
 /// What a listener allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

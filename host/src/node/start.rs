@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route};
 use super::metrics::Metrics;
 use super::{
-    Node, NodeSink, admin, auth, component_path, default_data_dir, deploy, http, mqtt, serve, tls,
+    Node, NodeSink, api, component_path, default_data_dir, deploy, http, mqtt, serve, tls,
 };
 use crate::engine::Engine;
 use crate::kv::Kv;
@@ -372,24 +372,24 @@ async fn open_registry(
     link: &MqttLink,
     dispatcher: &Dispatcher,
     shutdown: &watch::Sender<bool>,
-) -> anyhow::Result<(auth::Auth, Option<deploy::Deployer>)> {
+) -> anyhow::Result<(api::auth::Auth, Option<deploy::Deployer>)> {
     let tenants = match (&manifest.registry, &state.store) {
         (Some(_), Some(store)) => Some(crate::tenancy::Tenants::open(store.clone())?),
         _ => None,
     };
     let jwt = match &manifest.admin.jwt {
         Some(settings) => {
-            Some(auth::JwtVerifier::open(settings, base).context("setting up admin.jwt")?)
+            Some(api::auth::JwtVerifier::open(settings, base).context("setting up admin.jwt")?)
         }
         None => None,
     };
     // Where tenants exist, some credential must make the operator.
     let operator_token = match (&manifest.admin.token, &tenants, &jwt) {
         (Some(token), _, _) => Some(token.clone()),
-        (None, Some(_), None) => Some(auth::generated_operator_token(data_dir)?),
+        (None, Some(_), None) => Some(api::auth::generated_operator_token(data_dir)?),
         (None, _, _) => None,
     };
-    let auth = auth::Auth::new(operator_token, tenants.clone(), jwt);
+    let auth = api::auth::Auth::new(operator_token, tenants.clone(), jwt);
     let (Some(registry), Some(tenants)) = (&manifest.registry, tenants) else {
         return Ok((auth, None));
     };
@@ -446,7 +446,7 @@ async fn serve_admin(
     engine: &Engine,
     state: &State,
     dispatcher: &Dispatcher,
-    auth: auth::Auth,
+    auth: api::auth::Auth,
     deployer: Option<deploy::Deployer>,
     shutdown: &watch::Sender<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<Served>)> {
@@ -457,22 +457,15 @@ async fn serve_admin(
         .await
         .with_context(|| format!("binding the admin API on {}", manifest.admin.listen))?;
     let addr = listener.local_addr()?;
-    let mut app = admin::router(
-        state.kv.clone(),
-        state.outbox.clone(),
-        dispatcher.metrics_handle(),
-        &manifest.app,
+    let app = api::router(api::Parts {
+        kv: state.kv.clone(),
+        outbox: state.outbox.clone(),
+        metrics: dispatcher.metrics_handle(),
+        namespace: &manifest.app,
         auth,
-    );
-    if let Some(deployer) = deployer {
-        app = app.merge(deploy::router(
-            deployer,
-            engine.config().max_component_bytes,
-        ));
-    }
-    let app = app
-        .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed);
+        deployer,
+        max_component_bytes: engine.config().max_component_bytes,
+    });
     let limits = conn_limits(&manifest.http);
     let server = tokio::spawn(serve::serve(listener, app, limits, shutdown.subscribe()));
     Ok((Some(addr), Some(server)))

@@ -28,30 +28,15 @@ use crate::bindings::CloudEvent;
 use crate::event::ExtTypes;
 use crate::event::mqtt::{self as binding, Carried, Message, Outgoing, OutputMode, PlainPolicy};
 use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
+use crate::tenancy::names::dead_letter_topic;
 use client::{Client, ConnectOptions, EventLoop, Polled, Received};
 
 /// How long a publish may wait for its PUBACK.
 const PUBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the first connection may take before `brink up` gives up.
 const FIRST_CONNECT: Duration = Duration::from_secs(5);
-/// Dead letters of function `f` go to `brink/dead-letter/f`.
-pub const DEAD_LETTER_PREFIX: &str = "brink/dead-letter/";
 /// How long a deploy waits for the broker to grant its subscriptions.
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where the dead letters of `function` go: `brink/dead-letter/<f>` for the
-/// manifest's functions, and inside the tenant's own topics,
-/// `t/<tenant>/dead-letter/<f>`, for a tenant's (routed as `<tenant>/<f>`),
-/// so a tenant can read its failures and nobody else's.
-pub fn dead_letter_topic(function: &str) -> String {
-    match function.split_once('/') {
-        Some((tenant, name)) => format!(
-            "{}dead-letter/{name}",
-            crate::tenancy::tenant_topic_prefix(tenant)
-        ),
-        None => format!("{DEAD_LETTER_PREFIX}{function}"),
-    }
-}
 
 /// A deploy waiting for the broker's answer to its subscriptions.
 type SyncRequest = oneshot::Sender<Result<(), String>>;

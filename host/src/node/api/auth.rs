@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use super::http::Problem;
 use crate::manifest::JwtSection;
+use crate::node::problem::Problem;
 use crate::tenancy::{TenantError, TenantRecord, Tenants};
 
 /// The operator token of a node with tenants and no configured operator

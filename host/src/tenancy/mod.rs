@@ -6,6 +6,9 @@
 //! copy of the data directory does not reveal them. A token is shown once,
 //! when it is issued, and can be revoked by its id.
 
+pub mod names;
+
+pub use names::{tenant_path_prefix, tenant_topic_prefix};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -116,11 +119,6 @@ impl TenantGrants {
             .chain(self.topics.iter().cloned())
             .collect()
     }
-}
-
-/// The MQTT topics a tenant owns: `t/<tenant>/`.
-pub fn tenant_topic_prefix(tenant: &str) -> String {
-    format!("t/{tenant}/")
 }
 
 /// One token of a tenant (the secret itself is never stored).

@@ -31,16 +31,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::auth::{Auth, Principal, operator, principal};
-use super::deploy::kv_namespace;
-use super::http::Problem;
 use crate::kv::{Kv, KvError};
+use crate::node::metrics::Metrics;
+use crate::node::problem::Problem;
 use crate::outbox::{Outbox, OutboxError};
+use crate::tenancy::names::kv_namespace;
 
 #[derive(Clone)]
 struct AdminState {
     kv: Option<Kv>,
     outbox: Option<Outbox>,
-    metrics: Arc<super::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     namespace: Arc<str>,
     auth: Auth,
 }
@@ -50,7 +51,7 @@ struct AdminState {
 pub fn router(
     kv: Option<Kv>,
     outbox: Option<Outbox>,
-    metrics: Arc<super::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     namespace: &str,
     auth: Auth,
 ) -> Router {
@@ -149,7 +150,7 @@ fn json(value: &serde_json::Value) -> Response {
     response
 }
 
-pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
