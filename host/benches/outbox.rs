@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use brink_host::bindings::CloudEvent;
-use brink_host::outbox::forward::{self, ForwardConfig, Target};
+use brink_host::node::uplink::{self as forward, ForwardConfig, Target};
 use brink_host::outbox::{Outbox, QueueConfig};
 use brink_host::store::{Backend, Sled};
 

@@ -12,6 +12,7 @@ mod serve;
 mod start;
 pub mod tls;
 pub mod tools;
+pub mod uplink;
 
 use std::collections::BTreeMap;
 use std::future::Future;

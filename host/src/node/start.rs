@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route};
 use super::metrics::Metrics;
+use super::uplink::{self as forward, Target};
 use super::{
     Node, NodeSink, api, component_path, default_data_dir, deploy, http, mqtt, serve, tls,
 };
@@ -20,7 +21,6 @@ use crate::kv::Kv;
 use crate::manifest::{Manifest, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
-use crate::outbox::forward::{self, Target};
 use crate::plan;
 use crate::store::{Backend, Sled};
 
@@ -559,7 +559,7 @@ fn start_forwarders(
             outbox.clone(),
             name.clone(),
             target,
-            crate::outbox::forward::ForwardConfig::from_section(u),
+            forward::ForwardConfig::from_section(u),
             stop_rx.clone(),
         )?);
     }

@@ -19,11 +19,11 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Entry, Outbox};
 use crate::bindings::CloudEvent;
 use crate::event::ExtTypes;
 use crate::manifest::topic::render as render_topic;
 use crate::node::mqtt::Publisher;
+use crate::outbox::{Entry, Outbox, QueueStats};
 
 /// 5xx answers to a batch before it is bisected (while bisecting, one).
 const BISECT_AFTER: u32 = 3;
@@ -265,7 +265,7 @@ struct Forwarder {
     uplink: String,
     target: Target,
     config: ForwardConfig,
-    stats: std::sync::Arc<super::QueueStats>,
+    stats: std::sync::Arc<QueueStats>,
     arrivals: std::sync::Arc<tokio::sync::Notify>,
     stop: watch::Receiver<bool>,
     /// Events per batch now: `max_batch`, halved while a refused batch is
@@ -531,5 +531,5 @@ async fn peek(outbox: &Outbox, uplink: &str, max: usize) -> anyhow::Result<Vec<E
 }
 
 fn now_ms() -> u64 {
-    super::now_ms()
+    crate::outbox::now_ms()
 }

@@ -1,0 +1,123 @@
+//! One message to one function: retries with backoff, then the dead letter;
+//! and the workers that keep concurrency-1 functions in arrival order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+
+/// What the subscriber needs to handle messages.
+pub(super) struct TriggerCtx {
+    pub(super) dispatcher: Dispatcher,
+    pub(super) publisher: Publisher,
+    pub(super) plain: PlainPolicy,
+    pub(super) max_retries: u32,
+}
+
+pub(super) struct Job {
+    pub(super) event: (CloudEvent, ExtTypes),
+    pub(super) done: oneshot::Sender<Result<(), String>>,
+}
+
+pub(super) async fn ordered_worker(
+    trigger: Arc<TriggerCtx>,
+    function: String,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let result = trigger.deliver(&function, job.event).await;
+        let _ = job.done.send(result);
+    }
+}
+
+impl TriggerCtx {
+    /// Runs `event` through `function`, retrying retryable failures with
+    /// backoff; a failure that remains goes to the dead-letter topic.
+    /// `Err` only when even the dead letter could not be published: the
+    /// message then stays unacknowledged and the broker delivers it again.
+    pub(super) async fn deliver(
+        &self,
+        function: &str,
+        (event, types): (CloudEvent, ExtTypes),
+    ) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .dispatcher
+                .dispatch_with(function, "mqtt", (event.clone(), &types), Admission::Wait)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < self.max_retries => {
+                    let delay = Duration::from_millis(100 * (1 << attempt.min(6)));
+                    tracing::debug!(function, attempt, "retrying in {delay:?}: {e}");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    return self
+                        .dead_letter(function, (event, &types), &e.to_string(), e.kind())
+                        .await;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn dead_letter(
+        &self,
+        function: &str,
+        (mut event, types): (CloudEvent, &ExtTypes),
+        error: &str,
+        kind: &str,
+    ) -> Result<(), String> {
+        let mut message = error.to_owned();
+        if message.len() > 1024 {
+            let mut cut = 1024;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        event
+            .extensions
+            .retain(|(name, _)| name != "brinkerror" && name != "brinkerrorkind");
+        event.extensions.push(("brinkerror".into(), message));
+        event
+            .extensions
+            .push(("brinkerrorkind".into(), kind.into()));
+        let topic = dead_letter_topic(function);
+        tracing::warn!(function, event_id = %event.id, %topic, "dead-lettered: {error}");
+        match self.publisher.publish(&topic, &event, types).await {
+            Ok(()) => {}
+            // Too large or unencodable as it is (a 70 kB subject, say): the
+            // dead letter goes out without its data and with its attributes
+            // cut, so the message is still dead-lettered once and the
+            // broker's redeliveries end.
+            Err(e) if crate::delivery::is_permanent(&e) => {
+                let stub = dead_letter_stub(&event, &format!("{e:#}"));
+                match self.publisher.publish(&topic, &stub, types).await {
+                    Ok(()) => {}
+                    Err(e) if crate::delivery::is_permanent(&e) => {
+                        tracing::error!(
+                            function,
+                            %topic,
+                            "dropped a message whose dead letter the broker refuses: {e:#}"
+                        );
+                    }
+                    Err(e) => return Err(format!("{e:#}")),
+                }
+            }
+            Err(e) => return Err(format!("{e:#}")),
+        }
+        self.dispatcher
+            .metrics()
+            .dead_letters
+            .get_or_create(&crate::node::metrics::FunctionLabel {
+                function: function.to_owned(),
+            })
+            .inc();
+        Ok(())
+    }
+}
