@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use brink_registry::{Registry, RegistryError, TrustPolicy, VersionRecord};
 use serde::{Deserialize, Serialize};
 
-use super::api::auth::Auth;
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant};
 use super::problem::Problem;
 use crate::capability::log::LogTap;
@@ -130,7 +129,6 @@ pub struct DeployContext {
     /// The MQTT subscriber, when tenants may use MQTT (`[registry] mqtt`).
     pub mqtt: Option<super::mqtt::Subscriptions>,
     pub policy: TrustPolicy,
-    pub auth: Auth,
     /// Turns true when the node stops; live log tails end then, so they do
     /// not hold the admin listener open.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -405,7 +405,6 @@ async fn open_registry(
             .filter(|_| link.tenants_use_mqtt)
             .map(mqtt::Mqtt::subscriptions),
         policy: registry.policy().map_err(anyhow::Error::msg)?,
-        auth: auth.clone(),
         shutdown: shutdown.subscribe(),
     };
     let deployer = deploy::Deployer::open(&data_dir.join("registry"), tenants, context)

@@ -68,17 +68,21 @@ pub fn router(parts: Parts<'_>) -> Router {
         parts.outbox,
         parts.metrics,
         parts.namespace,
-        parts.auth,
+        parts.auth.clone(),
     );
     if let Some(deployer) = parts.deployer {
-        app = app.merge(deploy_router(deployer, parts.max_component_bytes));
+        app = app.merge(deploy_router(
+            deployer,
+            parts.auth,
+            parts.max_component_bytes,
+        ));
     }
     app.fallback(crate::node::http::not_found)
         .method_not_allowed_fallback(crate::node::http::method_not_allowed)
 }
 
 /// The `/v1` deploy, tenant and usage routes.
-fn deploy_router(deployer: Deployer, max_component_bytes: usize) -> Router {
+fn deploy_router(deployer: Deployer, auth: auth::Auth, max_component_bytes: usize) -> Router {
     let tenant_routes = Router::new()
         .route(
             "/v1/uploads",
@@ -103,10 +107,7 @@ fn deploy_router(deployer: Deployer, max_component_bytes: usize) -> Router {
         .route("/v1/tenants/{id}/tokens", post(issue_token))
         .route("/v1/tenants/{id}/tokens/{token}", delete(revoke_token))
         .route("/v1/gc", post(gc))
-        .layer(middleware::from_fn_with_state(
-            deployer.node().auth.clone(),
-            auth::middleware,
-        ));
+        .layer(middleware::from_fn_with_state(auth, auth::middleware));
     Router::new()
         .route("/v1/openapi.json", get(openapi_document))
         .merge(tenant_routes)
