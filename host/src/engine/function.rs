@@ -1,0 +1,383 @@
+//! A loaded function, and one invocation of it: a fresh or warm instance,
+//! its deadline, and how its end is classified.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+
+use super::*;
+
+/// A loaded function: compiled, checked against its grants, linked.
+/// Cheap to clone; every invocation gets its own instance.
+#[derive(Clone)]
+pub struct Function {
+    pub(super) inner: Arc<FunctionInner>,
+}
+
+pub(super) struct FunctionInner {
+    pub(super) name: Arc<str>,
+    pub(super) spec: FunctionSpec,
+    pub(super) config: Arc<BTreeMap<String, String>>,
+    pub(super) digest: String,
+    pub(super) compiled: Compiled,
+    pub(super) pre: FunctionPre<HostState>,
+    pub(super) engine: wasmtime::Engine,
+    /// Warm instances waiting for the next event, most recently used last.
+    pub(super) warm: Mutex<Vec<Idle>>,
+    pub(super) idle: Arc<AtomicUsize>,
+    pub(super) max_idle: usize,
+    /// Its log records per second, across its instances.
+    pub(super) log_budget: Arc<crate::capability::log::LogBudget>,
+    pub(super) gate: Arc<crate::sched::CpuGate>,
+    /// Whose turn its guests take at the gate: its tenant (a tenant's
+    /// functions are `<tenant>/<name>`), or itself.
+    pub(super) group: Arc<str>,
+}
+
+/// A warm instance in a function's pool; leaving it (reused or dropped)
+/// frees its place in the engine-wide count.
+pub(super) struct Idle {
+    pub(super) parts: Parts,
+    pub(super) since: Instant,
+    pub(super) _slot: IdleSlot,
+}
+
+/// One place in the engine-wide count of idle instances.
+pub(super) struct IdleSlot(Arc<AtomicUsize>);
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("spec", &self.inner.spec)
+            .field("digest", &self.inner.digest)
+            .field("compiled", &self.inner.compiled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Function {
+    /// The function's spec.
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.inner.spec
+    }
+
+    /// The component's sha256.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// Whether loading compiled the component or found it in the cache, and how long it took.
+    pub fn compiled(&self) -> Compiled {
+        self.inner.compiled
+    }
+
+    /// Runs `event` through a fresh instance, which is dropped afterwards, so
+    /// events never share guest memory; or, where the spec allows reuse,
+    /// through a warm instance of this function.
+    pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let started = Instant::now();
+        // A busy group's calls run on the gate's lane, off the node's
+        // workers (sched.rs says why).
+        let result = match self.inner.gate.lane_for(&self.inner.group) {
+            Some(lane) => {
+                let f = self.clone();
+                lane.run(async move { f.invoke_here(event).await })
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(InvokeError::Busy {
+                            function: self.inner.name.to_string(),
+                            reason: "the host is stopping its guest threads".to_owned(),
+                        })
+                    })
+            }
+            None => self.invoke_here(event).await,
+        };
+        // Counted on the lane too, so a group flooding the node with failing
+        // calls stays busy rather than coming back every `HOT` window.
+        if let Err(e) = &result
+            && e.is_guest_fault()
+        {
+            self.inner.gate.failed(&self.inner.group, started.elapsed());
+        }
+        result
+    }
+
+    /// [`Function::invoke`] on the current thread.
+    async fn invoke_here(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        let reuse = self.inner.spec.instance_reuse;
+        // One timer for the whole invocation: instantiation counts against the limit too.
+        let ran = with_timeout(self, self.inner.spec.limits.timeout, async {
+            let mut instance = match self.take_warm() {
+                Some(parts) => Instance {
+                    function: self.clone(),
+                    parts,
+                },
+                None => match self.instantiate_unbounded(&event.id).await {
+                    Ok(instance) => instance,
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            instance.parts.begin(&event.id);
+            let result = instance.call_unbounded(event).await;
+            instance.parts.used += 1;
+            let written = instance.parts.store.data_mut().kv.take_dirty();
+            if reuse > 1 && instance.parts.used < reuse && returned_normally(&result) {
+                self.put_warm(instance.parts);
+            }
+            (result, written)
+        })
+        .await;
+        match ran {
+            Ok((result, written)) => {
+                self.make_durable(written).await?;
+                result
+            }
+            Err(timeout) => {
+                // What the guest wrote before it was stopped is kept too.
+                let written = self.inner.spec.kv.as_ref().map(|a| a.kv.clone());
+                self.make_durable(written.filter(|kv| kv.config().durable))
+                    .await?;
+                Err(timeout)
+            }
+        }
+    }
+
+    /// Flushes the key-value writes of an invocation to disk, so they are
+    /// durable before its event is acknowledged. Concurrent invocations'
+    /// flushes share one sync.
+    pub(super) async fn make_durable(
+        &self,
+        written: Option<crate::kv::Kv>,
+    ) -> Result<(), InvokeError> {
+        let Some(kv) = written else { return Ok(()) };
+        let flushed = tokio::task::spawn_blocking(move || kv.flush()).await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(InvokeError::Durability {
+                function: self.inner.name.to_string(),
+                reason: format!("{e:#}"),
+            }),
+            Err(e) => Err(InvokeError::Durability {
+                function: self.inner.name.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The most recently used warm instance, if one is waiting.
+    fn take_warm(&self) -> Option<Parts> {
+        if self.inner.spec.instance_reuse <= 1 {
+            return None;
+        }
+        let mut warm = self
+            .inner
+            .warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        warm.pop().map(|idle| idle.parts)
+    }
+
+    /// Keeps `parts` for the next event, unless the engine already holds as
+    /// many idle instances as it allows; drops instances idle too long.
+    fn put_warm(&self, parts: Parts) {
+        let f = &self.inner;
+        if f.idle.fetch_add(1, Ordering::Relaxed) >= f.max_idle {
+            f.idle.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let idle = Idle {
+            parts,
+            since: Instant::now(),
+            _slot: IdleSlot(f.idle.clone()),
+        };
+        let stale = {
+            let mut warm = f.warm.lock().unwrap_or_else(PoisonError::into_inner);
+            let fresh_from = warm
+                .iter()
+                .position(|i| i.since.elapsed() < IDLE_LIFETIME)
+                .unwrap_or(warm.len());
+            let stale: Vec<Idle> = warm.drain(..fresh_from).collect();
+            warm.push(idle);
+            stale
+        };
+        // Dropped outside the lock: freeing a pool slot takes a while.
+        drop(stale);
+    }
+
+    /// Guest log records dropped over the log limits since it was loaded.
+    pub fn log_records_dropped(&self) -> u64 {
+        self.inner.log_budget.dropped()
+    }
+
+    /// Log records dropped since the last call (for a counter); one atomic
+    /// load when none was.
+    pub fn take_log_drops(&self) -> u64 {
+        self.inner.log_budget.take_unreported()
+    }
+
+    /// A fresh instance, for callers that run several events through one
+    /// (benchmarks; a trap leaves it unusable).
+    pub async fn instantiate(&self, event_id: &str) -> Result<Instance, InvokeError> {
+        with_timeout(
+            self,
+            self.inner.spec.limits.timeout,
+            self.instantiate_unbounded(event_id),
+        )
+        .await?
+    }
+
+    /// [`Function::instantiate`] bounded by the epoch deadline alone.
+    async fn instantiate_unbounded(&self, event_id: &str) -> Result<Instance, InvokeError> {
+        let f = &self.inner;
+        let event_id: Arc<str> = Arc::from(event_id);
+        let tap = f.spec.logs.as_ref();
+        let (wasi, stdout, stderr) = capability::wasi::ctx(&f.name, &event_id, tap);
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi,
+            log: LogCtx::new(f.name.clone(), event_id, tap.cloned(), f.log_budget.clone()),
+            config: ConfigCtx::new(f.config.clone()),
+            kv: KvCtx::new(f.spec.kv.clone()),
+            outbox: OutboxCtx::new(f.spec.outbox.clone()),
+            nn: NnCtx::new(f.spec.nn.clone(), f.spec.limits.memory_bytes),
+            memory: MemoryBudget {
+                limit: f.spec.limits.memory_bytes,
+                used: 0,
+            },
+        };
+        let mut store = Store::new(&f.engine, state);
+        store.limiter(|s| s);
+        let run = f.gate.run(f.group.clone());
+        arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
+        run.admit().await;
+        let instantiated = f.pre.instantiate_async(&mut store).await;
+        run.give_up();
+        let bindings = match instantiated {
+            Ok(bindings) => bindings,
+            Err(e) => {
+                return Err(match classify(self, e, &stderr) {
+                    InvokeError::Trap { trap, .. } => InvokeError::Instantiate {
+                        function: f.name.to_string(),
+                        reason: trap,
+                    },
+                    other => other,
+                });
+            }
+        };
+        Ok(Instance {
+            function: self.clone(),
+            parts: Parts {
+                store,
+                bindings,
+                stdout,
+                stderr,
+                used: 0,
+            },
+        })
+    }
+}
+
+/// Ends the guest with [`LimitExceeded::Timeout`] once `timeout` has passed;
+/// until then it yields to the executor at every epoch tick, so a busy guest
+/// cannot starve other tasks on its thread.
+pub(super) fn arm_deadline(
+    store: &mut Store<HostState>,
+    timeout: Duration,
+    run: Arc<crate::sched::RunState>,
+) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            run.give_up();
+            Err(LimitExceeded::Timeout.into())
+        } else {
+            Ok(run.tick())
+        }
+    });
+}
+
+/// Bounds a guest call by wall-clock time even while it waits inside a host
+/// call (a sleep, a poll), where epoch interruption cannot reach it. Dropping
+/// the future unwinds the guest's fiber safely; the instance is then unusable.
+pub(super) async fn with_timeout<T>(
+    function: &Function,
+    timeout: Duration,
+    call: impl Future<Output = T>,
+) -> Result<T, InvokeError> {
+    // The epoch deadline normally fires first; the grace keeps its message.
+    tokio::time::timeout(timeout + 4 * EPOCH_TICK, call)
+        .await
+        .map_err(|_| InvokeError::Timeout {
+            function: function.inner.name.to_string(),
+            limit: timeout,
+        })
+}
+
+/// Names what ended a guest: a limit, an exit, or a trap.
+pub(super) fn classify(
+    function: &Function,
+    error: wasmtime::Error,
+    stderr: &GuestOutput,
+) -> InvokeError {
+    let name = function.inner.name.to_string();
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return match *limit {
+            LimitExceeded::Timeout => InvokeError::Timeout {
+                function: name,
+                limit: function.inner.spec.limits.timeout,
+            },
+            LimitExceeded::Memory { limit, requested } => InvokeError::MemoryLimit {
+                function: name,
+                limit,
+                requested,
+            },
+        };
+    }
+    // The pool is full: the node is busy, not the function broken.
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::Busy {
+            function: name,
+            reason: full.to_string(),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Exit {
+            function: name,
+            code: exit.0,
+        };
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    InvokeError::Trap {
+        function: name,
+        trap,
+        panic: stderr.panic_message(),
+    }
+}
+
+/// Whether the guest came back from the call by itself (with outputs or an
+/// error of its own), so its instance is still sound; a trap, a limit or a
+/// timeout leaves it unusable.
+pub(super) fn returned_normally(result: &Result<Vec<CloudEvent>, InvokeError>) -> bool {
+    matches!(
+        result,
+        Ok(_)
+            | Err(InvokeError::Handler { .. }
+                | InvokeError::InvalidOutput { .. }
+                | InvokeError::OutputTooLarge { .. }
+                | InvokeError::TooManyOutputs { .. })
+    )
+}

@@ -1,0 +1,320 @@
+//! The engine: compiles and links components once, then runs each event in a
+//! fresh, limited instance, or in a warm one where the function allows reuse.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
+use crate::cache::{self, CompileCache, Compiled};
+use crate::capability::config::ConfigCtx;
+use crate::capability::keyvalue::{KvAccess, KvCtx};
+use crate::capability::log::LogCtx;
+use crate::capability::nn::{NnAccess, NnCtx};
+use crate::capability::outbox::{OutboxAccess, OutboxCtx};
+use crate::capability::{self, wasi::GuestOutput};
+use crate::error::{InvokeError, LimitExceeded, LoadError};
+use crate::event;
+use crate::state::{HostState, MemoryBudget};
+
+mod function;
+mod instance;
+mod spec;
+
+pub use function::Function;
+use function::{FunctionInner, arm_deadline, classify, with_timeout};
+pub use instance::Instance;
+use instance::Parts;
+pub use spec::FunctionSpec;
+
+/// How often the engine's epoch advances: the resolution of time limits,
+/// and the slice a long-running guest gets before it yields (so the wait a
+/// short request may have behind one: 1 ms, where 2 ms doubled the
+/// neighbour's p99 in the fairness benchmark).
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+const MIB: u64 = 1 << 20;
+/// Bytes of each pooled memory and table kept resident between instances.
+const KEEP_RESIDENT: usize = 64 * 1024;
+/// A warm instance left unused this long is dropped instead of reused.
+const IDLE_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Host-wide settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Instances that may exist at once, across all functions (pool slots).
+    pub max_instances: u32,
+    /// The largest memory limit any function may be given, in bytes.
+    pub max_memory_bytes: u64,
+    /// The largest component accepted, in bytes.
+    pub max_component_bytes: usize,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Run slots for guests that run past one epoch tick ([`crate::sched`]);
+    /// none: one fewer than the machine's cores, and at least one. A number
+    /// as large as the pool turns the fair gate off (benchmarks compare).
+    pub cpu_slots: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            max_memory_bytes: 1024 * MIB,
+            max_component_bytes: 64 * MIB as usize,
+            cache_dir: cache::default_dir(),
+            cpu_slots: None,
+        }
+    }
+}
+
+/// Per-function limits, enforced on every invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time one invocation may take.
+    pub timeout: Duration,
+    /// Linear memory one instance may hold, in bytes.
+    pub memory_bytes: u64,
+    /// Bytes of output events one invocation may return, counted as they
+    /// will travel (attributes, data and each event's JSON envelope).
+    pub max_output_bytes: usize,
+    /// Output events one invocation may return.
+    pub max_outputs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            memory_bytes: 64 * MIB,
+            max_output_bytes: 4 * MIB as usize,
+            max_outputs: 1000,
+        }
+    }
+}
+
+/// The wasmtime engine, the shared linker and the compile cache.
+#[derive(Clone)]
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    cache: CompileCache,
+    config: EngineConfig,
+    /// Warm instances kept idle across all functions, each holding a pool slot.
+    idle: Arc<AtomicUsize>,
+    /// Run slots for guests past their first tick, shared fairly ([`crate::sched`]).
+    gate: Arc<crate::sched::CpuGate>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker.
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        let slots = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust wasip2 component instantiates a handful of core instances
+        // (the program, the adapter shims) and up to two memories and a few tables.
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(usize::try_from(config.max_memory_bytes)?);
+        // Resetting a slot's first pages with memset beats madvise + refault
+        // for the small heaps of edge functions (measured: BENCHMARKS.md).
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        capability::add_to_linker(&mut linker)?;
+
+        let weak = engine.weak();
+        let gate = match config.cpu_slots {
+            Some(slots) => crate::sched::CpuGate::new(slots),
+            None => crate::sched::CpuGate::for_this_machine(),
+        };
+        let reaper = gate.clone();
+        std::thread::Builder::new()
+            .name("brink-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    reaper.reap();
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache: CompileCache::new(config.cache_dir.clone()),
+            config,
+            idle: Arc::new(AtomicUsize::new(0)),
+            gate,
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Loads the component at `path` as the function `spec`.
+    pub fn load_file(&self, spec: FunctionSpec, path: &Path) -> Result<Function, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(spec, &bytes, &path.display().to_string())
+    }
+
+    /// Checks, compiles (or loads from the cache) and links `bytes` as the
+    /// function `spec`; `what` names the component in errors.
+    pub fn load(
+        &self,
+        spec: FunctionSpec,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Function, LoadError> {
+        let what = what.to_owned();
+        let function = spec.name.clone();
+        if bytes.len() > self.config.max_component_bytes {
+            return Err(LoadError::TooLarge {
+                what,
+                size: bytes.len(),
+                limit: self.config.max_component_bytes,
+            });
+        }
+        check_header(bytes, &what)?;
+        self.check_limits(&spec)?;
+        capability::check_grants(&function, &spec.grants)?;
+
+        let digest = cache::digest(bytes);
+        let (component, compiled) =
+            self.cache
+                .load(&self.engine, &digest, bytes)
+                .map_err(|e| LoadError::Invalid {
+                    what: what.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        capability::check_imports(&function, imports.iter().map(String::as_str), &spec.grants)?;
+
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                function: function.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = FunctionPre::new(pre).map_err(|e| LoadError::MissingExport {
+            function: function.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        log_compiled(&function, &digest, compiled);
+        let group = Arc::from(function.split('/').next().unwrap_or_default());
+        Ok(Function {
+            inner: Arc::new(FunctionInner {
+                name: Arc::from(function),
+                config: Arc::new(spec.config.clone()),
+                spec,
+                digest,
+                compiled,
+                pre,
+                engine: self.engine.clone(),
+                warm: Mutex::new(Vec::new()),
+                idle: self.idle.clone(),
+                // Half the pool at most, so idle instances never starve a
+                // function that needs a fresh one.
+                max_idle: (self.config.max_instances as usize / 2).max(1),
+                log_budget: Arc::default(),
+                gate: self.gate.clone(),
+                group,
+            }),
+        })
+    }
+
+    fn check_limits(&self, spec: &FunctionSpec) -> Result<(), LoadError> {
+        let bad = |reason: String| LoadError::BadLimits {
+            function: spec.name.clone(),
+            reason,
+        };
+        let limits = &spec.limits;
+        if limits.timeout.is_zero() {
+            return Err(bad("the time limit must be above zero".into()));
+        }
+        if limits.max_outputs == 0 {
+            return Err(bad("max_outputs must be above zero".into()));
+        }
+        if limits.memory_bytes < MIB {
+            return Err(bad("the memory limit must be at least 1 MiB".into()));
+        }
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(bad(format!(
+                "the memory limit of {} MiB is over this host's maximum of {} MiB",
+                limits.memory_bytes / MIB,
+                self.config.max_memory_bytes / MIB
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Says how `function`'s code was made ready.
+fn log_compiled(function: &str, digest: &str, compiled: Compiled) {
+    let digest = digest.get(..12).unwrap_or(digest);
+    match compiled {
+        Compiled::Fresh(t) => {
+            tracing::info!(function, digest, "compiled in {:.1} ms", ms(t));
+        }
+        Compiled::Cached(t) => {
+            tracing::info!(
+                function,
+                digest,
+                "loaded precompiled code from the cache in {:.2} ms",
+                ms(t)
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Whether `bytes` are a WebAssembly component (not a core module, not something else).
+pub fn check_header(bytes: &[u8], what: &str) -> Result<(), LoadError> {
+    let what = what.to_owned();
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule { what }),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', ..]) => Err(LoadError::Invalid {
+            what,
+            reason: "unsupported WebAssembly binary version".into(),
+        }),
+        _ => Err(LoadError::NotWasm { what }),
+    }
+}
