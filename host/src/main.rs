@@ -11,10 +11,9 @@ use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
 
-mod kv_cli;
-mod outbox_cli;
-mod remote;
-mod run_cli;
+mod cli;
+
+use cli::{client, deploy, keys, kv, logs, outbox, run, tenant};
 
 /// Run small sandboxed WebAssembly functions on an edge node: they handle
 /// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
@@ -42,7 +41,7 @@ enum Command {
     /// Reads a CloudEvent in the JSON format (or a JSON array of them, the
     /// batch format), runs the component once per event in a fresh sandboxed
     /// instance, and prints each output event as one line of CloudEvents JSON.
-    Run(run_cli::RunArgs),
+    Run(run::RunArgs),
     /// Start an edge node: load the app manifest's functions and serve their triggers.
     ///
     /// Serves HTTP (`POST /events`, `POST /functions/<name>`, `GET /healthz`,
@@ -68,7 +67,7 @@ enum Command {
     /// `brink kv ls` lists the app's buckets; `brink kv ls devices` the keys
     /// of one; `get` writes a value's bytes to stdout; `set` stores the value
     /// given (or `--file`); `del` removes a key.
-    Kv(kv_cli::KvArgs),
+    Kv(kv::KvArgs),
     /// Show or purge a running node's outbox, over its admin API.
     ///
     /// `brink outbox status` shows each uplink's backlog (events, bytes, age
@@ -77,7 +76,7 @@ enum Command {
     /// <uplink>` drops its backlog; `brink outbox parked <uplink>` lists the
     /// events it refused for good, `retry` moves them back to the queue, and
     /// `purge <uplink> --parked` drops them.
-    Outbox(outbox_cli::OutboxArgs),
+    Outbox(outbox::OutboxArgs),
     /// Make an ed25519 signing key (secret in --out; prints the public key).
     Keygen {
         #[arg(long, default_value = "brink.key")]
@@ -100,30 +99,30 @@ enum Command {
         token: String,
     },
     /// Upload, publish and activate a function version on a running node.
-    Deploy(remote::DeployArgs),
+    Deploy(deploy::DeployArgs),
     /// The calling tenant's functions: active version, versions, previous.
     Ls {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Remove a function and all its versions.
     Rm {
         name: String,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Make the previously active version active again.
     Rollback {
         name: String,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Activate a version (`1.2.3`, `^1.2`, `latest`) of a function.
     Activate {
         name: String,
         version: String,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Invoke a deployed function with one event; prints its output events as JSON lines.
     Invoke {
@@ -134,7 +133,7 @@ enum Command {
         #[arg(long = "type", default_value = "com.brink.invoke")]
         ty: String,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// A deployed function's recent log records (its log calls, stdout,
     /// stderr, and the host's word on failed invocations).
@@ -144,19 +143,19 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Usage per tenant: functions, invocations, execution time.
     Usage {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// Manage tenants (operator token).
     Tenant {
         #[command(subcommand)]
-        command: remote::TenantCommand,
+        command: tenant::TenantCommand,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
 }
 
@@ -270,13 +269,13 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run_cli::run(args),
+        Command::Run(args) => run::run(args),
         Command::Up(args) => up(args),
         Command::Publish(args) => publish(args),
         Command::Build(args) => build(args),
-        Command::Kv(args) => kv_cli::run(args),
-        Command::Outbox(args) => outbox_cli::run(args),
-        Command::Keygen { out } => remote::keygen(&out),
+        Command::Kv(args) => kv::run(args),
+        Command::Outbox(args) => outbox::run(args),
+        Command::Keygen { out } => keys::keygen(&out),
         Command::Completions { shell } => {
             // Into a buffer: clap_complete panics when stdout is closed early.
             let mut script = Vec::new();
@@ -295,7 +294,7 @@ fn main() -> ExitCode {
             key,
             name,
             version,
-        } => remote::sign(&component, &key, &name, &version),
+        } => keys::sign(&component, &key, &name, &version),
         other => remote_command(other),
     };
     match result {
@@ -338,7 +337,7 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Login { url, token } => remote::login(&url, &token).await,
+            Command::Login { url, token } => client::login(&url, &token).await,
             Command::Deploy(args) => {
                 let source = args.source.clone();
                 let component = if source.is_dir() {
@@ -361,31 +360,31 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
                 } else {
                     source
                 };
-                remote::deploy(args, &component).await
+                deploy::deploy(args, &component).await
             }
-            Command::Ls { remote } => remote::ls(&remote).await,
-            Command::Rm { name, remote } => remote::change(&remote, &name, "rm", None).await,
+            Command::Ls { remote } => deploy::ls(&remote).await,
+            Command::Rm { name, remote } => deploy::change(&remote, &name, "rm", None).await,
             Command::Rollback { name, remote } => {
-                remote::change(&remote, &name, "rollback", None).await
+                deploy::change(&remote, &name, "rollback", None).await
             }
             Command::Activate {
                 name,
                 version,
                 remote,
-            } => remote::change(&remote, &name, "activate", Some(&version)).await,
+            } => deploy::change(&remote, &name, "activate", Some(&version)).await,
             Command::Invoke {
                 name,
                 data,
                 ty,
                 remote,
-            } => remote::invoke(&remote, &name, &data, &ty).await,
+            } => deploy::invoke(&remote, &name, &data, &ty).await,
             Command::Logs {
                 name,
                 follow,
                 remote,
-            } => remote::logs(&remote, &name, follow).await,
-            Command::Usage { remote } => remote::usage(&remote).await,
-            Command::Tenant { command, remote } => remote::tenant(&remote, command).await,
+            } => logs::logs(&remote, &name, follow).await,
+            Command::Usage { remote } => deploy::usage(&remote).await,
+            Command::Tenant { command, remote } => tenant::tenant(&remote, command).await,
             _ => bail!("not a remote command"),
         }
     })
@@ -585,70 +584,4 @@ fn key_path(key: &str) -> String {
         .remove(b'~')
         .remove(b'/');
     percent_encoding::utf8_percent_encode(key, SET).to_string()
-}
-
-/// Where a running node's admin API is, for `brink kv` and `brink outbox`.
-/// Global: the flags may stand after the subcommand, as the README writes them.
-#[derive(Debug, clap::Args)]
-struct AdminFlags {
-    /// The node's admin API.
-    #[arg(
-        long,
-        env = "BRINK_ADMIN_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    admin: String,
-    /// The node's admin token (`[admin] token`), if it has one.
-    #[arg(long, env = "BRINK_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
-}
-
-impl AdminFlags {
-    fn client(&self) -> anyhow::Result<AdminClient> {
-        AdminClient::new(&self.admin, self.token.clone())
-    }
-}
-
-/// A client of a running node's admin API.
-struct AdminClient {
-    client: reqwest::Client,
-    url: String,
-    token: Option<String>,
-}
-
-impl AdminClient {
-    fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
-        brink_host::node::tls::install_default_provider();
-        Ok(Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .context("creating the HTTP client")?,
-            url: url.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    /// `method` on `path` (under the API's URL); the body of a 2xx answer,
-    /// else the problem's detail as the error.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> anyhow::Result<bytes::Bytes> {
-        let mut request = self.client.request(method, format!("{}{path}", self.url));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.url))?;
-        Ok(remote::answer(response).await?.1)
-    }
 }

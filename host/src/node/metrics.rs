@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionTrigger {
@@ -89,158 +89,188 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Registers `metric` under `name` in `registry`, and hands it back.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A family per `(name, help)`, each registered.
+fn families<L, M, const N: usize>(
+    registry: &mut Registry,
+    described: [(&'static str, &'static str); N],
+) -> [(&'static str, Family<L, M>); N]
+where
+    Family<L, M>: Metric + Clone + Default,
+{
+    described.map(|(name, help)| (name, registered(registry, name, help, Family::default())))
+}
+
+/// The per-function and MQTT metrics.
+fn function_metrics(r: &mut Registry) -> FunctionMetrics {
+    FunctionMetrics {
+        log_dropped: registered(
+            r,
+            "log_dropped",
+            "Guest log records dropped over 100 per invocation or 200 per second per function",
+            Family::default(),
+        ),
+        kv_bucket_bytes: registered(
+            r,
+            "kv_bucket_bytes",
+            "Bytes (keys and values) each key-value bucket of the app holds",
+            Family::default(),
+        ),
+        events_in: registered(
+            r,
+            "events_in",
+            "Events delivered to a function, by trigger",
+            Family::default(),
+        ),
+        events_out: registered(
+            r,
+            "events_out",
+            "Events a function emitted",
+            Family::default(),
+        ),
+        errors: registered(
+            r,
+            "errors",
+            "Failed invocations, by kind",
+            Family::default(),
+        ),
+        latency: registered(
+            r,
+            "invocation_duration_seconds",
+            "Time from instantiation to checked outputs",
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        ),
+        queue_depth: registered(
+            r,
+            "queue_depth",
+            "Events waiting for a free instance slot",
+            Family::default(),
+        ),
+        dead_letters: registered(
+            r,
+            "dead_letters",
+            "MQTT events given up on and published to brink/dead-letter/<function>",
+            Family::default(),
+        ),
+        mqtt_connected: registered(
+            r,
+            "mqtt_connected",
+            "1 while the node's MQTT subscriber is connected to its broker",
+            Gauge::default(),
+        ),
+    }
+}
+
+/// What [`function_metrics`] makes.
+struct FunctionMetrics {
+    events_in: Family<FunctionTrigger, Counter>,
+    events_out: Family<FunctionLabel, Counter>,
+    errors: Family<FunctionError, Counter>,
+    latency: Family<FunctionLabel, Histogram, fn() -> Histogram>,
+    queue_depth: Family<FunctionLabel, Gauge>,
+    dead_letters: Family<FunctionLabel, Counter>,
+    log_dropped: Family<FunctionLabel, Counter>,
+    mqtt_connected: Gauge,
+    kv_bucket_bytes: Family<BucketLabel, Gauge>,
+}
+
+const OUTBOX_GAUGES: [(&str, &str); 4] = [
+    (
+        "outbox_backlog_events",
+        "Events waiting in the outbox for an uplink",
+    ),
+    (
+        "outbox_backlog_bytes",
+        "Bytes waiting in the outbox for an uplink",
+    ),
+    ("outbox_connected", "1 while the uplink accepts deliveries"),
+    (
+        "outbox_parked_events",
+        "Events the uplink refused for good, waiting in its parking queue",
+    ),
+];
+
+const OUTBOX_COUNTERS: [(&str, &str); 6] = [
+    ("outbox_sent", "Events the uplink acknowledged"),
+    (
+        "outbox_retried",
+        "Event deliveries that failed and will be retried",
+    ),
+    (
+        "outbox_dropped",
+        "Events dropped: outbox full (drop_oldest) or purged",
+    ),
+    (
+        "outbox_expired",
+        "Events whose TTL passed before they could be sent",
+    ),
+    (
+        "outbox_rejected",
+        "Sends refused because the outbox was full",
+    ),
+    (
+        "outbox_parked",
+        "Events moved to the parking queue because the uplink refused them for good",
+    ),
+];
+
+const MODEL_COUNTERS: [(&str, &str); 6] = [
+    ("nn_requests", "Inferences answered, by model"),
+    (
+        "nn_runs",
+        "Runs of the model; fewer than requests where batching joined them",
+    ),
+    ("nn_rows", "Rows (samples) run, by model"),
+    ("nn_failed", "Inferences whose run failed"),
+    (
+        "nn_rejected",
+        "Inferences refused because the model's queue was full",
+    ),
+    ("nn_busy_microseconds", "Time spent running the model"),
+];
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("brink");
-        let events_in = Family::<FunctionTrigger, Counter>::default();
-        let events_out = Family::<FunctionLabel, Counter>::default();
-        let errors = Family::<FunctionError, Counter>::default();
-        let latency: Family<FunctionLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram);
-        let queue_depth = Family::<FunctionLabel, Gauge>::default();
-        let dead_letters = Family::<FunctionLabel, Counter>::default();
-        let log_dropped = Family::<FunctionLabel, Counter>::default();
-        registry.register(
-            "log_dropped",
-            "Guest log records dropped over 100 per invocation or 200 per second per function",
-            log_dropped.clone(),
-        );
-        let mqtt_connected = Gauge::default();
-        let kv_bucket_bytes = Family::<BucketLabel, Gauge>::default();
-        registry.register(
-            "kv_bucket_bytes",
-            "Bytes (keys and values) each key-value bucket of the app holds",
-            kv_bucket_bytes.clone(),
-        );
-        registry.register(
-            "events_in",
-            "Events delivered to a function, by trigger",
-            events_in.clone(),
-        );
-        registry.register(
-            "events_out",
-            "Events a function emitted",
-            events_out.clone(),
-        );
-        registry.register("errors", "Failed invocations, by kind", errors.clone());
-        registry.register(
-            "invocation_duration_seconds",
-            "Time from instantiation to checked outputs",
-            latency.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Events waiting for a free instance slot",
-            queue_depth.clone(),
-        );
-        registry.register(
-            "dead_letters",
-            "MQTT events given up on and published to brink/dead-letter/<function>",
-            dead_letters.clone(),
-        );
-        registry.register(
-            "mqtt_connected",
-            "1 while the node's MQTT subscriber is connected to its broker",
-            mqtt_connected.clone(),
-        );
-        let outbox_gauges = [
-            (
-                "outbox_backlog_events",
-                "Events waiting in the outbox for an uplink",
-            ),
-            (
-                "outbox_backlog_bytes",
-                "Bytes waiting in the outbox for an uplink",
-            ),
-            ("outbox_connected", "1 while the uplink accepts deliveries"),
-            (
-                "outbox_parked_events",
-                "Events the uplink refused for good, waiting in its parking queue",
-            ),
-        ]
-        .map(|(name, help)| {
-            let family = Family::<UplinkLabel, Gauge>::default();
-            registry.register(name, help, family.clone());
-            (name, family)
-        });
-        let outbox_counters = [
-            ("outbox_sent", "Events the uplink acknowledged"),
-            (
-                "outbox_retried",
-                "Event deliveries that failed and will be retried",
-            ),
-            (
-                "outbox_dropped",
-                "Events dropped: outbox full (drop_oldest) or purged",
-            ),
-            (
-                "outbox_expired",
-                "Events whose TTL passed before they could be sent",
-            ),
-            (
-                "outbox_rejected",
-                "Sends refused because the outbox was full",
-            ),
-            (
-                "outbox_parked",
-                "Events moved to the parking queue because the uplink refused them for good",
-            ),
-        ]
-        .map(|(name, help)| {
-            let family = Family::<UplinkLabel, Counter>::default();
-            registry.register(name, help, family.clone());
-            (name, family)
-        });
-        let model_counters = [
-            ("nn_requests", "Inferences answered, by model"),
-            (
-                "nn_runs",
-                "Runs of the model; fewer than requests where batching joined them",
-            ),
-            ("nn_rows", "Rows (samples) run, by model"),
-            ("nn_failed", "Inferences whose run failed"),
-            (
-                "nn_rejected",
-                "Inferences refused because the model's queue was full",
-            ),
-            ("nn_busy_microseconds", "Time spent running the model"),
-        ]
-        .map(|(name, help)| {
-            let family = Family::<ModelLabel, Counter>::default();
-            registry.register(name, help, family.clone());
-            (name, family)
-        });
-        let tenant_invocations = Family::<TenantLabel, Counter>::default();
-        registry.register(
+        let f = function_metrics(&mut registry);
+        let outbox_gauges = families(&mut registry, OUTBOX_GAUGES);
+        let outbox_counters = families(&mut registry, OUTBOX_COUNTERS);
+        let model_counters = families(&mut registry, MODEL_COUNTERS);
+        let r = &mut registry;
+        let tenant_invocations = registered(
+            r,
             "tenant_invocations",
             "Invocations of a tenant's functions",
-            tenant_invocations.clone(),
+            Family::default(),
         );
-        let tenant_seconds =
-            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
+        let tenant_seconds = registered(
+            r,
             "tenant_execution_seconds",
             "Time a tenant's functions ran, instantiation to checked outputs",
-            tenant_seconds.clone(),
+            Family::default(),
         );
-        let tenant_inference =
-            Family::<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
+        let tenant_inference = registered(
+            r,
             "tenant_inference_seconds",
             "Time a tenant's inferences took, queueing for the model included",
-            tenant_inference.clone(),
+            Family::default(),
         );
-        let tenant_kv_bytes = Family::<TenantLabel, Gauge>::default();
-        registry.register(
+        let tenant_kv_bytes = registered(
+            r,
             "tenant_kv_bytes",
             "Bytes of keys and values a tenant holds across its buckets",
-            tenant_kv_bytes.clone(),
+            Family::default(),
         );
-        let tenant_outbox_bytes = Family::<TenantLabel, Gauge>::default();
-        registry.register(
+        let tenant_outbox_bytes = registered(
+            r,
             "tenant_outbox_bytes",
             "Bytes a tenant's functions hold queued in the outbox, across uplinks",
-            tenant_outbox_bytes.clone(),
+            Family::default(),
         );
         Self {
             tenant_outbox_bytes,
@@ -254,15 +284,15 @@ impl Default for Metrics {
             outbox_gauges,
             outbox_counters,
             registry,
-            dead_letters,
-            log_dropped,
-            mqtt_connected,
-            events_in,
-            events_out,
-            errors,
-            latency,
-            queue_depth,
-            kv_bucket_bytes,
+            dead_letters: f.dead_letters,
+            log_dropped: f.log_dropped,
+            mqtt_connected: f.mqtt_connected,
+            events_in: f.events_in,
+            events_out: f.events_out,
+            errors: f.errors,
+            latency: f.latency,
+            queue_depth: f.queue_depth,
+            kv_bucket_bytes: f.kv_bucket_bytes,
             kv: std::sync::OnceLock::new(),
         }
     }

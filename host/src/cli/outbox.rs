@@ -6,12 +6,13 @@ use std::io::Write as _;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::{AdminClient, AdminFlags, key_path};
+use super::client::{Client, NodeFlags};
+use crate::key_path;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutboxArgs {
     #[command(flatten)]
-    node: AdminFlags,
+    node: NodeFlags,
     #[command(subcommand)]
     command: OutboxCommand,
 }
@@ -116,7 +117,7 @@ async fn command(args: OutboxArgs) -> anyhow::Result<()> {
 
 /// `brink outbox purge`: the queue, or with `parked` the parking queue.
 async fn purge(
-    api: &AdminClient,
+    api: &Client,
     stdout: &mut impl std::io::Write,
     uplink: &str,
     parked: bool,

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::{AdminClient, AdminFlags, key_path};
+use super::client::{Client, NodeFlags};
+use crate::key_path;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct KvArgs {
     #[command(flatten)]
-    node: AdminFlags,
+    node: NodeFlags,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -109,7 +110,7 @@ async fn command(args: KvArgs) -> anyhow::Result<()> {
 
 /// Every key of `bucket` starting with `prefix`, page by page.
 async fn list_keys(
-    api: &AdminClient,
+    api: &Client,
     bucket: &str,
     prefix: Option<&str>,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
