@@ -9,6 +9,7 @@ use crate::capability::keyvalue::KvCtx;
 use crate::capability::log::LogCtx;
 use crate::capability::nn::NnCtx;
 use crate::capability::outbox::OutboxCtx;
+use crate::engine::FunctionSpec;
 use crate::error::LimitExceeded;
 
 /// Elements any one table may grow to; Rust guests use a few hundred.
@@ -24,6 +25,39 @@ pub struct HostState {
     pub(crate) outbox: OutboxCtx,
     pub(crate) nn: NnCtx,
     pub(crate) memory: MemoryBudget,
+}
+
+impl HostState {
+    /// A fresh instance's state: each capability's context, built from the
+    /// function's spec and what its `prepare` hooks made at load. A new
+    /// capability adds its field above and its line here.
+    pub(crate) fn new(
+        spec: &FunctionSpec,
+        config: &crate::capability::config::Prepared,
+        log: LogCtx,
+        wasi: WasiCtx,
+    ) -> Self {
+        Self {
+            table: ResourceTable::new(),
+            wasi,
+            log,
+            config: ConfigCtx::new(config.clone()),
+            kv: KvCtx::new(spec.kv.clone()),
+            outbox: OutboxCtx::new(spec.outbox.clone()),
+            nn: NnCtx::new(spec.nn.clone(), spec.limits.memory_bytes),
+            memory: MemoryBudget {
+                limit: spec.limits.memory_bytes,
+                used: 0,
+            },
+        }
+    }
+
+    /// The capabilities' after-invoke hooks: what must reach disk before
+    /// the invocation's event is acknowledged (the key-value writes, when
+    /// the store is durable).
+    pub(crate) fn after_invoke(&mut self) -> Option<crate::kv::Kv> {
+        self.kv.take_dirty()
+    }
 }
 
 impl std::fmt::Debug for HostState {

@@ -18,16 +18,20 @@ use crate::kv::{Bucket, Kv, KvError, Observed};
 use crate::state::HostState;
 
 /// The grant that allows these interfaces; given by `kv = [...]` in a spec.
-pub const GRANT: &str = "kv";
+pub const GRANT: &str = crate::contract::GRANT_KV;
 
 /// The interfaces this capability provides.
 pub const INTERFACES: &[&str] = &[
     "wasi:keyvalue/store@0.2.0-draft2",
     "wasi:keyvalue/atomics@0.2.0-draft2",
     "wasi:keyvalue/batch@0.2.0-draft2",
-    "brink:edge/kv@0.1.1",
-    "brink:edge/kv@0.1.2",
 ];
+
+/// The contract's own key-value interface, from 0.1.1 on.
+pub const INTERFACE: crate::contract::EdgeInterface = crate::contract::EdgeInterface {
+    name: "kv",
+    since: "0.1.1",
+};
 
 /// Which buckets of which namespace a function may open.
 #[derive(Debug, Clone)]

@@ -15,12 +15,11 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::brink::edge::log::{self, Level};
 use crate::state::HostState;
 
-/// The interfaces this capability provides.
-pub const INTERFACES: &[&str] = &[
-    "brink:edge/log@0.1.0",
-    "brink:edge/log@0.1.1",
-    "brink:edge/log@0.1.2",
-];
+/// The interface this capability provides, from the contract's first version.
+pub const INTERFACE: crate::contract::EdgeInterface = crate::contract::EdgeInterface {
+    name: "log",
+    since: "0.1.0",
+};
 
 /// Log records one invocation may write; later ones are dropped and counted.
 pub const MAX_RECORDS_PER_INVOCATION: u32 = 100;

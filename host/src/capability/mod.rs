@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use wasmtime::component::Linker;
 
 use crate::bindings::brink::edge::types;
+use crate::contract::EdgeInterface;
 use crate::error::LoadError;
 use crate::state::HostState;
 
@@ -29,44 +30,51 @@ pub struct Capability {
     pub grant: Option<&'static str>,
     /// How a manifest grants it, where that is not `grants = ["<grant>"]`.
     pub how_to_grant: Option<&'static str>,
-    /// Import names it provides: `pkg:name/iface@` prefixes, or exact names.
+    /// Import names it provides outside the contract: `pkg:name/iface@`
+    /// prefixes, or exact names.
     pub interfaces: &'static [&'static str],
+    /// The contract's interface it provides, at every version from its first.
+    pub edge: Option<EdgeInterface>,
     /// Links it.
     pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
 
-/// Every capability. A new capability is one module plus one line here.
+/// Every capability. A new capability is one folder, one entry here and one
+/// `HostState` field (built in `state.rs`).
 pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "wasi",
         grant: None,
         how_to_grant: None,
         interfaces: wasi::INTERFACES,
+        edge: None,
         add_to_linker: wasi::add_to_linker,
     },
     Capability {
         name: "types",
         grant: None,
         how_to_grant: None,
-        interfaces: &[
-            "brink:edge/types@0.1.0",
-            "brink:edge/types@0.1.1",
-            "brink:edge/types@0.1.2",
-        ],
+        interfaces: &[],
+        edge: Some(EdgeInterface {
+            name: "types",
+            since: "0.1.0",
+        }),
         add_to_linker: add_types_to_linker,
     },
     Capability {
         name: "log",
         grant: None,
         how_to_grant: None,
-        interfaces: log::INTERFACES,
+        interfaces: &[],
+        edge: Some(log::INTERFACE),
         add_to_linker: log::add_to_linker,
     },
     Capability {
         name: "config",
         grant: None,
         how_to_grant: None,
-        interfaces: config::INTERFACES,
+        interfaces: &[],
+        edge: Some(config::INTERFACE),
         add_to_linker: config::add_to_linker,
     },
     Capability {
@@ -74,13 +82,15 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: Some(keyvalue::GRANT),
         how_to_grant: Some("name the buckets it may open in its spec: kv = [\"default\"]"),
         interfaces: keyvalue::INTERFACES,
+        edge: Some(keyvalue::INTERFACE),
         add_to_linker: keyvalue::add_to_linker,
     },
     Capability {
         name: "outbox",
         grant: Some(outbox::GRANT),
         how_to_grant: Some("name the uplinks it may send to in its spec: outbox = [\"cloud\"]"),
-        interfaces: outbox::INTERFACES,
+        interfaces: &[],
+        edge: Some(outbox::INTERFACE),
         add_to_linker: outbox::add_to_linker,
     },
     Capability {
@@ -88,6 +98,7 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: Some(nn::GRANT),
         how_to_grant: Some("name the models it may use in its spec: models = [\"digits\"]"),
         interfaces: nn::INTERFACES,
+        edge: None,
         add_to_linker: nn::add_to_linker,
     },
 ];
@@ -119,10 +130,10 @@ pub fn known_grants() -> impl Iterator<Item = &'static str> {
 }
 
 fn provides(capability: &Capability, import: &str) -> bool {
-    capability
-        .interfaces
-        .iter()
-        .any(|i| import == *i || (i.ends_with('/') || i.ends_with('@')) && import.starts_with(i))
+    capability.edge.is_some_and(|edge| edge.provides(import))
+        || capability.interfaces.iter().any(|i| {
+            import == *i || (i.ends_with('/') || i.ends_with('@')) && import.starts_with(i)
+        })
 }
 
 /// Checks `grants` names real capabilities.

@@ -25,7 +25,7 @@ use crate::state::HostState;
 
 /// The grant that allows these interfaces; given by `models = [...]` or
 /// `load_models = true` in a spec.
-pub const GRANT: &str = "nn";
+pub const GRANT: &str = crate::contract::GRANT_NN;
 
 /// The interfaces this capability provides.
 pub const INTERFACES: &[&str] = &[

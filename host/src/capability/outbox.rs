@@ -14,10 +14,13 @@ use crate::outbox::{Outbox, OutboxError};
 use crate::state::HostState;
 
 /// The grant that allows this interface; given by `outbox = [...]` in a spec.
-pub const GRANT: &str = "outbox";
+pub const GRANT: &str = crate::contract::GRANT_OUTBOX;
 
-/// The interfaces this capability provides.
-pub const INTERFACES: &[&str] = &["brink:edge/outbox@0.1.1", "brink:edge/outbox@0.1.2"];
+/// The interface this capability provides, from contract 0.1.1 on.
+pub const INTERFACE: crate::contract::EdgeInterface = crate::contract::EdgeInterface {
+    name: "outbox",
+    since: "0.1.1",
+};
 
 /// Which uplinks a function may send to.
 #[derive(Debug, Clone)]

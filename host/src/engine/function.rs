@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::ResourceTable;
 
 use super::*;
 
@@ -130,7 +129,7 @@ impl Function {
             instance.parts.begin(&event.id);
             let result = instance.call_unbounded(event).await;
             instance.parts.used += 1;
-            let written = instance.parts.store.data_mut().kv.take_dirty();
+            let written = instance.parts.store.data_mut().after_invoke();
             if reuse > 1 && instance.parts.used < reuse && returned_normally(&result) {
                 self.put_warm(instance.parts);
             }
@@ -242,19 +241,8 @@ impl Function {
         let event_id: Arc<str> = Arc::from(event_id);
         let tap = f.spec.logs.as_ref();
         let (wasi, stdout, stderr) = capability::wasi::ctx(&f.name, &event_id, tap);
-        let state = HostState {
-            table: ResourceTable::new(),
-            wasi,
-            log: LogCtx::new(f.name.clone(), event_id, tap.cloned(), f.log_budget.clone()),
-            config: ConfigCtx::new(f.config.clone()),
-            kv: KvCtx::new(f.spec.kv.clone()),
-            outbox: OutboxCtx::new(f.spec.outbox.clone()),
-            nn: NnCtx::new(f.spec.nn.clone(), f.spec.limits.memory_bytes),
-            memory: MemoryBudget {
-                limit: f.spec.limits.memory_bytes,
-                used: 0,
-            },
-        };
+        let log = LogCtx::new(f.name.clone(), event_id, tap.cloned(), f.log_budget.clone());
+        let state = HostState::new(&f.spec, &f.config, log, wasi);
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
         let run = f.gate.run(f.group.clone());

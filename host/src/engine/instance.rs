@@ -53,7 +53,7 @@ impl Instance {
         let result = with_timeout(&function, timeout, self.call_unbounded(event)).await;
         self.parts.stderr.finish();
         self.parts.used += 1;
-        let written = self.parts.store.data_mut().kv.take_dirty();
+        let written = self.parts.store.data_mut().after_invoke();
         function.make_durable(written).await?;
         result?
     }

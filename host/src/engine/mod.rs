@@ -11,15 +11,14 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
 use crate::cache::{self, CompileCache, Compiled};
-use crate::capability::config::ConfigCtx;
-use crate::capability::keyvalue::{KvAccess, KvCtx};
+use crate::capability::keyvalue::KvAccess;
 use crate::capability::log::LogCtx;
-use crate::capability::nn::{NnAccess, NnCtx};
-use crate::capability::outbox::{OutboxAccess, OutboxCtx};
+use crate::capability::nn::NnAccess;
+use crate::capability::outbox::OutboxAccess;
 use crate::capability::{self, wasi::GuestOutput};
 use crate::error::{InvokeError, LimitExceeded, LoadError};
 use crate::event;
-use crate::state::{HostState, MemoryBudget};
+use crate::state::HostState;
 
 mod function;
 mod instance;
@@ -239,7 +238,7 @@ impl Engine {
         Ok(Function {
             inner: Arc::new(FunctionInner {
                 name: Arc::from(function),
-                config: Arc::new(spec.config.clone()),
+                config: capability::config::prepare(&spec),
                 spec,
                 digest,
                 compiled,

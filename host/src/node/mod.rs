@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+mod output;
 pub mod problem;
 mod serve;
 mod start;
@@ -14,112 +15,18 @@ pub mod tls;
 pub mod tools;
 pub mod uplink;
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::bindings::CloudEvent;
 use crate::builder::{self, BuildRequest};
-use crate::event::ExtTypes;
 use crate::kv::Kv;
-use crate::outbox::{Outbox, OutboxError};
-use dispatch::{Dispatcher, Sink};
-
-/// Delivers outputs that leave the node: webhooks over HTTP in binary mode,
-/// MQTT topics through the publisher.
-#[derive(Debug, Clone)]
-struct NodeSink {
-    client: reqwest::Client,
-    mqtt: Option<mqtt::Publisher>,
-    outbox: Option<Outbox>,
-    /// Priority and TTL of outputs routed to each uplink.
-    uplink_options: BTreeMap<String, (u8, Option<Duration>)>,
-}
-
-impl Sink for NodeSink {
-    fn uplink<'a>(
-        &'a self,
-        owner: Option<&'a str>,
-        uplink: &'a str,
-        event: &'a CloudEvent,
-        types: &'a ExtTypes,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let Some(outbox) = &self.outbox else {
-                bail!("this node has no outbox");
-            };
-            let (priority, ttl) = self
-                .uplink_options
-                .get(uplink)
-                .copied()
-                .unwrap_or((0, None));
-            match outbox
-                .send_typed(owner, uplink, (event, types), priority, ttl)
-                .await
-            {
-                Ok(_) => Ok(()),
-                // This event will never fit or be valid: retrying cannot help.
-                Err(e @ (OutboxError::TooLarge { .. } | OutboxError::BadEvent(_))) => {
-                    Err(crate::delivery::refused(e.to_string()))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
-
-    fn mqtt<'a>(
-        &'a self,
-        template: &'a str,
-        event: &'a CloudEvent,
-        types: &'a ExtTypes,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            // A template the event cannot fill never will.
-            let topic = crate::manifest::topic::render(template, event)
-                .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
-            match &self.mqtt {
-                Some(publisher) => publisher.publish(&topic, event, types).await,
-                None => bail!("this node has no MQTT connection"),
-            }
-        })
-    }
-
-    fn webhook<'a>(
-        &'a self,
-        url: &'a str,
-        event: &'a CloudEvent,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let (headers, body) = crate::event::http::encode_binary(event)
-                .map_err(|e| crate::delivery::refused(format!("{e:#}")))?;
-            let response = self
-                .client
-                .post(url)
-                .headers(headers)
-                .body(body)
-                .send()
-                .await
-                .context("sending")?;
-            let status = response.status();
-            if crate::delivery::http_status_is_permanent(status) {
-                return Err(crate::delivery::refused(format!(
-                    "the endpoint refused the event: {status}"
-                )));
-            }
-            if !status.is_success() {
-                bail!("the endpoint answered {status}");
-            }
-            Ok(())
-        })
-    }
-}
+use crate::outbox::Outbox;
+use dispatch::Dispatcher;
+use output::NodeSink;
 
 /// Where a function's component comes from: a `.wasm`, or a crate to build.
 fn component_path(base: &Path, source: &Path) -> anyhow::Result<PathBuf> {
