@@ -103,6 +103,46 @@ pub const CAPABILITIES: &[Capability] = &[
     },
 ];
 
+/// A capability's metrics hook: the families it registered when the node
+/// started it, filled from its backend just before each exposition (as
+/// wasmCloud plugins inject their meters).
+pub trait Meters: Send + Sync + std::fmt::Debug {
+    /// Reads the backend into the families.
+    fn collect(&self);
+}
+
+/// The label of figures billed to a tenant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+/// A family per `(name, help)`, each registered in `registry`.
+fn families<L, M, const N: usize>(
+    registry: &mut prometheus_client::registry::Registry,
+    described: [(&'static str, &'static str); N],
+) -> [prometheus_client::metrics::family::Family<L, M>; N]
+where
+    prometheus_client::metrics::family::Family<L, M>:
+        prometheus_client::registry::Metric + Clone + Default,
+{
+    described.map(|(name, help)| {
+        let family = prometheus_client::metrics::family::Family::default();
+        registry.register(name, help, Clone::clone(&family));
+        family
+    })
+}
+
+/// A byte or event count as a gauge's value.
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Brings a counter mirrored from a backend's own count up to `total`.
+fn catch_up(counter: &prometheus_client::metrics::counter::Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
 /// The contract's shared types: an interface with no functions of its own.
 struct Types;
 

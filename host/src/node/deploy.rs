@@ -213,11 +213,11 @@ impl Deployer {
             self.follow_mqtt(id, name).await;
         }
         let buckets = match &self.node().kv {
-            Some(kv) => kv.drop_namespace(&kv_namespace(id))?,
+            Some(kv) => crate::capability::keyvalue::forget(kv, id)?,
             None => Vec::new(),
         };
         if let Some(outbox) = &self.node().outbox {
-            outbox.set_owner_quota(id, None);
+            crate::capability::outbox::forget(outbox, id);
         }
         self.inner
             .handles

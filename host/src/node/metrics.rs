@@ -7,6 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
+use std::sync::PoisonError;
+
+use crate::capability::{Meters, TenantLabel};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionTrigger {
     pub function: String,
@@ -16,27 +20,6 @@ pub struct FunctionTrigger {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionLabel {
     pub function: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BucketLabel {
-    pub bucket: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UplinkLabel {
-    pub uplink: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabel {
-    pub model: String,
-    pub device: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabel {
-    pub tenant: String,
 }
 
 /// What a tenant used, for billing: `GET /v1/usage` and `brink_tenant_*` on `/metrics`.
@@ -57,7 +40,9 @@ pub struct FunctionError {
 /// Every metric the node exports.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock: capabilities register their families when the node
+    /// starts them, after the node's own.
+    registry: std::sync::Mutex<Registry>,
     pub events_in: Family<FunctionTrigger, Counter>,
     pub events_out: Family<FunctionLabel, Counter>,
     pub errors: Family<FunctionError, Counter>,
@@ -67,19 +52,11 @@ pub struct Metrics {
     /// Guest log records dropped over the log limits, per function.
     pub log_dropped: Family<FunctionLabel, Counter>,
     pub mqtt_connected: Gauge,
-    pub kv_bucket_bytes: Family<BucketLabel, Gauge>,
-    /// The app's key-value store, whose bucket sizes are read at each scrape.
-    kv: std::sync::OnceLock<(crate::kv::Kv, String)>,
-    outbox: std::sync::OnceLock<crate::outbox::Outbox>,
-    outbox_gauges: [(&'static str, Family<UplinkLabel, Gauge>); 4],
-    outbox_counters: [(&'static str, Family<UplinkLabel, Counter>); 6],
-    models: std::sync::OnceLock<crate::nn::Models>,
-    model_counters: [(&'static str, Family<ModelLabel, Counter>); 6],
+    /// The capabilities' meters, filled at each exposition.
+    meters: std::sync::Mutex<Vec<Box<dyn Meters>>>,
     tenant_invocations: Family<TenantLabel, Counter>,
     tenant_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     tenant_inference: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
-    tenant_kv_bytes: Family<TenantLabel, Gauge>,
-    tenant_outbox_bytes: Family<TenantLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,17 +72,6 @@ fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str
     metric
 }
 
-/// A family per `(name, help)`, each registered.
-fn families<L, M, const N: usize>(
-    registry: &mut Registry,
-    described: [(&'static str, &'static str); N],
-) -> [(&'static str, Family<L, M>); N]
-where
-    Family<L, M>: Metric + Clone + Default,
-{
-    described.map(|(name, help)| (name, registered(registry, name, help, Family::default())))
-}
-
 /// The per-function and MQTT metrics.
 fn function_metrics(r: &mut Registry) -> FunctionMetrics {
     FunctionMetrics {
@@ -113,12 +79,6 @@ fn function_metrics(r: &mut Registry) -> FunctionMetrics {
             r,
             "log_dropped",
             "Guest log records dropped over 100 per invocation or 200 per second per function",
-            Family::default(),
-        ),
-        kv_bucket_bytes: registered(
-            r,
-            "kv_bucket_bytes",
-            "Bytes (keys and values) each key-value bucket of the app holds",
             Family::default(),
         ),
         events_in: registered(
@@ -176,71 +136,12 @@ struct FunctionMetrics {
     dead_letters: Family<FunctionLabel, Counter>,
     log_dropped: Family<FunctionLabel, Counter>,
     mqtt_connected: Gauge,
-    kv_bucket_bytes: Family<BucketLabel, Gauge>,
 }
-
-const OUTBOX_GAUGES: [(&str, &str); 4] = [
-    (
-        "outbox_backlog_events",
-        "Events waiting in the outbox for an uplink",
-    ),
-    (
-        "outbox_backlog_bytes",
-        "Bytes waiting in the outbox for an uplink",
-    ),
-    ("outbox_connected", "1 while the uplink accepts deliveries"),
-    (
-        "outbox_parked_events",
-        "Events the uplink refused for good, waiting in its parking queue",
-    ),
-];
-
-const OUTBOX_COUNTERS: [(&str, &str); 6] = [
-    ("outbox_sent", "Events the uplink acknowledged"),
-    (
-        "outbox_retried",
-        "Event deliveries that failed and will be retried",
-    ),
-    (
-        "outbox_dropped",
-        "Events dropped: outbox full (drop_oldest) or purged",
-    ),
-    (
-        "outbox_expired",
-        "Events whose TTL passed before they could be sent",
-    ),
-    (
-        "outbox_rejected",
-        "Sends refused because the outbox was full",
-    ),
-    (
-        "outbox_parked",
-        "Events moved to the parking queue because the uplink refused them for good",
-    ),
-];
-
-const MODEL_COUNTERS: [(&str, &str); 6] = [
-    ("nn_requests", "Inferences answered, by model"),
-    (
-        "nn_runs",
-        "Runs of the model; fewer than requests where batching joined them",
-    ),
-    ("nn_rows", "Rows (samples) run, by model"),
-    ("nn_failed", "Inferences whose run failed"),
-    (
-        "nn_rejected",
-        "Inferences refused because the model's queue was full",
-    ),
-    ("nn_busy_microseconds", "Time spent running the model"),
-];
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("brink");
         let f = function_metrics(&mut registry);
-        let outbox_gauges = families(&mut registry, OUTBOX_GAUGES);
-        let outbox_counters = families(&mut registry, OUTBOX_COUNTERS);
-        let model_counters = families(&mut registry, MODEL_COUNTERS);
         let r = &mut registry;
         let tenant_invocations = registered(
             r,
@@ -260,30 +161,12 @@ impl Default for Metrics {
             "Time a tenant's inferences took, queueing for the model included",
             Family::default(),
         );
-        let tenant_kv_bytes = registered(
-            r,
-            "tenant_kv_bytes",
-            "Bytes of keys and values a tenant holds across its buckets",
-            Family::default(),
-        );
-        let tenant_outbox_bytes = registered(
-            r,
-            "tenant_outbox_bytes",
-            "Bytes a tenant's functions hold queued in the outbox, across uplinks",
-            Family::default(),
-        );
         Self {
-            tenant_outbox_bytes,
             tenant_invocations,
             tenant_seconds,
             tenant_inference,
-            tenant_kv_bytes,
-            models: std::sync::OnceLock::new(),
-            model_counters,
-            outbox: std::sync::OnceLock::new(),
-            outbox_gauges,
-            outbox_counters,
-            registry,
+            meters: std::sync::Mutex::default(),
+            registry: std::sync::Mutex::new(registry),
             dead_letters: f.dead_letters,
             log_dropped: f.log_dropped,
             mqtt_connected: f.mqtt_connected,
@@ -292,8 +175,6 @@ impl Default for Metrics {
             errors: f.errors,
             latency: f.latency,
             queue_depth: f.queue_depth,
-            kv_bucket_bytes: f.kv_bucket_bytes,
-            kv: std::sync::OnceLock::new(),
         }
     }
 }
@@ -334,19 +215,14 @@ impl Metrics {
             counter.inc_by(took.as_secs_f64());
         })
     }
-    /// Reports the queues of `outbox` from now on.
-    pub fn watch_outbox(&self, outbox: crate::outbox::Outbox) {
-        let _ = self.outbox.set(outbox);
-    }
-
-    /// Reports the queues of `models` from now on.
-    pub fn watch_models(&self, models: crate::nn::Models) {
-        let _ = self.models.set(models);
-    }
-
-    /// Reports the buckets of `app` in `kv` from now on.
-    pub fn watch_kv(&self, kv: crate::kv::Kv, app: &str) {
-        let _ = self.kv.set((kv, app.to_owned()));
+    /// Adds a capability's metrics: `hook` registers its families (the
+    /// capability's `meters`), which are filled at every exposition from now on.
+    pub fn watch(&self, hook: impl FnOnce(&mut Registry) -> Box<dyn Meters>) {
+        let meters = hook(&mut self.registry.lock().unwrap_or_else(PoisonError::into_inner));
+        self.meters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(meters);
     }
 
     /// The exposition for the public HTTP listener, which anyone who can
@@ -368,82 +244,17 @@ impl Metrics {
 
     /// The Prometheus text exposition, every tenant's figures included.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        if let Some((kv, app)) = self.kv.get() {
-            for bucket in kv.buckets(app).unwrap_or_default() {
-                if let Ok(b) = kv.bucket(app, &bucket) {
-                    self.kv_bucket_bytes
-                        .get_or_create(&BucketLabel { bucket })
-                        .set(i64::try_from(b.size()).unwrap_or(i64::MAX));
-                }
-            }
-            for (namespace, bytes) in kv.namespace_sizes() {
-                if let Some(tenant) = crate::tenancy::names::tenant_of_namespace(&namespace) {
-                    self.tenant_kv_bytes
-                        .get_or_create(&TenantLabel {
-                            tenant: tenant.to_owned(),
-                        })
-                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-                }
-            }
-        }
-        if let Some(outbox) = self.outbox.get() {
-            for (tenant, usage) in outbox.owners() {
-                self.tenant_outbox_bytes
-                    .get_or_create(&TenantLabel { tenant })
-                    .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
-            }
-            for s in outbox.status() {
-                let label = UplinkLabel {
-                    uplink: s.uplink.clone(),
-                };
-                let gauges = [
-                    s.backlog_events,
-                    s.backlog_bytes,
-                    u64::from(s.connected),
-                    s.parked_events,
-                ];
-                for ((_, family), value) in self.outbox_gauges.iter().zip(gauges) {
-                    family
-                        .get_or_create(&label)
-                        .set(i64::try_from(value).unwrap_or(i64::MAX));
-                }
-                let counters = [
-                    s.sent,
-                    s.retried,
-                    s.dropped,
-                    s.expired,
-                    s.rejected,
-                    s.parked_total,
-                ];
-                for ((_, family), value) in self.outbox_counters.iter().zip(counters) {
-                    let counter = family.get_or_create(&label);
-                    counter.inc_by(value.saturating_sub(counter.get()));
-                }
-            }
-        }
-        if let Some(models) = self.models.get() {
-            for model in models.iter() {
-                let label = ModelLabel {
-                    model: model.name().to_owned(),
-                    device: model.graph().device().to_owned(),
-                };
-                let s = model.stats();
-                let values = [
-                    s.requests(),
-                    s.batches(),
-                    s.rows(),
-                    s.failed(),
-                    s.rejected(),
-                    s.busy_us(),
-                ];
-                for ((_, family), value) in self.model_counters.iter().zip(values) {
-                    let counter = family.get_or_create(&label);
-                    counter.inc_by(value.saturating_sub(counter.get()));
-                }
-            }
+        for meters in self
+            .meters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            meters.collect();
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
     }
 }

@@ -132,3 +132,24 @@ impl From<RegistryError> for Problem {
         Self::new(status, title, e)
     }
 }
+
+impl From<crate::kv::KvError> for Problem {
+    fn from(e: crate::kv::KvError) -> Self {
+        let (status, title) = match &e {
+            crate::kv::KvError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
+            crate::kv::KvError::QuotaExceeded { .. }
+            | crate::kv::KvError::NamespaceQuotaExceeded { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded")
+            }
+            crate::kv::KvError::TooManyBuckets { .. } => {
+                (StatusCode::FORBIDDEN, "Bucket quota reached")
+            }
+            crate::kv::KvError::ValueTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "Value too large")
+            }
+            crate::kv::KvError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "No such bucket"),
+            _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),
+        };
+        Self::new(status, title, e)
+    }
+}

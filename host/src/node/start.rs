@@ -349,13 +349,13 @@ fn node_sink(
 fn watch_metrics(manifest: &Manifest, state: &State, models: Option<&Models>) -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::default());
     if let Some(kv) = &state.kv {
-        metrics.watch_kv(kv.clone(), &manifest.app);
+        metrics.watch(|r| crate::capability::keyvalue::meters(r, kv.clone(), &manifest.app));
     }
     if let Some(outbox) = &state.outbox {
-        metrics.watch_outbox(outbox.clone());
+        metrics.watch(|r| crate::capability::outbox::meters(r, outbox.clone()));
     }
     if let Some(models) = models {
-        metrics.watch_models(models.clone());
+        metrics.watch(|r| crate::capability::nn::meters(r, models.clone()));
     }
     metrics
 }

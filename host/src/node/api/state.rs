@@ -113,22 +113,6 @@ fn namespace(
     }
 }
 
-impl From<KvError> for Problem {
-    fn from(e: KvError) -> Self {
-        let (status, title) = match &e {
-            KvError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Store failed"),
-            KvError::QuotaExceeded { .. } | KvError::NamespaceQuotaExceeded { .. } => {
-                (StatusCode::INSUFFICIENT_STORAGE, "Quota exceeded")
-            }
-            KvError::TooManyBuckets { .. } => (StatusCode::FORBIDDEN, "Bucket quota reached"),
-            KvError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Value too large"),
-            KvError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "No such bucket"),
-            _ => (StatusCode::BAD_REQUEST, "Invalid key-value request"),
-        };
-        Self::new(status, title, e)
-    }
-}
-
 type Answer = Result<Response, Problem>;
 
 fn store(state: &AdminState) -> Result<Kv, Problem> {

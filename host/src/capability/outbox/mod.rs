@@ -2,6 +2,10 @@
 //! granted (`outbox = ["cloud"]`). `send` returns once the event is synced
 //! to disk; waiting for that sync does not block an executor thread.
 
+mod meters;
+
+pub use meters::meters;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,13 @@ pub const INTERFACE: crate::contract::EdgeInterface = crate::contract::EdgeInter
     name: "outbox",
     since: "0.1.1",
 };
+
+/// The forget hook, on tenant removal: `tenant`'s quota on queued bytes
+/// goes. What its functions already queued is still delivered: it was
+/// accepted.
+pub fn forget(outbox: &Outbox, tenant: &str) {
+    outbox.set_owner_quota(tenant, None);
+}
 
 /// Which uplinks a function may send to.
 #[derive(Debug, Clone)]

@@ -9,6 +9,10 @@
 //! executor thread. Every failure reaches the guest as an `error` resource
 //! with a code and a message; none traps it.
 
+mod meters;
+
+pub use meters::meters;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -6,6 +6,10 @@
 //! store itself) reaches the guest as `error::other` with its reason; none
 //! traps it.
 
+mod meters;
+
+pub use meters::meters;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +44,12 @@ pub struct KvAccess {
     /// The app (and tenant) the buckets belong to.
     pub namespace: Arc<str>,
     pub buckets: Arc<BTreeSet<String>>,
+}
+
+/// The forget hook, on tenant removal: drops every bucket of `tenant`'s
+/// namespace; answers their names.
+pub fn forget(kv: &Kv, tenant: &str) -> Result<Vec<String>, crate::kv::KvError> {
+    kv.drop_namespace(&crate::tenancy::names::kv_namespace(tenant))
 }
 
 /// A function's key-value context for one instance.
