@@ -8,7 +8,16 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use super::*;
+use super::instance::{Instance, Parts};
+use super::spec::FunctionSpec;
+use super::{EPOCH_TICK, IDLE_LIFETIME};
+use crate::bindings::{CloudEvent, FunctionPre};
+use crate::cache::Compiled;
+use crate::capability;
+use crate::capability::log::LogCtx;
+use crate::capability::wasi::GuestOutput;
+use crate::error::{InvokeError, LimitExceeded};
+use crate::state::HostState;
 
 /// A loaded function: compiled, checked against its grants, linked.
 /// Cheap to clone; every invocation gets its own instance.

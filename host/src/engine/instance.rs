@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::*;
+use super::function::{Function, arm_deadline, classify, with_timeout};
+use crate::bindings::{CloudEvent, Function as FunctionBindings};
+use crate::capability::wasi::GuestOutput;
+use crate::error::InvokeError;
+use crate::event;
+use crate::state::HostState;
 
 /// A live instance of a function.
 pub struct Instance {

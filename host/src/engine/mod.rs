@@ -9,15 +9,10 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{CloudEvent, Function as FunctionBindings, FunctionPre};
+use crate::bindings::FunctionPre;
 use crate::cache::{self, CompileCache, Compiled};
-use crate::capability::keyvalue::KvAccess;
-use crate::capability::log::LogCtx;
-use crate::capability::nn::NnAccess;
-use crate::capability::outbox::OutboxAccess;
-use crate::capability::{self, wasi::GuestOutput};
-use crate::error::{InvokeError, LimitExceeded, LoadError};
-use crate::event;
+use crate::capability;
+use crate::error::LoadError;
 use crate::state::HostState;
 
 mod function;
@@ -25,9 +20,8 @@ mod instance;
 mod spec;
 
 pub use function::Function;
-use function::{FunctionInner, arm_deadline, classify, with_timeout};
+use function::FunctionInner;
 pub use instance::Instance;
-use instance::Parts;
 pub use spec::FunctionSpec;
 
 /// How often the engine's epoch advances: the resolution of time limits,

@@ -3,7 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::*;
+use super::Limits;
+use crate::capability;
+use crate::capability::keyvalue::KvAccess;
+use crate::capability::nn::NnAccess;
+use crate::capability::outbox::OutboxAccess;
 
 /// What the host runs: a named component with its limits, config and grants.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::*;
+use super::value::{encode, expiry_of, index_key, live, now_ms, parse_counter};
+use super::{Bucket, KvError, PAGE};
 
 /// A value as read for a later [`Bucket::swap`]: the stored bytes, header
 /// included, are what the swap compares against.

@@ -24,7 +24,7 @@ mod value;
 
 pub use bucket::Observed;
 pub(crate) use value::{encode, expiry_of, live};
-use value::{index_expiry, index_key, now_ms, parse_counter, parse_index_key};
+use value::{index_expiry, now_ms, parse_index_key};
 
 const MIB: usize = 1 << 20;
 /// The tree that indexes values with a TTL by expiry.
@@ -511,6 +511,7 @@ pub fn valid_bucket_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::value::index_key;
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::*;
+use super::KvError;
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use super::client::Client;
+use super::{client, lock};
 
 /// Acknowledges messages in the order they arrived, as MQTT requires (and
 /// rumqttd enforces) however the handlers finish. One per connection: acks

@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::*;
+use super::identity::dead_letter_stub;
+use super::publisher::Publisher;
+use crate::bindings::CloudEvent;
+use crate::event::ExtTypes;
+use crate::event::mqtt::PlainPolicy;
+use crate::node::dispatch::{Admission, Dispatcher};
+use crate::tenancy::names::dead_letter_topic;
 
 /// What the subscriber needs to handle messages.
 pub(super) struct TriggerCtx {

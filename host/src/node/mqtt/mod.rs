@@ -16,14 +16,11 @@ mod publisher;
 mod settings;
 mod subscriber;
 
-use ack_order::AckOrder;
 pub use broker::EmbeddedBroker;
-use delivery::{Job, TriggerCtx, ordered_worker};
-use identity::dead_letter_stub;
+use delivery::TriggerCtx;
 pub use identity::node_client_id;
 use publisher::run_publisher;
 pub use publisher::{PublishFailure, Publisher, background_publisher};
-use settings::MAX_PACKET;
 pub use settings::{Settings, start_embedded_broker};
 use subscriber::{Subscriber, run_subscriber};
 
@@ -35,13 +32,8 @@ use anyhow::{Context as _, bail};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::dispatch::{Admission, Dispatcher};
-use crate::bindings::CloudEvent;
-use crate::event::ExtTypes;
-use crate::event::mqtt::{self as binding, Carried, Message, Outgoing, OutputMode, PlainPolicy};
-use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
-use crate::tenancy::names::dead_letter_topic;
-use client::{Client, ConnectOptions, EventLoop, Polled, Received};
+use super::dispatch::Dispatcher;
+use client::{Client, ConnectOptions, EventLoop, Polled};
 
 /// How long a publish may wait for its PUBACK.
 const PUBACK_TIMEOUT: Duration = Duration::from_secs(10);

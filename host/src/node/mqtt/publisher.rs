@@ -5,8 +5,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
-use super::*;
+use super::client::{Client, Polled};
+use super::settings::{MAX_PACKET, Settings};
+use super::{Connection, PUBACK_TIMEOUT, Ready, client, lock, poll_connection, stopped};
+use crate::bindings::CloudEvent;
+use crate::event::mqtt::{Outgoing, OutputMode};
+use crate::event::{ExtTypes, mqtt as binding};
 
 pub(super) type Waiter = oneshot::Sender<Result<(), client::Refusal>>;
 

@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
-use super::*;
+use super::broker;
+use super::broker::EmbeddedBroker;
+use super::client::ConnectOptions;
+use crate::event::mqtt::{OutputMode, PlainPolicy};
+use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
 
 /// Largest message the node accepts or sends.
 pub(super) const MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;

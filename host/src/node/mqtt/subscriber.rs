@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use super::*;
+use super::ack_order::AckOrder;
+use super::client::{Polled, Received};
+use super::delivery::{Job, TriggerCtx, ordered_worker};
+use super::{Connection, Ready, SyncRequest, client, lock, poll_connection, stopped};
+use crate::bindings::CloudEvent;
+use crate::event::mqtt::{Carried, Message};
+use crate::event::{ExtTypes, mqtt as binding};
+use crate::tenancy::names::dead_letter_topic;
 
 pub(super) struct Subscriber {
     pub(super) trigger: Arc<TriggerCtx>,
