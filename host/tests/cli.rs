@@ -543,6 +543,88 @@ fn kv_cli_seeds_and_inspects_the_state_of_a_running_node() -> anyhow::Result<()>
     Ok(())
 }
 
+/// `brink kv ls` as `brink_command` runs it (private config directory),
+/// with `env` set.
+fn kv_ls(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
+    let mut args = vec!["kv", "ls"];
+    args.extend_from_slice(extra);
+    let mut command = brink_command(home, &args);
+    command
+        .env_remove("BRINK_ADMIN_URL")
+        .env_remove("BRINK_ADMIN_TOKEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Ok(command.output()?)
+}
+
+#[test]
+fn every_command_names_the_node_the_same_way() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
+    let text = std::fs::read_to_string(&manifest)?.replace(
+        &format!("listen = \"127.0.0.1:{admin_port}\"\n"),
+        &format!("listen = \"127.0.0.1:{admin_port}\"\ntoken = \"op-secret\"\n"),
+    );
+    std::fs::write(&manifest, text)?;
+    let _node = start_node(&manifest, &home.join("cache"), http_port)?;
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let closed = format!("http://127.0.0.1:{}", free_port()?);
+    let token = "op-secret";
+
+    // The one name: --url and --token, or BRINK_URL and BRINK_TOKEN.
+    ok(kv_ls(&home, &["--url", &url, "--token", token], &[])?)?;
+    ok(kv_ls(
+        &home,
+        &[],
+        &[("BRINK_URL", &url), ("BRINK_TOKEN", token)],
+    )?)?;
+    // The old names still work.
+    ok(kv_ls(&home, &["--admin", &url, "--token", token], &[])?)?;
+    ok(kv_ls(
+        &home,
+        &[],
+        &[("BRINK_ADMIN_URL", &url), ("BRINK_ADMIN_TOKEN", token)],
+    )?)?;
+    // A node that wants a token refuses a call without one, by name.
+    assert_clean_failure(
+        &kv_ls(&home, &["--url", &url], &[])?,
+        "no `Authorization: Bearer <token>` header",
+    );
+
+    // What `brink login` saved names the node when nothing else does...
+    let login = home.join("config").join("brink");
+    std::fs::create_dir_all(&login)?;
+    std::fs::write(
+        login.join("login.json"),
+        serde_json::json!({ "url": url, "token": token }).to_string(),
+    )?;
+    ok(kv_ls(&home, &[], &[])?)?;
+    // ... a flag or the environment still wins over it ...
+    for out in [
+        kv_ls(&home, &["--url", &closed], &[])?,
+        kv_ls(&home, &[], &[("BRINK_URL", &closed)])?,
+        kv_ls(&home, &[], &[("BRINK_ADMIN_URL", &closed)])?,
+    ] {
+        // One line, though the transport's own words say "error" more than once.
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("error: cannot reach the admin API at {closed}")),
+            "{err}"
+        );
+    }
+    // ... and a wrong token given beats the saved one.
+    assert_clean_failure(
+        &kv_ls(&home, &["--token", "wrong"], &[])?,
+        "the token is not the operator's",
+    );
+    Ok(())
+}
+
 #[test]
 fn acknowledged_writes_survive_a_host_kill() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
