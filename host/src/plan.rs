@@ -37,8 +37,8 @@ pub struct Body<'a> {
     pub load_models: bool,
 }
 
-impl<'a> From<&'a FunctionSection> for Body<'a> {
-    fn from(f: &'a FunctionSection) -> Self {
+impl<'a, S> From<&'a FunctionSection<S>> for Body<'a> {
+    fn from(f: &'a FunctionSection<S>) -> Self {
         Self {
             config: &f.config,
             limits: &f.limits,

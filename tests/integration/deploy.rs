@@ -1988,3 +1988,73 @@ async fn deleting_a_tenant_removes_its_tokens_functions_and_state_and_spares_the
     assert_eq!(body["functions"], json!([]), "{body}");
     h.node.shutdown().await
 }
+
+#[tokio::test]
+async fn a_deploy_spec_cannot_name_a_source_raw_grants_or_model_loading() -> anyhow::Result<()> {
+    let h = host("[registry]\n", None).await?;
+    let a = h.tenant("acme", json!({}), json!({})).await?;
+    let base = json!({ "triggers": [{ "http": "/t/acme/in" }] });
+    let with = |key: &str, value: Value| {
+        let mut spec = base.clone();
+        spec[key] = value;
+        spec
+    };
+    for (spec, status, expected) in [
+        // The manifest's `source` has no place here: the component was uploaded.
+        (with("source", json!("/etc/passwd")), 400, "no `source`"),
+        // Raw grants would pass the tenant's own grants by.
+        (with("grants", json!(["nn"])), 403, "grants"),
+        (with("grants", json!(["kv"])), 403, "grants"),
+        (with("load_models", json!(true)), 403, "load_models"),
+        (
+            with("teleport", json!(true)),
+            400,
+            "unknown field `teleport`",
+        ),
+    ] {
+        let (got, body) = h
+            .deploy(
+                &a,
+                "echo",
+                "1.0.0",
+                artifacts::ECHO,
+                spec.clone(),
+                json!([]),
+            )
+            .await?;
+        assert_eq!(got, status, "{spec}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(expected),
+            "{spec}: {body}"
+        );
+    }
+    // Nothing was deployed; a plain spec still is, and reads back as sent.
+    let (status, body) = h
+        .deploy(
+            &a,
+            "echo",
+            "1.0.0",
+            artifacts::ECHO,
+            base.clone(),
+            json!([]),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/functions/echo", h.admin),
+        Some(&a),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let spec = &body["versions"][0]["spec"];
+    for key in ["source", "grants", "load_models"] {
+        assert!(spec.get(key).is_none(), "{key} in {spec}");
+    }
+    assert_eq!(spec["triggers"], base["triggers"]);
+    Ok(())
+}

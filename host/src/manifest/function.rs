@@ -10,13 +10,21 @@ use super::error::{Invalid, above_zero};
 use super::topic::{check_template, check_topic_filter};
 use crate::contract::{GRANT_KV, GRANT_NN, GRANT_OUTBOX};
 
-/// `[function.<name>]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FunctionSection {
+/// `[function.<name>]`, and (with `S` = [`Uploaded`]) a tenant's deploy
+/// spec: the same function body, as JSON, whose component is uploaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(
+        serialize = "S: Serialize + SourceField",
+        deserialize = "S: Deserialize<'de>"
+    )
+)]
+pub struct FunctionSection<S = PathBuf> {
     /// `source = "functions/filter"` (a crate directory, built on start) or
     /// `source = "build/filter.wasm"` (a component); relative to the manifest.
-    pub source: PathBuf,
+    #[serde(skip_serializing_if = "SourceField::is_uploaded")]
+    pub source: S,
     /// `triggers = [{ mqtt = "sensors/+/temperature" }, { http = "/temperature" }, { event_type = "com.example.*" }]`
     #[serde(default)]
     pub triggers: Vec<Trigger>,
@@ -28,7 +36,7 @@ pub struct FunctionSection {
     pub config: BTreeMap<String, String>,
     /// `grants = [...]`: capabilities beyond the ones every function gets
     /// and the ones granted by their own settings (`kv`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub grants: BTreeSet<String>,
     /// `kv = ["default", "devices"]`: the key-value buckets of this app the
     /// function may open; any other gets `access-denied`.
@@ -43,7 +51,7 @@ pub struct FunctionSection {
     pub models: BTreeSet<String>,
     /// `load_models = true`: the function may also `load` models from bytes
     /// (at most `[nn] max_load_mb`), run on this host's CPU or GPU.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub load_models: bool,
     /// `limits = { timeout_ms = 200, memory_mb = 32, concurrency = 8, max_output_kb = 4096 }`
     #[serde(default)]
@@ -98,6 +106,65 @@ pub struct LimitsSection {
     pub max_output_kb: Option<usize>,
     /// `max_outputs = 1000`: output events per invocation.
     pub max_outputs: Option<usize>,
+}
+
+/// A tenant's deploy spec: a function body without a `source`.
+pub type DeploySpec = FunctionSection<Uploaded>;
+
+/// The `source` of a deploy spec: none, since its component is uploaded on
+/// its own (`POST /v1/uploads`) and named by digest when it is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uploaded;
+
+/// What a function's `source` may be.
+pub trait SourceField {
+    /// Whether there is no source to write: the component was uploaded.
+    fn is_uploaded(&self) -> bool;
+}
+
+impl SourceField for PathBuf {
+    fn is_uploaded(&self) -> bool {
+        false
+    }
+}
+
+impl SourceField for Uploaded {
+    fn is_uploaded(&self) -> bool {
+        true
+    }
+}
+
+impl Serialize for Uploaded {
+    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
+        serializer.serialize_none()
+    }
+}
+
+impl<'de> Deserialize<'de> for Uploaded {
+    // A field with no value reaches `deserialize_option` as none, so a spec
+    // without `source` is accepted; one with a source is refused.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Absent;
+        impl<'de> serde::de::Visitor<'de> for Absent {
+            type Value = Uploaded;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "no `source`: a deployed function's component is uploaded (POST /v1/uploads)",
+                )
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Uploaded, E> {
+                Ok(Uploaded)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Uploaded, E> {
+                Ok(Uploaded)
+            }
+        }
+        deserializer.deserialize_option(Absent)
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl FunctionSection {

@@ -34,7 +34,9 @@ use serde::Deserialize;
 pub use admin::{AdminSection, JwtSection};
 pub use error::{Invalid, ManifestError};
 use error::{line_column, locate};
-pub use function::{FunctionSection, LimitsSection, Output, Trigger};
+pub use function::{
+    DeploySpec, FunctionSection, LimitsSection, Output, SourceField, Trigger, Uploaded,
+};
 pub use http::HttpSection;
 pub use kv::KvSection;
 pub use model::{BackendKind, Fallback, ModelSection, NnSection, Target};

@@ -10,17 +10,18 @@
 //! version, and (unless told not to) activates it: the dispatcher swaps the
 //! new version in atomically, and events already running finish on the old.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use brink_registry::{Registry, RegistryError, TrustPolicy, VersionRecord};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route, Tenant};
 use super::problem::Problem;
 use crate::capability::log::LogTap;
 use crate::engine::Engine;
 use crate::kv::Kv;
+pub use crate::manifest::DeploySpec;
 use crate::manifest::{LimitsSection, Output, Trigger};
 use crate::nn::Models;
 use crate::outbox::Outbox;
@@ -28,41 +29,28 @@ use crate::plan;
 use crate::tenancy::names::{kv_namespace, route_name, tenant_path_prefix};
 use crate::tenancy::{TenantRecord, Tenants};
 
-/// How a deployed function runs: what `[function.<name>]` says for the
-/// manifest's own functions, as JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeploySpec {
-    /// `[{"http": "/t/<tenant>/readings"}, {"event_type": "com.example.*"}]`
-    pub triggers: Vec<Trigger>,
-    /// `[{"function": "alert"}, {"uplink": "cloud"}, {"mqtt": "t/<tenant>/alerts"}]`
-    pub outputs: Vec<Output>,
-    pub config: BTreeMap<String, String>,
-    /// Key-value buckets, in the tenant's own namespace.
-    pub kv: BTreeSet<String>,
-    /// Uplinks the operator granted the tenant.
-    pub outbox: BTreeSet<String>,
-    /// Models the operator granted the tenant.
-    pub models: BTreeSet<String>,
-    pub limits: LimitsSection,
-    pub instance_reuse: Option<u32>,
+/// A tenant's spec grants what it names in `kv`, `outbox` and `models`,
+/// within the tenant's own grants: never a raw grant, nor loading models
+/// from bytes.
+fn refuse_raw_grants(spec: &DeploySpec) -> Result<(), Problem> {
+    if let Some(grant) = spec.grants.iter().next() {
+        return Err(Problem::forbidden(format!(
+            "grants [{grant:?}]: a tenant's function is granted what it names in kv, outbox and models, within the tenant's own grants"
+        )));
+    }
+    if spec.load_models {
+        return Err(Problem::forbidden(
+            "load_models: tenants' functions use the node's models by name (models = [...]); loading models from bytes is not offered to tenants",
+        ));
+    }
+    Ok(())
 }
 
-impl DeploySpec {
-    /// What the spec asks for, with `limits` in place of its own.
-    fn body<'a>(&'a self, limits: &'a LimitsSection) -> plan::Body<'a> {
-        static NO_GRANTS: BTreeSet<String> = BTreeSet::new();
-        plan::Body {
-            config: &self.config,
-            limits,
-            instance_reuse: self.instance_reuse,
-            grants: &NO_GRANTS,
-            kv: &self.kv,
-            outbox: &self.outbox,
-            models: &self.models,
-            load_models: false,
-        }
-    }
+/// A deploy spec's body, with the tenant's limits.
+fn body_of<'a>(spec: &'a DeploySpec, limits: &'a LimitsSection) -> plan::Body<'a> {
+    let mut body = plan::Body::from(spec);
+    body.limits = limits;
+    body
 }
 
 /// `limits` with what is unset filled in: the host's defaults, but never
@@ -382,6 +370,7 @@ impl Deployer {
     /// Checks `spec` against the tenant's namespace and grants.
     fn check_spec(&self, tenant: &TenantRecord, spec: &DeploySpec) -> Result<(), Problem> {
         let id = &tenant.id;
+        refuse_raw_grants(spec)?;
         let prefix = tenant_path_prefix(id);
         for trigger in &spec.triggers {
             match trigger {
@@ -527,7 +516,7 @@ impl Deployer {
             models: node.models.clone(),
             meter: Some(node.dispatcher.metrics().inference_meter(&tenant.id)),
         };
-        let mut function_spec = plan::spec(&key, spec.body(&limits), &scope)
+        let mut function_spec = plan::spec(&key, body_of(&spec, &limits), &scope)
             .map_err(|e| Problem::invalid(e.to_string()))?;
         function_spec.logs = Some(self.tap(&key));
         let registry_bytes = {
