@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::dispatch::{DEFAULT_CONCURRENCY, Dispatcher, Route};
 use super::metrics::Metrics;
-use super::uplink::{self as forward, Target};
+use super::uplink::{self as forward};
 use super::{
     Node, NodeSink, api, component_path, default_data_dir, deploy, http, mqtt, serve, tls,
 };
@@ -34,21 +34,16 @@ impl Node {
             .data_dir
             .as_ref()
             .map_or_else(default_data_dir, |d| base.join(d));
+        // 1. State, models and functions: all that can fail before serving.
         let mut state = open_state(&manifest, &data_dir).await?;
         let models = load_models(&manifest, base).await?;
         let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
+        // 2. The broker, and 3. the uplinks.
         let mut link = connect_mqtt(&manifest, base, &data_dir, loaded.uses_mqtt).await?;
-        let (forwarders, uplink_connections, stop_forwarders) =
-            start_forwarders(&manifest, base, &data_dir, state.outbox.as_ref())?;
-        let sink = node_sink(
-            &manifest,
-            base,
-            &state,
-            link.mqtt.as_ref(),
-            loaded.uses_https,
-        )?;
-        let metrics = watch_metrics(&manifest, &state, models.as_ref());
-        let dispatcher = Dispatcher::new(loaded.routes, metrics, Arc::new(sink));
+        let uplinks = start_forwarders(&manifest, base, &data_dir, state.outbox.as_ref())?;
+        // 4. Routing: triggers → dispatch → outputs.
+        let dispatcher = route(&manifest, base, &state, models.as_ref(), &link, loaded)?;
+        // 5. The registry and its tenants.
         let (shutdown, stop) = watch::channel(false);
         let (auth, deployer) = open_registry(
             &manifest,
@@ -62,15 +57,8 @@ impl Node {
             &shutdown,
         )
         .await?;
-        if let (Some(mqtt), Some(settings)) = (&mut link.mqtt, &link.settings) {
-            mqtt.subscribe(settings.clone(), dispatcher.clone(), link.tenants_use_mqtt)
-                .await?;
-        }
-        // Devices only once the node's subscriptions exist.
-        if let Some(broker) = &link.embedded {
-            broker.open_to_devices().await?;
-        }
-        let (http_addr, server) = serve_http(&manifest, &dispatcher, stop).await?;
+        // 6. Live: subscriptions, then devices, then the listeners.
+        let live = go_live(&manifest, &mut link, &dispatcher, stop).await?;
         let (admin_addr, admin) = serve_admin(
             &manifest,
             engine,
@@ -83,17 +71,17 @@ impl Node {
         .await?;
         let mqtt_broker = broker_label(&manifest, &link);
         tracing::info!(
-            %http_addr,
+            http_addr = %live.0,
             mqtt = mqtt_broker.as_deref().unwrap_or("off"),
             admin = admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             functions = manifest.function.len(),
             "brink node ready"
         );
         Ok(Self {
-            http_addr,
+            http_addr: live.0,
             dispatcher,
             shutdown,
-            server,
+            server: live.1,
             mqtt: link.mqtt,
             mqtt_settings: link.settings,
             mqtt_broker,
@@ -102,11 +90,43 @@ impl Node {
             admin_addr,
             admin,
             outbox: state.outbox,
-            forwarders,
-            uplink_connections,
-            stop_forwarders,
+            forwarders: uplinks.0,
+            uplink_connections: uplinks.1,
+            stop_forwarders: uplinks.2,
         })
     }
+}
+
+/// The dispatcher over the loaded functions, with the node's outputs and metrics.
+fn route(
+    manifest: &Manifest,
+    base: &Path,
+    state: &State,
+    models: Option<&Models>,
+    link: &MqttLink,
+    loaded: Loaded,
+) -> anyhow::Result<Dispatcher> {
+    let sink = node_sink(manifest, base, state, link.mqtt.as_ref(), loaded.uses_https)?;
+    let metrics = watch_metrics(manifest, state, models);
+    Ok(Dispatcher::new(loaded.routes, metrics, Arc::new(sink)))
+}
+
+/// Subscribes, then opens the embedded broker to devices (only once the
+/// node's subscriptions exist), then serves HTTP.
+async fn go_live(
+    manifest: &Manifest,
+    link: &mut MqttLink,
+    dispatcher: &Dispatcher,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, Served)> {
+    if let (Some(mqtt), Some(settings)) = (&mut link.mqtt, &link.settings) {
+        mqtt.subscribe(settings.clone(), dispatcher.clone(), link.tenants_use_mqtt)
+            .await?;
+    }
+    if let Some(broker) = &link.embedded {
+        broker.open_to_devices().await?;
+    }
+    serve_http(manifest, dispatcher, stop).await
 }
 
 impl Node {
@@ -500,60 +520,8 @@ fn start_forwarders(
         return Ok((forwarders, connections, stop));
     };
     for (name, u) in &manifest.uplink {
-        let target = match (&u.mqtt, &u.http) {
-            (Some(url), _) => {
-                let section = crate::manifest::MqttSection {
-                    url: Some(url.clone()),
-                    protocol: u.protocol,
-                    output_mode: u.output_mode,
-                    client_id: u.client_id.clone(),
-                    username: u.username.clone(),
-                    password: u.password.clone(),
-                    ca_file: u.ca_file.clone(),
-                    client_cert: u.client_cert.clone(),
-                    client_key: u.client_key.clone(),
-                    ..crate::manifest::MqttSection::default()
-                };
-                let mut settings = mqtt::Settings::from_section(&section, base)
-                    .with_context(|| format!("uplink `{name}`"))?;
-                // The node's own id, not the app's name: a fleet of nodes
-                // running one app must not take over each other's connection.
-                if u.client_id.is_none() {
-                    settings.client_id = format!("{}-{name}", mqtt::node_client_id(data_dir)?);
-                }
-                let (publisher, stop, task) = mqtt::background_publisher(&settings, "");
-                connections.push((stop, task));
-                Target::Mqtt {
-                    publisher,
-                    topic: u
-                        .topic
-                        .clone()
-                        .unwrap_or_else(|| "brink/outbox/{type}".to_owned()),
-                }
-            }
-            (None, Some(url)) => {
-                let tls = if url.starts_with("https://") {
-                    let ca = u.ca_file.as_ref().map(|p| base.join(p));
-                    tls::client_config(&tls::TlsFiles {
-                        ca_file: ca.as_deref().map(|p| (p, "uplink.ca_file")),
-                        ..tls::TlsFiles::default()
-                    })?
-                } else {
-                    tls::no_roots()?
-                };
-                Target::Http {
-                    client: reqwest::Client::builder()
-                        .timeout(Duration::from_secs(30))
-                        .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
-                        .build()
-                        .context("creating the uplink's HTTP client")?,
-                    url: url.clone(),
-                    token: u.token.clone(),
-                    batched: u.batched,
-                }
-            }
-            (None, None) => bail!("uplink `{name}` has neither mqtt nor http"),
-        };
+        let (target, connection) = forward::Target::for_uplink(name, u, base, data_dir)?;
+        connections.extend(connection);
         forwarders.push(forward::spawn(
             outbox.clone(),
             name.clone(),

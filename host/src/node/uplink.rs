@@ -12,6 +12,7 @@
 //! swapped); if it fails both, the uplink is failing, not the event, and
 //! everything waits as for an outage.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use tokio::task::JoinHandle;
 use crate::bindings::CloudEvent;
 use crate::event::ExtTypes;
 use crate::manifest::topic::render as render_topic;
-use crate::node::mqtt::Publisher;
+use crate::manifest::{MqttSection, UplinkSection};
+use crate::node::mqtt::{self, Publisher};
+use crate::node::tls;
 use crate::outbox::{Entry, Outbox, QueueStats};
 
 /// 5xx answers to a batch before it is bisected (while bisecting, one).
@@ -127,7 +130,84 @@ impl Failure {
     }
 }
 
+/// An uplink's MQTT connection: how to stop it, and its task.
+pub type Connection = (watch::Sender<bool>, JoinHandle<()>);
+
 impl Target {
+    /// Where `[uplink.<name>]` forwards to, with its own MQTT connection
+    /// when it is an MQTT uplink (paths relative to `base`).
+    pub fn for_uplink(
+        name: &str,
+        u: &UplinkSection,
+        base: &Path,
+        data_dir: &Path,
+    ) -> anyhow::Result<(Self, Option<Connection>)> {
+        match (&u.mqtt, &u.http) {
+            (Some(url), _) => {
+                let (target, connection) = Self::mqtt(name, url, u, base, data_dir)?;
+                Ok((target, Some(connection)))
+            }
+            (None, Some(url)) => Ok((Self::http(url, u, base)?, None)),
+            (None, None) => bail!("uplink `{name}` has neither mqtt nor http"),
+        }
+    }
+
+    fn mqtt(
+        name: &str,
+        url: &str,
+        u: &UplinkSection,
+        base: &Path,
+        data_dir: &Path,
+    ) -> anyhow::Result<(Self, Connection)> {
+        let section = MqttSection {
+            url: Some(url.to_owned()),
+            protocol: u.protocol,
+            output_mode: u.output_mode,
+            client_id: u.client_id.clone(),
+            username: u.username.clone(),
+            password: u.password.clone(),
+            ca_file: u.ca_file.clone(),
+            client_cert: u.client_cert.clone(),
+            client_key: u.client_key.clone(),
+            ..MqttSection::default()
+        };
+        let mut settings = mqtt::Settings::from_section(&section, base)
+            .with_context(|| format!("uplink `{name}`"))?;
+        // The node's own id, not the app's name: a fleet of nodes running
+        // one app must not take over each other's connection.
+        if u.client_id.is_none() {
+            settings.client_id = format!("{}-{name}", mqtt::node_client_id(data_dir)?);
+        }
+        let (publisher, stop, task) = mqtt::background_publisher(&settings, "");
+        let topic = u
+            .topic
+            .clone()
+            .unwrap_or_else(|| "brink/outbox/{type}".to_owned());
+        Ok((Target::Mqtt { publisher, topic }, (stop, task)))
+    }
+
+    fn http(url: &str, u: &UplinkSection, base: &Path) -> anyhow::Result<Self> {
+        let tls = if url.starts_with("https://") {
+            let ca = u.ca_file.as_ref().map(|p| base.join(p));
+            tls::client_config(&tls::TlsFiles {
+                ca_file: ca.as_deref().map(|p| (p, "uplink.ca_file")),
+                ..tls::TlsFiles::default()
+            })?
+        } else {
+            tls::no_roots()?
+        };
+        Ok(Target::Http {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(tls))
+                .build()
+                .context("creating the uplink's HTTP client")?,
+            url: url.to_owned(),
+            token: u.token.clone(),
+            batched: u.batched,
+        })
+    }
+
     async fn deliver(&self, events: &[(CloudEvent, ExtTypes)]) -> Result<(), Failure> {
         match self {
             Target::Mqtt { publisher, topic } => {
