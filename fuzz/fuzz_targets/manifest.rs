@@ -7,19 +7,25 @@
 use std::path::Path;
 
 use brink_host::manifest::{Manifest, ManifestError};
+use brink_host::plan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     match Manifest::parse(text, "brink.toml") {
         Ok(manifest) => {
+            // Every spec plans with no scope: grants that need a backend
+            // are refused by name, never a panic.
             for (name, function) in &manifest.function {
-                let _ = function.spec(name);
+                let _ = plan::spec(name, plan::Body::from(function), &plan::Scope::default());
             }
             let base = Path::new("/fuzz");
-            let _ = manifest.kv.config();
-            let _ = manifest.nn.config(base);
+            let _ = plan::kv_config(&manifest.kv);
+            let _ = plan::nn_config(&manifest.nn, base);
             for model in manifest.model.values() {
-                let _ = model.config(base);
+                let _ = plan::model_config(model, base);
+            }
+            for uplink in manifest.uplink.values() {
+                let _ = plan::queue_config(uplink);
             }
             if let Some(registry) = &manifest.registry {
                 let _ = registry.policy();

@@ -11,8 +11,8 @@
 
 use brink_fuzz::lines;
 use brink_host::bindings::CloudEvent;
-use brink_host::node::dispatch::topic_matches;
 use brink_host::manifest::topic::render as render_topic;
+use brink_host::node::dispatch::topic_matches;
 use brink_host::surface::{check_template, check_topic_filter};
 use libfuzzer_sys::fuzz_target;
 
