@@ -255,6 +255,32 @@ fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
     })
 }
 
+/// What delivered an event to a function: the `trigger` label of its
+/// `events_in` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// `POST /events[/path]`.
+    Http,
+    /// `POST /functions/<name>`, or `brink invoke`.
+    Invoke,
+    /// A message on a subscribed topic.
+    Mqtt,
+    /// Another function's output (a pipeline stage).
+    Function,
+}
+
+impl TriggerKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Invoke => "invoke",
+            Self::Mqtt => "mqtt",
+            Self::Function => "function",
+        }
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over `routes`.
     pub fn new(routes: Vec<Route>, metrics: Arc<Metrics>, sink: Arc<dyn Sink>) -> Self {
@@ -402,7 +428,7 @@ impl Dispatcher {
     pub async fn dispatch(
         &self,
         function: &str,
-        trigger: &str,
+        trigger: TriggerKind,
         event: CloudEvent,
         types: &ExtTypes,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
@@ -415,7 +441,7 @@ impl Dispatcher {
     pub async fn dispatch_with(
         &self,
         function: &str,
-        trigger: &str,
+        trigger: TriggerKind,
         (event, types): (CloudEvent, &ExtTypes),
         admission: Admission,
     ) -> Result<Vec<CloudEvent>, DispatchError> {
@@ -440,7 +466,7 @@ impl Dispatcher {
             .events_in
             .get_or_create(&FunctionTrigger {
                 function: function.to_owned(),
-                trigger: trigger.to_owned(),
+                trigger: trigger.label().to_owned(),
             })
             .inc();
 
@@ -583,7 +609,7 @@ impl Dispatcher {
                     match output {
                         Output::Function(next) => {
                             let input = (event.clone(), types);
-                            self.dispatch_with(next, "function", input, admission)
+                            self.dispatch_with(next, TriggerKind::Function, input, admission)
                                 .await?;
                         }
                         Output::Webhook(url) => {

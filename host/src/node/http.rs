@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
 
-use super::dispatch::{DispatchError, Dispatcher};
+use super::dispatch::{DispatchError, Dispatcher, TriggerKind};
 use super::problem::{body_problem, dispatch_problem, problem};
 use crate::event::{self, EventError};
 
@@ -112,7 +112,7 @@ async fn deliver(
         for target in &targets {
             if let Err(e) = state
                 .dispatcher
-                .dispatch(target, "http", record.clone(), types)
+                .dispatch(target, TriggerKind::Http, record.clone(), types)
                 .await
             {
                 return dispatch_problem(&e);
@@ -172,7 +172,10 @@ pub(crate) async fn invoke_function(
         );
     }
     let (input, types) = events.remove(0);
-    let outputs = match dispatcher.dispatch(name, "invoke", input, &types).await {
+    let outputs = match dispatcher
+        .dispatch(name, TriggerKind::Invoke, input, &types)
+        .await
+    {
         Ok(outputs) => outputs,
         Err(e) => return dispatch_problem(&e),
     };

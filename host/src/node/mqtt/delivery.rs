@@ -11,7 +11,7 @@ use super::publisher::Publisher;
 use crate::bindings::CloudEvent;
 use crate::event::ExtTypes;
 use crate::event::mqtt::PlainPolicy;
-use crate::node::dispatch::{Admission, Dispatcher};
+use crate::node::dispatch::{Admission, Dispatcher, TriggerKind};
 use crate::tenancy::names::dead_letter_topic;
 
 /// What the subscriber needs to handle messages.
@@ -52,7 +52,12 @@ impl TriggerCtx {
         loop {
             match self
                 .dispatcher
-                .dispatch_with(function, "mqtt", (event.clone(), &types), Admission::Wait)
+                .dispatch_with(
+                    function,
+                    TriggerKind::Mqtt,
+                    (event.clone(), &types),
+                    Admission::Wait,
+                )
                 .await
             {
                 Ok(_) => return Ok(()),
