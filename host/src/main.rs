@@ -331,10 +331,7 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn remote_command(command: Command) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = cli::runtime()?;
     runtime.block_on(async move {
         match command {
             Command::Login { url, token } => client::login(&url, &token).await,
@@ -517,10 +514,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<()> {
         args.payload.into_bytes()
     };
     let settings = brink_host::node::mqtt::Settings::from_section(&section, &base)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = cli::runtime()?;
     runtime.block_on(brink_host::node::tools::publish_once(
         &settings,
         &args.topic,

@@ -48,10 +48,7 @@ enum KvCommand {
 }
 
 pub(crate) fn run(args: KvArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(command(args))
 }
 

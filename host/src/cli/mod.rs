@@ -8,3 +8,13 @@ pub mod logs;
 pub mod outbox;
 pub mod run;
 pub mod tenant;
+
+use anyhow::Context as _;
+
+/// The runtime a one-shot command runs its calls on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -56,10 +56,7 @@ enum OutboxCommand {
 }
 
 pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(command(args))
 }
 

@@ -65,10 +65,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.component.clone()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     let spec = {
         // Each model's queue is a task on this runtime.
         let _runtime = runtime.enter();
