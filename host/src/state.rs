@@ -58,6 +58,13 @@ impl HostState {
     pub(crate) fn after_invoke(&mut self) -> Option<crate::kv::Kv> {
         self.kv.take_dirty()
     }
+
+    /// The same hooks for an instance stopped mid-call (its time ran out),
+    /// whose state is gone: what it may have written is made durable all
+    /// the same.
+    pub(crate) fn after_stop(spec: &FunctionSpec) -> Option<crate::kv::Kv> {
+        crate::capability::keyvalue::after_stop(spec.kv.as_ref())
+    }
 }
 
 impl std::fmt::Debug for HostState {

@@ -152,8 +152,7 @@ impl Function {
             }
             Err(timeout) => {
                 // What the guest wrote before it was stopped is kept too.
-                let written = self.inner.spec.kv.as_ref().map(|a| a.kv.clone());
-                self.make_durable(written.filter(|kv| kv.config().durable))
+                self.make_durable(HostState::after_stop(&self.inner.spec))
                     .await?;
                 Err(timeout)
             }

@@ -46,6 +46,14 @@ pub struct KvAccess {
     pub buckets: Arc<BTreeSet<String>>,
 }
 
+/// The after-invoke hook of an instance stopped mid-call: the store to
+/// flush, if the function may write to it and writes are durable.
+pub(crate) fn after_stop(access: Option<&KvAccess>) -> Option<Kv> {
+    access
+        .filter(|a| a.kv.config().durable)
+        .map(|a| a.kv.clone())
+}
+
 /// The forget hook, on tenant removal: drops every bucket of `tenant`'s
 /// namespace; answers their names.
 pub fn forget(kv: &Kv, tenant: &str) -> Result<Vec<String>, crate::kv::KvError> {
