@@ -69,15 +69,16 @@ pub(super) fn above_zero(prefix: &str, settings: &[(&str, bool)]) -> Result<(), 
     }
 }
 
+/// What a name used as a key (an app, an uplink, a model, a bucket) must be.
+pub const NAME_RULE: &str = "must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'";
+
 /// A name used as a key (`[uplink.<name>]`, an app, a bucket): 1 to 64
 /// characters of a-z, 0-9, '-', '_' or '.'.
 pub(super) fn check_name(what: &str, name: &str) -> Result<(), Invalid> {
     if crate::kv::valid_bucket_name(name) {
         Ok(())
     } else {
-        Err(Invalid::whole(format!(
-            "{what} {name:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'"
-        )))
+        Err(Invalid::whole(format!("{what} {name:?} {NAME_RULE}")))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::Manifest;
-use super::error::{Invalid, above_zero};
+use super::error::{Invalid, NAME_RULE, above_zero};
 use super::topic::{check_template, check_topic_filter};
 use crate::contract::{GRANT_KV, GRANT_NN, GRANT_OUTBOX};
 
@@ -248,10 +248,7 @@ impl FunctionSection {
         if let Some(bucket) = self.kv.iter().find(|b| !crate::kv::valid_bucket_name(b)) {
             return Err(Invalid::at(
                 at("kv"),
-                format!(
-                    "{}: bucket name {bucket:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'",
-                    at("kv")
-                ),
+                format!("{}: bucket name {bucket:?} {NAME_RULE}", at("kv")),
             ));
         }
         for (grant, how) in [

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use admin::{AdminSection, JwtSection};
-pub use error::{Invalid, ManifestError};
+pub use error::{Invalid, ManifestError, NAME_RULE};
 use error::{line_column, locate};
 pub use function::{
     DeploySpec, FunctionSection, LimitsSection, Output, SourceField, Trigger, Uploaded,

@@ -427,7 +427,8 @@ impl Deployer {
         for bucket in &spec.kv {
             if !crate::kv::valid_bucket_name(bucket) {
                 return Err(Problem::invalid(format!(
-                    "kv bucket {bucket:?} must be 1 to 64 characters: a-z, 0-9, '-', '_' or '.'"
+                    "kv bucket {bucket:?} {}",
+                    crate::manifest::NAME_RULE
                 )));
             }
         }

@@ -8,7 +8,7 @@
 
 pub mod names;
 
-pub use names::{tenant_path_prefix, tenant_topic_prefix};
+use names::tenant_topic_prefix;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
