@@ -67,8 +67,7 @@ impl Sled {
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         // A host that just stopped in this process may still be letting go
         // of the lock (its committer thread ends after the last handle):
-        // a busy lock is tried again for up to 5 s before it is an error
-        // (2 s was not always enough with CI running tests on both cores).
+        // a busy lock is tried again for up to 5 s before it is an error.
         let started = std::time::Instant::now();
         loop {
             let opened = sled::Config::new()
@@ -80,7 +79,7 @@ impl Sled {
             match opened {
                 Ok(db) => return Ok(Self { db }),
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if lock_is_busy(&e)
                         && started.elapsed() < std::time::Duration::from_secs(5) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -96,6 +95,13 @@ impl Sled {
             }
         }
     }
+}
+
+/// Whether sled refused to open because another handle holds the lock.
+/// sled 0.34 wraps the `WouldBlock` from `flock` in an `ErrorKind::Other`
+/// error, so the kind alone never says so; its message is the only sign.
+fn lock_is_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 impl Backend for Sled {
@@ -309,5 +315,42 @@ fn sync_loop(inner: &std::sync::Weak<CommitterInner>, backend: &std::sync::Weak<
             tracing::error!("syncing the store failed: {e:#}");
         }
         done = target;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sled;
+
+    #[test]
+    fn a_store_reopened_while_its_last_user_lets_go_waits_for_the_lock() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let first = Sled::open(dir.path())?;
+        // Another thread still holds the store for a moment, as a host that
+        // is stopping in the same process does.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = Sled::open(dir.path());
+        holder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the holder thread panicked"))?;
+        second?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_store_held_by_another_user_is_refused_with_a_clear_error() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let _held = Sled::open(dir.path())?;
+        let Err(e) = Sled::open(dir.path()) else {
+            anyhow::bail!("a second open of a held store succeeded");
+        };
+        assert!(
+            format!("{e:#}").contains("is another host using it?"),
+            "{e:#}"
+        );
+        Ok(())
     }
 }
