@@ -40,7 +40,7 @@ pub use function::{
 pub use http::HttpSection;
 pub use kv::KvSection;
 pub use model::{BackendKind, Fallback, ModelSection, NnSection, Target};
-pub use mqtt::{MqttOutputMode, MqttProtocol, MqttSection};
+pub use mqtt::{MqttLink, MqttOutputMode, MqttProtocol, MqttSection};
 pub use registry::RegistrySection;
 pub(crate) use topic::{check_template, check_topic_filter};
 pub use uplink::{UplinkSection, WhenFullSetting};

@@ -53,6 +53,12 @@ pub struct MqttSection {
     /// `max_retries = 3`: attempts after the first before an event is dead-lettered.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// `link = "in-process"` or `"tcp"`: how the node reaches the embedded
+    /// broker [default: `"in-process"`, straight into its router, with the
+    /// same acknowledgements as a connection]. `"tcp"` uses loopback
+    /// listeners of the node's own, the path an external broker takes; it
+    /// is there to compare and to diagnose. Only for the embedded broker.
+    pub link: Option<MqttLink>,
 }
 
 impl Default for MqttSection {
@@ -72,6 +78,7 @@ impl Default for MqttSection {
             shared_group: None,
             plain_event_type: default_plain_event_type(),
             max_retries: default_max_retries(),
+            link: None,
         }
     }
 }
@@ -99,6 +106,14 @@ pub enum MqttProtocol {
     #[default]
     V5,
     V311,
+}
+
+/// `link = "in-process" | "tcp"`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MqttLink {
+    InProcess,
+    Tcp,
 }
 
 /// `output_mode = "binary" | "structured"`
@@ -142,6 +157,12 @@ impl MqttSection {
             return Err(Invalid::at(
                 "mqtt.client_cert",
                 "mqtt.client_cert and mqtt.client_key go together: set both for mutual TLS, or neither",
+            ));
+        }
+        if self.url.is_some() && self.link.is_some() {
+            return Err(Invalid::at(
+                "mqtt.link",
+                "mqtt.link chooses how the node reaches the embedded broker, but mqtt.url names an external one: remove one of the two",
             ));
         }
         if self.protocol == MqttProtocol::V311 && self.output_mode == MqttOutputMode::Binary {

@@ -321,6 +321,9 @@ async fn connect_mqtt(
             broker.internal_v4
         };
         (settings.host, settings.port) = (own.ip().to_string(), own.port());
+        if manifest.mqtt.link != Some(crate::manifest::MqttLink::Tcp) {
+            settings.local = Some(broker.links.clone());
+        }
         link.embedded = Some(broker);
     }
     link.mqtt = Some(mqtt::Mqtt::connect(settings.clone()).await?);

@@ -22,6 +22,8 @@ fn options(settings: &Settings, role: &str) -> ConnectOptions {
         manual_acks: false,
         max_packet: 1 << 20,
         tls: settings.tls.clone(),
+        // The CLI's tools connect from outside the node's process.
+        local: None,
     }
 }
 

@@ -78,6 +78,8 @@ pub struct EmbeddedBroker {
     /// The node's own listeners: MQTT 3.1.1 and MQTT 5.
     pub internal_v4: SocketAddr,
     pub internal_v5: SocketAddr,
+    /// Opens in-process links to the broker's router.
+    pub links: rumqttd::local::LocalLinks,
     devices: [SocketAddr; 2],
     open: watch::Sender<bool>,
     /// How many of the devices' listeners are bound.
@@ -182,10 +184,13 @@ pub fn start(
         prometheus: None,
         metrics: None,
     };
+    // The router starts here, on a thread of its own; `start` then takes
+    // the broker's thread to serve the listeners.
+    let mut broker = Broker::new(config);
+    let links = broker.local_links();
     std::thread::Builder::new()
         .name("brink-mqtt-broker".to_owned())
         .spawn(move || {
-            let mut broker = Broker::new(config);
             if let Err(e) = broker.start() {
                 tracing::error!("embedded MQTT broker stopped: {e}");
             }
@@ -195,6 +200,7 @@ pub fn start(
     Ok(EmbeddedBroker {
         internal_v4,
         internal_v5,
+        links,
         devices: [v4, v5],
         open,
         bound,

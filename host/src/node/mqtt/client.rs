@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rumqttc::v5 as c5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 
+use super::local::{self, LocalClient, LocalLoop, LocalOptions};
 use crate::event::mqtt::Outgoing;
 
 /// Packets one connection may have unacknowledged in each direction.
@@ -30,6 +31,9 @@ pub struct ConnectOptions {
     pub max_packet: usize,
     /// TLS to the broker; `None` is plain TCP.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The embedded broker's router, reached in-process instead of over
+    /// `host`:`port` ([`super::local`]).
+    pub local: Option<rumqttd::local::LocalLinks>,
 }
 
 fn transport(options: &ConnectOptions) -> rumqttc::Transport {
@@ -45,11 +49,13 @@ fn transport(options: &ConnectOptions) -> rumqttc::Transport {
 pub enum Client {
     V4(rumqttc::AsyncClient),
     V5(c5::AsyncClient),
+    Local(LocalClient),
 }
 
 pub enum EventLoop {
     V4(Box<rumqttc::EventLoop>),
     V5(Box<c5::EventLoop>),
+    Local(Box<LocalLoop>),
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -57,6 +63,7 @@ impl std::fmt::Debug for EventLoop {
         f.write_str(match self {
             EventLoop::V4(_) => "EventLoop::V4",
             EventLoop::V5(_) => "EventLoop::V5",
+            EventLoop::Local(_) => "EventLoop::Local",
         })
     }
 }
@@ -66,6 +73,8 @@ impl std::fmt::Debug for EventLoop {
 pub enum Raw {
     V4(rumqttc::Publish),
     V5(p5::Publish),
+    /// From the in-process link: the packet id to acknowledge (none for QoS 0).
+    Local(Option<u16>),
 }
 
 /// A received message.
@@ -124,7 +133,16 @@ fn network_options() -> rumqttc::NetworkOptions {
 /// A fresh client and its event loop.
 pub fn connect(options: &ConnectOptions) -> (Client, EventLoop) {
     let keep_alive = Duration::from_secs(30);
-    if options.v5 {
+    if let Some(links) = &options.local {
+        let (client, eventloop) = local::connect(&LocalOptions {
+            links: links.clone(),
+            client_id: options.client_id.clone(),
+            persistent: options.persistent,
+            subscriber: options.manual_acks,
+            v5: options.v5,
+        });
+        (Client::Local(client), EventLoop::Local(Box::new(eventloop)))
+    } else if options.v5 {
         let mut o = c5::MqttOptions::new(&options.client_id, &options.host, options.port);
         o.set_keep_alive(keep_alive)
             .set_clean_start(!options.persistent)
@@ -182,16 +200,21 @@ impl Client {
                 )
                 .await?
             }
+            Client::Local(c) => c.subscribe(filters).await?,
         }
         Ok(())
     }
 
     /// Unsubscribes from `filters`.
     pub async fn unsubscribe(&self, filters: &[String]) -> anyhow::Result<()> {
+        if let Client::Local(c) = self {
+            return c.unsubscribe(filters).await;
+        }
         for filter in filters {
             match self {
                 Client::V4(c) => c.unsubscribe(filter.clone()).await?,
                 Client::V5(c) => c.unsubscribe(filter.clone()).await?,
+                Client::Local(_) => {}
             }
         }
         Ok(())
@@ -219,6 +242,7 @@ impl Client {
                 )
                 .await?
             }
+            Client::Local(c) => c.publish(topic, message).await?,
         }
         Ok(())
     }
@@ -228,6 +252,8 @@ impl Client {
         match (self, raw) {
             (Client::V4(c), Raw::V4(p)) => c.ack(p).await?,
             (Client::V5(c), Raw::V5(p)) => c.ack(p).await?,
+            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid).await?,
+            (Client::Local(_), Raw::Local(None)) => {}
             _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
         }
         Ok(())
@@ -238,6 +264,8 @@ impl Client {
         match (self, raw) {
             (Client::V4(c), Raw::V4(p)) => c.try_ack(p)?,
             (Client::V5(c), Raw::V5(p)) => c.try_ack(p)?,
+            (Client::Local(c), Raw::Local(Some(pkid))) => c.try_ack(*pkid)?,
+            (Client::Local(_), Raw::Local(None)) => {}
             _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
         }
         Ok(())
@@ -247,6 +275,7 @@ impl Client {
         match self {
             Client::V4(c) => c.disconnect().await?,
             Client::V5(c) => c.disconnect().await?,
+            Client::Local(c) => c.disconnect().await?,
         }
         Ok(())
     }
@@ -267,6 +296,7 @@ impl EventLoop {
     /// One turn: connects when not connected, else the next packet in or out.
     pub async fn poll(&mut self) -> anyhow::Result<Polled> {
         match self {
+            EventLoop::Local(lp) => lp.poll().await,
             EventLoop::V4(lp) => {
                 use rumqttc::{Event, Outgoing, Packet};
                 Ok(match lp.poll().await? {
@@ -359,7 +389,7 @@ fn refusal(reason: p5::PubAckReason) -> Option<Refusal> {
     }
 }
 
-fn refused(failed: impl Iterator<Item = bool>) -> Vec<usize> {
+pub(super) fn refused(failed: impl Iterator<Item = bool>) -> Vec<usize> {
     failed
         .enumerate()
         .filter_map(|(i, failed)| failed.then_some(i))

@@ -12,6 +12,7 @@ mod broker;
 pub mod client;
 mod delivery;
 mod identity;
+mod local;
 mod publisher;
 mod settings;
 mod subscriber;

@@ -28,6 +28,9 @@ pub struct Settings {
     pub max_retries: u32,
     /// TLS to the broker, for `mqtts://` URLs.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The embedded broker reached in-process (`[mqtt] link`), instead of
+    /// over `host`:`port`.
+    pub local: Option<rumqttd::local::LocalLinks>,
 }
 
 impl Settings {
@@ -107,6 +110,7 @@ impl Settings {
             },
             max_retries: section.max_retries,
             tls,
+            local: None,
         })
     }
 
@@ -121,10 +125,14 @@ impl Settings {
             manual_acks: subscriber,
             max_packet: MAX_PACKET,
             tls: self.tls.clone(),
+            local: self.local.clone(),
         }
     }
 
     pub(super) fn broker(&self) -> String {
+        if self.local.is_some() {
+            return "the embedded broker (in-process link)".to_owned();
+        }
         format!("{}:{}", self.host, self.port)
     }
 }

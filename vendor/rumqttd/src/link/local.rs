@@ -151,6 +151,30 @@ impl<'a> LinkBuilder<'a> {
     }
 }
 
+/// Brink patch 7: opens in-process links to a running router. Cloneable
+/// and `Send`, unlike the `Broker` whose `start` blocks its thread.
+#[derive(Clone)]
+pub struct LocalLinks {
+    router_tx: Sender<(ConnectionId, Event)>,
+}
+
+impl std::fmt::Debug for LocalLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalLinks")
+    }
+}
+
+impl LocalLinks {
+    pub(crate) fn new(router_tx: Sender<(ConnectionId, Event)>) -> Self {
+        Self { router_tx }
+    }
+
+    /// A builder for one link; `build` blocks until the router answers.
+    pub fn builder<'a>(&self, client_id: &'a str) -> LinkBuilder<'a> {
+        LinkBuilder::new(client_id, self.router_tx.clone())
+    }
+}
+
 pub struct LinkTx {
     pub(crate) connection_id: ConnectionId,
     router_tx: Sender<(ConnectionId, Event)>,
@@ -196,8 +220,11 @@ impl LinkTx {
             buffer.len()
         };
 
+        // Brink patch 7: waits for room in the router's channel without
+        // blocking the async runtime's thread.
         self.router_tx
-            .send((self.connection_id, Event::DeviceData))?;
+            .send_async((self.connection_id, Event::DeviceData))
+            .await?;
 
         Ok(len)
     }
@@ -212,6 +239,12 @@ impl LinkTx {
         self.router_tx
             .try_send((self.connection_id, Event::DeviceData))?;
         Ok(len)
+    }
+
+    /// Brink patch 7: `send` without waiting; fails when the router's
+    /// channel is full.
+    pub fn try_send(&mut self, data: Packet) -> Result<usize, LinkError> {
+        self.try_push(data)
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {

@@ -191,6 +191,30 @@ impl Publish {
         }
     }
 
+    /// Brink patch 7: a QoS 1 publish with packet id `pkid`, for in-process
+    /// links that wait for their PUBACK like a network client.
+    pub fn at_least_once<T: Into<Bytes>>(topic: T, payload: T, pkid: u16) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            pkid,
+            retain: false,
+            topic: topic.into(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Brink patch 7: the QoS and packet id of a forwarded publish, which an
+    /// in-process link needs to acknowledge it.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// Brink patch 7: see `qos`.
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+
     pub fn is_empty(&self) -> bool {
         false
     }

@@ -147,6 +147,12 @@ impl Broker {
         Ok(link)
     }
 
+    /// Brink patch 7: a handle that opens in-process links for as long as
+    /// the router runs, also after `start` has taken this thread.
+    pub fn local_links(&self) -> local::LocalLinks {
+        local::LocalLinks::new(self.router_tx.clone())
+    }
+
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), local::LinkError> {
         // Register this connection with the router. Router replies with ack which if ok will
         // start the link. Router can sometimes reject the connection (ex. max connection limit).
