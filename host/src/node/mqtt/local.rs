@@ -285,9 +285,9 @@ impl LocalLoop {
                 .dynamic_filters(true)
                 .ack_hold(hold)
                 .build()
+                .map_err(|e| anyhow::anyhow!("the embedded broker refused the node's link: {e}"))
         })
-        .await?
-        .map_err(|e| anyhow::anyhow!("the embedded broker refused the node's link: {e}"))?;
+        .await??;
         let (tx, rx, ack) = built;
         let session_present = matches!(
             ack,
