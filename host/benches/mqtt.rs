@@ -1,15 +1,21 @@
-//! MQTT in → `filter` → MQTT out through the embedded broker.
+//! MQTT in → `filter` → MQTT out, over three transports: the embedded
+//! broker through the in-process link (the default), the embedded broker
+//! over loopback TCP (`[mqtt] link = "tcp"`), and an external mosquitto on
+//! loopback (skipped when mosquitto is not installed).
 //!
 //! Sustained throughput at QoS 0 and QoS 1 (a burst of events published as
 //! fast as the client can, timed until the last output arrives), then
 //! end-to-end latency at a fixed 10k events/s (each reading carries its send
 //! time; the filter passes it through unchanged).
 //!
-//! Both with a fresh instance per event (the default) and with warm
-//! instances (`instance_reuse`), and the broker alone for comparison.
+//! Each with a fresh instance per event (the default) and with warm
+//! instances (`instance_reuse`), and the broker alone for comparison. Last,
+//! deadlines on against off (`EngineConfig::deadlines`) on the in-process
+//! link with warm instances, where their share of the cost is largest.
 //!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
-//! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half).
+//! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half,
+//! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -171,17 +177,109 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// How the node reaches its broker.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    InProcess,
+    Tcp,
+    /// An external mosquitto listening on this port.
+    Mosquitto(u16),
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::InProcess => "embedded, in-process link",
+            Transport::Tcp => "embedded, loopback TCP",
+            Transport::Mosquitto(_) => "external mosquitto, loopback TCP",
+        }
+    }
+
+    fn mqtt_section(self, v4: u16, v5: u16) -> String {
+        match self {
+            Transport::InProcess => {
+                format!("listen = \"127.0.0.1:{v4}\"\nlisten_v5 = \"127.0.0.1:{v5}\"")
+            }
+            Transport::Tcp => format!(
+                "listen = \"127.0.0.1:{v4}\"\nlisten_v5 = \"127.0.0.1:{v5}\"\nlink = \"tcp\""
+            ),
+            Transport::Mosquitto(port) => format!("url = \"mqtt://127.0.0.1:{port}\""),
+        }
+    }
+}
+
+/// A mosquitto on a free loopback port, killed on drop; none when it is
+/// not installed.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Option<Self> {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        // No queue limits: the bench measures throughput, not drops.
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"
+            ),
+        )
+        .ok()?;
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(5) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One configuration's figures.
+struct Row {
+    label: String,
+    qos0: f64,
+    qos1: f64,
+    latency: Option<(f64, f64)>,
+}
+
 /// Starts a node whose `filter` keeps `instance_reuse` events per instance,
 /// then measures it.
-async fn run(n: usize, instance_reuse: u32) {
+async fn run(n: usize, instance_reuse: u32, transport: Transport, deadlines: bool) -> Row {
     let (http, v4, v5) = (free_port(), free_port(), free_port());
+    let mqtt = transport.mqtt_section(v4, v5);
     let text = format!(
         r#"brink_manifest_version = 1
 [http]
 listen = "127.0.0.1:{http}"
 [mqtt]
-listen = "127.0.0.1:{v4}"
-listen_v5 = "127.0.0.1:{v5}"
+{mqtt}
 plain_event_type = "com.example.reading"
 # Outputs in structured mode so the bench's 3.1.1 client sees the whole event.
 output_mode = "structured"
@@ -196,7 +294,14 @@ instance_reuse = {instance_reuse}
 "#,
         filter = brink_test_artifacts::FILTER,
     );
-    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let engine = Engine::new(EngineConfig {
+        deadlines,
+        // Code compiled without epoch checks is cached apart anyway; no
+        // cache keeps the runs alike.
+        cache_dir: None,
+        ..EngineConfig::default()
+    })
+    .unwrap();
     let node = Node::start(
         Manifest::parse(&text, "bench.toml").unwrap(),
         std::path::Path::new("."),
@@ -204,40 +309,56 @@ instance_reuse = {instance_reuse}
     )
     .await
     .unwrap();
-    // Warm up: compiled code, pooled slots, connections.
-    burst(v4, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
-    let label = if instance_reuse > 1 {
-        format!("warm instances (instance_reuse = {instance_reuse})")
-    } else {
-        "a fresh instance per event (the default)".to_owned()
+    let port = match transport {
+        Transport::Mosquitto(port) => port,
+        _ => v4,
     };
-    println!("mqtt in -> filter -> mqtt out, embedded broker, {n} events per burst, {label}");
+    // Warm up: compiled code, pooled slots, connections.
+    burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
+    let instances = if instance_reuse > 1 { "warm" } else { "fresh" };
+    let label = format!(
+        "{}, {instances}{}",
+        transport.name(),
+        if deadlines { "" } else { ", deadlines off" }
+    );
+    println!("mqtt in -> filter -> mqtt out, {label}, {n} events per burst");
+    let mut rates = Vec::new();
     for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
-        let rate = burst(v4, n, qos, name, "sensors", "out/#").await;
+        let rate = burst(port, n, qos, name, "sensors", "out/#").await;
         println!("  sustained {name}: {rate:.0} events/s");
+        rates.push(rate);
     }
-    let mut latencies = paced(v4, 10_000, 5).await;
-    latencies.sort_by(f64::total_cmp);
-    if latencies.is_empty() {
-        println!("  latency at 10k/s: no outputs arrived");
-    } else {
-        println!(
-            "  latency at 10k events/s (QoS 1, {} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            latencies.len(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies[latencies.len() - 1]
-        );
+    let mut latency = None;
+    if deadlines {
+        let mut latencies = paced(port, 10_000, 5).await;
+        latencies.sort_by(f64::total_cmp);
+        if latencies.is_empty() {
+            println!("  latency at 10k/s: no outputs arrived");
+        } else {
+            let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+            println!(
+                "  latency at 10k events/s (QoS 1, {} events): p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+                latencies.len(),
+                latencies[latencies.len() - 1]
+            );
+            latency = Some((p50, p99));
+        }
     }
-    if instance_reuse <= 1 {
+    if instance_reuse <= 1 && deadlines {
         // The same clients and broker with no function between them, on
         // topics no function subscribes to.
         for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
-            let rate = burst(v4, n, qos, &format!("broker-only-{name}"), "raw", "raw/#").await;
+            let rate = burst(port, n, qos, &format!("broker-only-{name}"), "raw", "raw/#").await;
             println!("  broker only (no function, one hop) {name}: {rate:.0} events/s");
         }
     }
     node.shutdown().await.unwrap();
+    Row {
+        label,
+        qos0: rates[0],
+        qos1: rates[1],
+        latency,
+    }
 }
 
 fn main() {
@@ -251,12 +372,57 @@ fn main() {
         .unwrap();
     // `BRINK_BENCH_ONLY=fresh` or `=warm` runs one half (for profiling).
     let only = std::env::var("BRINK_BENCH_ONLY").unwrap_or_default();
-    runtime.block_on(async {
-        if only != "warm" {
-            run(n, 1).await;
+    let chosen = std::env::var("BRINK_BENCH_TRANSPORTS")
+        .unwrap_or_else(|_| "in-process,tcp,mosquitto".to_owned());
+    let mosquitto = if chosen.contains("mosquitto") {
+        let started = Mosquitto::start();
+        if started.is_none() {
+            println!("mosquitto is not installed: its rows are skipped (apt install mosquitto)");
         }
-        if only != "fresh" {
-            run(n, 1000).await;
+        started
+    } else {
+        None
+    };
+    let mut transports = Vec::new();
+    if chosen.contains("in-process") {
+        transports.push(Transport::InProcess);
+    }
+    if chosen.contains("tcp") {
+        transports.push(Transport::Tcp);
+    }
+    if let Some(m) = &mosquitto {
+        transports.push(Transport::Mosquitto(m.port));
+    }
+    let rows = runtime.block_on(async {
+        let mut rows = Vec::new();
+        for &transport in &transports {
+            if only != "warm" {
+                rows.push(run(n, 1, transport, true).await);
+            }
+            if only != "fresh" {
+                rows.push(run(n, 1000, transport, true).await);
+            }
         }
+        if transports.contains(&Transport::InProcess) && only != "fresh" {
+            rows.push(run(n, 1000, Transport::InProcess, false).await);
+        }
+        rows
     });
+    println!();
+    println!("| configuration | QoS 0 | QoS 1 | QoS 1 / QoS 0 | p50 at 10k/s | p99 at 10k/s |");
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        let (p50, p99) = row
+            .latency
+            .map_or((String::new(), String::new()), |(a, b)| {
+                (format!("{a:.2} ms"), format!("{b:.2} ms"))
+            });
+        println!(
+            "| {} | {:.0} ev/s | {:.0} ev/s | {:.2} | {p50} | {p99} |",
+            row.label,
+            row.qos0,
+            row.qos1,
+            row.qos1 / row.qos0
+        );
+    }
 }

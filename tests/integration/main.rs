@@ -11,6 +11,7 @@ mod loading;
 mod manifests;
 mod mqtt;
 mod mqtt_delivery;
+mod mqtt_link;
 mod nn;
 mod node;
 mod outbox;

@@ -14,7 +14,7 @@ async fn start(text: &str) -> anyhow::Result<Node> {
     brink_tests::start_node(text).await
 }
 
-async fn metrics(node: &Node) -> anyhow::Result<String> {
+pub(crate) async fn metrics(node: &Node) -> anyhow::Result<String> {
     Ok(brink_tests::http()
         .get(format!("http://{}/metrics", node.http_addr()))
         .send()
@@ -56,7 +56,7 @@ outputs = [{{ mqtt = "alerts/{{subject}}" }}]
     )
 }
 
-fn embedded() -> anyhow::Result<(String, u16, u16)> {
+pub(crate) fn embedded() -> anyhow::Result<(String, u16, u16)> {
     let (v4, v5) = (free_port()?, free_port()?);
     Ok((
         format!("listen = \"127.0.0.1:{v4}\"\nlisten_v5 = \"127.0.0.1:{v5}\""),
@@ -194,10 +194,21 @@ async fn mosquitto_carries_mqtt5_binary_and_mqtt311_structured_events() -> anyho
 async fn failing_and_malformed_events_are_dead_lettered_and_the_host_keeps_serving()
 -> anyhow::Result<()> {
     let broker = Mosquitto::start()?;
-    let mqtt = format!(
-        "url = \"mqtt://127.0.0.1:{}\"\nmax_retries = 2",
-        broker.port
-    );
+    let mqtt = format!("url = \"mqtt://127.0.0.1:{}\"", broker.port);
+    dead_letters(&mqtt, broker.port).await
+}
+
+#[tokio::test]
+async fn dead_letters_go_out_over_the_in_process_link_to_the_embedded_broker() -> anyhow::Result<()>
+{
+    let (mqtt, _, v5) = embedded()?;
+    dead_letters(&mqtt, v5).await
+}
+
+/// Traps, transient failures and malformed events through the broker on
+/// `port` (MQTT 5), with `[mqtt]` settings `mqtt`.
+async fn dead_letters(mqtt: &str, port: u16) -> anyhow::Result<()> {
+    let mqtt = format!("{mqtt}\nmax_retries = 2");
     let text = app(
         &mqtt,
         &format!(
@@ -220,8 +231,8 @@ outputs = [{{ mqtt = "echoed/{{id}}" }}]
         ),
     );
     let node = start(&text).await?;
-    let mut watch = Client5::connect(broker.port, &["brink/dead-letter/#", "echoed/#"]).await?;
-    let producer = Client5::connect(broker.port, &[]).await?;
+    let mut watch = Client5::connect(port, &["brink/dead-letter/#", "echoed/#"]).await?;
+    let producer = Client5::connect(port, &[]).await?;
 
     producer
         .publish("trap/1", reading("t-1", 1.0), None, &[])
@@ -301,7 +312,7 @@ outputs = [{{ mqtt = "echoed/{{id}}" }}]
     node.shutdown().await
 }
 
-fn echo_app(mqtt: &str, concurrency: u32) -> String {
+pub(crate) fn echo_app(mqtt: &str, concurrency: u32) -> String {
     app(
         mqtt,
         &format!(
@@ -317,7 +328,7 @@ limits = {{ concurrency = {concurrency} }}
 }
 
 /// Publishes events numbered 0..n to `in/x` and waits for the broker's PUBACKs.
-async fn publish_numbered(producer: &mut Client5, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn publish_numbered(producer: &mut Client5, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
         producer
             .publish("in/x", numbered(i, "x"), None, &[])
@@ -327,7 +338,7 @@ async fn publish_numbered(producer: &mut Client5, n: usize) -> anyhow::Result<()
 }
 
 /// The distinct numbers the echoed events carry.
-fn numbers(received: &[brink_tests::mqtt::Received]) -> BTreeSet<u64> {
+pub(crate) fn numbers(received: &[brink_tests::mqtt::Received]) -> BTreeSet<u64> {
     received
         .iter()
         .filter_map(|m| m.json().ok()?["n"].as_u64())

@@ -44,6 +44,8 @@ pub(super) struct FunctionInner {
     /// Whose turn its guests take at the gate: its tenant (a tenant's
     /// functions are `<tenant>/<name>`), or itself.
     pub(super) group: Arc<str>,
+    /// [`crate::EngineConfig::deadlines`].
+    pub(super) deadlines: bool,
 }
 
 /// A warm instance in a function's pool; leaving it (reused or dropped)
@@ -254,7 +256,9 @@ impl Function {
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
         let run = f.gate.run(f.group.clone());
-        arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
+        if f.deadlines {
+            arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
+        }
         run.admit().await;
         let instantiated = f.pre.instantiate_async(&mut store).await;
         run.give_up();
@@ -311,6 +315,9 @@ pub(super) async fn with_timeout<T>(
     timeout: Duration,
     call: impl Future<Output = T>,
 ) -> Result<T, InvokeError> {
+    if !function.inner.deadlines {
+        return Ok(call.await);
+    }
     // The epoch deadline normally fires first; the grace keeps its message.
     tokio::time::timeout(timeout + 4 * EPOCH_TICK, call)
         .await

@@ -71,7 +71,9 @@ impl Instance {
         let f = &self.function.inner;
         let parts = &mut self.parts;
         let run = f.gate.run(f.group.clone());
-        arm_deadline(&mut parts.store, f.spec.limits.timeout, run.clone());
+        if f.deadlines {
+            arm_deadline(&mut parts.store, f.spec.limits.timeout, run.clone());
+        }
         run.admit().await;
         let result = parts
             .bindings

@@ -50,6 +50,11 @@ pub struct EngineConfig {
     /// none: one fewer than the machine's cores, and at least one. A number
     /// as large as the pool turns the fair gate off (benchmarks compare).
     pub cpu_slots: Option<usize>,
+    /// Time limits on guests (epoch interruption and a wall-clock timer per
+    /// call). Always on in the node; off only so benchmarks can measure
+    /// what deadlines cost, since a guest that never returns then holds
+    /// its slot and thread for good.
+    pub deadlines: bool,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +65,7 @@ impl Default for EngineConfig {
             max_component_bytes: 64 * MIB as usize,
             cache_dir: cache::default_dir(),
             cpu_slots: None,
+            deadlines: true,
         }
     }
 }
@@ -132,7 +138,7 @@ impl Engine {
             .table_keep_resident(KEEP_RESIDENT);
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(config.deadlines)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&wasm)?;
 
@@ -246,6 +252,7 @@ impl Engine {
                 log_budget: Arc::default(),
                 gate: self.gate.clone(),
                 group,
+                deadlines: self.config.deadlines,
             }),
         })
     }

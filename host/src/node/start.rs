@@ -313,16 +313,14 @@ async fn connect_mqtt(
         settings.client_id = mqtt::node_client_id(data_dir)?;
     }
     if manifest.mqtt.url.is_none() {
-        // The node talks to the broker on listeners of its own.
+        // The node talks to the broker in-process, or on listeners of its own.
         let broker = mqtt::start_embedded_broker(&manifest.mqtt, &settings.client_id)?;
-        let own = if settings.v5 {
-            broker.internal_v5
-        } else {
-            broker.internal_v4
-        };
-        (settings.host, settings.port) = (own.ip().to_string(), own.port());
-        if manifest.mqtt.link != Some(crate::manifest::MqttLink::Tcp) {
-            settings.local = Some(broker.links.clone());
+        match broker.internal {
+            Some((v4, v5)) => {
+                let own = if settings.v5 { v5 } else { v4 };
+                (settings.host, settings.port) = (own.ip().to_string(), own.port());
+            }
+            None => settings.local = Some(broker.links.clone()),
         }
         link.embedded = Some(broker);
     }

@@ -1,8 +1,9 @@
 //! The embedded broker: rumqttd in-process, so one `brink` binary is a whole
 //! edge node.
 //!
-//! The node reaches it on listeners of its own (loopback, a free port), and
-//! the devices' listeners open only once the node has subscribed
+//! The node reaches it in-process through the router (`[mqtt] link`, ADR
+//! 0003), or on listeners of its own (loopback, a free port), and the
+//! devices' listeners open only once the node has subscribed
 //! ([`EmbeddedBroker::open_to_devices`]): a broker drops a message that
 //! matches no subscription, so a device that published while the node was
 //! still starting got a PUBACK for a message nobody would ever handle.
@@ -75,9 +76,9 @@ fn server(name: &str, listen: SocketAddr, max_payload: usize, side: Side<'_>) ->
 /// waiting to open.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
-    /// The node's own listeners: MQTT 3.1.1 and MQTT 5.
-    pub internal_v4: SocketAddr,
-    pub internal_v5: SocketAddr,
+    /// The node's own listeners, MQTT 3.1.1 and MQTT 5; none when the node
+    /// uses the in-process link.
+    pub internal: Option<(SocketAddr, SocketAddr)>,
     /// Opens in-process links to the broker's router.
     pub links: rumqttd::local::LocalLinks,
     devices: [SocketAddr; 2],
@@ -116,8 +117,9 @@ fn internal_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Starts the broker: the node's listeners at once, the devices' MQTT
-/// 3.1.1 on `v4` and MQTT 5 on `v5` once [`EmbeddedBroker::open_to_devices`].
+/// Starts the broker: the node's listeners at once when `node_over_tcp`,
+/// the devices' MQTT 3.1.1 on `v4` and MQTT 5 on `v5` once
+/// [`EmbeddedBroker::open_to_devices`].
 ///
 /// rumqttd only logs a listener that fails to bind, so the devices'
 /// addresses are tried here first to fail with a clear message instead. The
@@ -128,40 +130,42 @@ pub fn start(
     v5: SocketAddr,
     max_payload: usize,
     node_client_id: &str,
+    node_over_tcp: bool,
 ) -> anyhow::Result<EmbeddedBroker> {
     for (addr, what) in [(v4, "MQTT 3.1.1"), (v5, "MQTT 5")] {
         std::net::TcpListener::bind(addr).with_context(|| {
             format!("the embedded MQTT broker cannot listen for {what} on {addr}")
         })?;
     }
-    let (internal_v4, internal_v5) = (internal_addr()?, internal_addr()?);
+    let internal = if node_over_tcp {
+        Some((internal_addr()?, internal_addr()?))
+    } else {
+        None
+    };
     let (open, gate) = watch::channel(false);
     let bound = Arc::new(AtomicUsize::new(0));
-    let listeners = |internal: SocketAddr, device: SocketAddr, version: &str| {
-        HashMap::from([
-            (
+    let listeners = |internal: Option<SocketAddr>, device: SocketAddr, version: &str| {
+        let mut servers = HashMap::from([(
+            "devices".to_owned(),
+            server(
+                &format!("brink-mqtt-{version}"),
+                device,
+                max_payload,
+                Side::Devices {
+                    gate: gate.clone(),
+                    bound: bound.clone(),
+                    reserved: node_client_id,
+                },
+            ),
+        )]);
+        if let Some(internal) = internal {
+            let name = format!("brink-mqtt-{version}-node");
+            servers.insert(
                 "node".to_owned(),
-                server(
-                    &format!("brink-mqtt-{version}-node"),
-                    internal,
-                    max_payload,
-                    Side::Node,
-                ),
-            ),
-            (
-                "devices".to_owned(),
-                server(
-                    &format!("brink-mqtt-{version}"),
-                    device,
-                    max_payload,
-                    Side::Devices {
-                        gate: gate.clone(),
-                        bound: bound.clone(),
-                        reserved: node_client_id,
-                    },
-                ),
-            ),
-        ])
+                server(&name, internal, max_payload, Side::Node),
+            );
+        }
+        servers
     };
     let config = Config {
         id: 0,
@@ -175,8 +179,8 @@ pub fn start(
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(listeners(internal_v4, v4, "v4")),
-        v5: Some(listeners(internal_v5, v5, "v5")),
+        v4: Some(listeners(internal.map(|i| i.0), v4, "v4")),
+        v5: Some(listeners(internal.map(|i| i.1), v5, "v5")),
         ws: None,
         cluster: None,
         console: None,
@@ -196,10 +200,16 @@ pub fn start(
             }
         })
         .context("starting the embedded MQTT broker thread")?;
-    tracing::info!(%internal_v4, %internal_v5, "embedded MQTT broker started; devices wait until the node has subscribed");
+    match internal {
+        Some((v4, v5)) => {
+            tracing::info!(internal_v4 = %v4, internal_v5 = %v5, "embedded MQTT broker started; devices wait until the node has subscribed")
+        }
+        None => tracing::info!(
+            "embedded MQTT broker started, linked in-process; devices wait until the node has subscribed"
+        ),
+    }
     Ok(EmbeddedBroker {
-        internal_v4,
-        internal_v5,
+        internal,
         links,
         devices: [v4, v5],
         open,

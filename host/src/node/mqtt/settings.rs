@@ -8,7 +8,7 @@ use super::broker;
 use super::broker::EmbeddedBroker;
 use super::client::ConnectOptions;
 use crate::event::mqtt::{OutputMode, PlainPolicy};
-use crate::manifest::{MqttOutputMode, MqttProtocol, MqttSection};
+use crate::manifest::{MqttLink, MqttOutputMode, MqttProtocol, MqttSection};
 
 /// Largest message the node accepts or sends.
 pub(super) const MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;
@@ -148,5 +148,6 @@ pub fn start_embedded_broker(
         section.listen_v5,
         MAX_PACKET,
         node_client_id,
+        section.link == Some(MqttLink::Tcp),
     )
 }
