@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use brink_host::bindings::CloudEvent;
-use brink_host::{Engine, EngineConfig, FunctionSpec};
+use brink_host::{Engine, EngineConfig, FunctionSpec, PoolTuning};
 use brink_test_artifacts as artifacts;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -106,5 +106,95 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, invoke, load);
+/// A fresh `echo` per event under each way of resetting pooled slots, the
+/// defaults first (`BRINK_BENCH_TUNING=0` skips the group).
+fn tuning(c: &mut Criterion) {
+    if std::env::var("BRINK_BENCH_TUNING").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = PoolTuning::default();
+    let variants = [
+        ("defaults", base.clone()),
+        (
+            "old-64k-memset",
+            PoolTuning {
+                keep_resident: 64 << 10,
+                pagemap_scan: false,
+                decommit_batch: 1,
+                max_unused_warm_slots: 100,
+            },
+        ),
+        (
+            "pagemap-scan-1m",
+            PoolTuning {
+                keep_resident: 1 << 20,
+                pagemap_scan: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "pagemap-scan-64k",
+            PoolTuning {
+                keep_resident: 64 << 10,
+                pagemap_scan: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "pagemap-scan-4m",
+            PoolTuning {
+                keep_resident: 4 << 20,
+                pagemap_scan: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "decommit-batch-16",
+            PoolTuning {
+                decommit_batch: 16,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-warm-slots",
+            PoolTuning {
+                max_unused_warm_slots: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-keep-resident",
+            PoolTuning {
+                keep_resident: 0,
+                pagemap_scan: false,
+                ..base.clone()
+            },
+        ),
+    ];
+    let event = reading(31.5);
+    let mut group = c.benchmark_group("fresh-echo");
+    for (name, pool) in variants {
+        let engine = Engine::new(EngineConfig {
+            max_instances: 16,
+            max_memory_bytes: 64 << 20,
+            cache_dir: None,
+            pool,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let echo = engine
+            .load_file(FunctionSpec::new("echo"), Path::new(artifacts::ECHO))
+            .unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(echo.invoke(event.clone())).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, invoke, tuning, load);
 criterion_main!(benches);

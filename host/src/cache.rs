@@ -20,6 +20,9 @@ pub enum Compiled {
     Fresh(Duration),
     /// Loaded from the cache; no compilation.
     Cached(Duration),
+    /// Another loaded function has the same component: its compiled and
+    /// linked code is shared, nothing was read or compiled.
+    Shared,
 }
 
 /// The cache directory, or none to always compile.

@@ -27,6 +27,6 @@ pub mod store;
 pub mod surface;
 pub mod tenancy;
 
-pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits};
+pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits, PoolTuning};
 pub use error::{InvokeError, LoadError};
 pub use state::HostState;

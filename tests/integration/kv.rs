@@ -310,6 +310,23 @@ async fn a_component_importing_keyvalue_without_a_grant_is_refused_naming_the_im
 }
 
 #[tokio::test]
+async fn a_function_sharing_the_code_of_a_granted_one_is_still_refused_without_the_grant()
+-> anyhow::Result<()> {
+    let (kv, _dir) = store(KvConfig::default())?;
+    let granted = ops_function(&kv, "ops", "app-a", &["default"])?;
+    let err = load(FunctionSpec::new("ungranted"), artifacts::FIXTURE_KV_OPS)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        err.contains("function `ungranted` imports `wasi:keyvalue/"),
+        "{err}"
+    );
+    op(&granted, json!({ "op": "set", "key": "k", "value": "v" })).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn two_apps_default_buckets_never_meet() -> anyhow::Result<()> {
     let (kv, _dir) = store(KvConfig::default())?;
     let a = ops_function(&kv, "ops", "app-a", &["default"])?;

@@ -157,3 +157,40 @@ fn a_corrupt_cache_entry_is_ignored_and_recompiled() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn functions_with_the_same_component_share_its_code_until_the_last_one_goes()
+-> anyhow::Result<()> {
+    let engine = Engine::new(EngineConfig {
+        max_instances: 4,
+        max_memory_bytes: 64 << 20,
+        cache_dir: None,
+        ..EngineConfig::default()
+    })?;
+    let first = engine.load_file(FunctionSpec::new("a"), Path::new(artifacts::ECHO))?;
+    let second = engine.load_file(FunctionSpec::new("b"), Path::new(artifacts::ECHO))?;
+    assert!(
+        matches!(first.compiled(), Compiled::Fresh(_)),
+        "{:?}",
+        first.compiled()
+    );
+    assert_eq!(second.compiled(), Compiled::Shared);
+    // Shared code, separate functions: each runs as itself.
+    let input = reading("s-1", "t-1", 1.0);
+    assert_eq!(first.invoke(input.clone()).await?, vec![input.clone()]);
+    assert_eq!(second.invoke(input.clone()).await?, vec![input]);
+    // Another component is its own code.
+    let other = engine.load_file(FunctionSpec::new("c"), Path::new(artifacts::FILTER))?;
+    assert!(
+        matches!(other.compiled(), Compiled::Fresh(_)),
+        "{:?}",
+        other.compiled()
+    );
+    drop((first, second));
+    let again = engine.load_file(FunctionSpec::new("d"), Path::new(artifacts::ECHO))?;
+    assert!(
+        matches!(again.compiled(), Compiled::Fresh(_)),
+        "the code outlived its functions"
+    );
+    Ok(())
+}

@@ -33,6 +33,8 @@ pub(super) struct FunctionInner {
     pub(super) digest: String,
     pub(super) compiled: Compiled,
     pub(super) pre: FunctionPre<HostState>,
+    /// Keeps the shared code alive while this function exists.
+    pub(super) _code: Arc<super::code::Code>,
     pub(super) engine: wasmtime::Engine,
     /// Warm instances waiting for the next event, most recently used last.
     pub(super) warm: Mutex<Vec<Idle>>,

@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wasmtime::InstanceAllocationStrategy;
 use wasmtime::component::Linker;
-use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::FunctionPre;
 use crate::cache::{self, CompileCache, Compiled};
@@ -15,13 +15,16 @@ use crate::capability;
 use crate::error::LoadError;
 use crate::state::HostState;
 
+mod code;
 mod function;
 mod instance;
+mod pool;
 mod spec;
 
 pub use function::Function;
 use function::FunctionInner;
 pub use instance::Instance;
+pub use pool::PoolTuning;
 pub use spec::FunctionSpec;
 
 /// How often the engine's epoch advances: the resolution of time limits,
@@ -30,8 +33,6 @@ pub use spec::FunctionSpec;
 /// neighbour's p99 in the fairness benchmark).
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 const MIB: u64 = 1 << 20;
-/// Bytes of each pooled memory and table kept resident between instances.
-const KEEP_RESIDENT: usize = 64 * 1024;
 /// A warm instance left unused this long is dropped instead of reused.
 const IDLE_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -55,6 +56,8 @@ pub struct EngineConfig {
     /// what deadlines cost, since a guest that never returns then holds
     /// its slot and thread for good.
     pub deadlines: bool,
+    /// How pooled slots are reset between instances.
+    pub pool: PoolTuning,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +69,7 @@ impl Default for EngineConfig {
             cache_dir: cache::default_dir(),
             cpu_slots: None,
             deadlines: true,
+            pool: PoolTuning::default(),
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct Engine {
     idle: Arc<AtomicUsize>,
     /// Run slots for guests past their first tick, shared fairly ([`crate::sched`]).
     gate: Arc<crate::sched::CpuGate>,
+    /// Compiled code by component digest, shared by the functions using it.
+    code: code::CodeTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,23 +125,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
-        let slots = config.max_instances.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        // A Rust wasip2 component instantiates a handful of core instances
-        // (the program, the adapter shims) and up to two memories and a few tables.
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(8))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(4))
-            .total_stacks(slots)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(2)
-            .max_tables_per_component(8)
-            .max_memory_size(usize::try_from(config.max_memory_bytes)?);
-        // Resetting a slot's first pages with memset beats madvise + refault
-        // for the small heaps of edge functions (measured: BENCHMARKS.md).
-        pool.linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+        let pool = pool::allocation(&config)?;
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(config.deadlines)
@@ -166,6 +156,7 @@ impl Engine {
             engine,
             linker: Arc::new(linker),
             cache: CompileCache::new(config.cache_dir.clone()),
+            code: code::CodeTable::default(),
             config,
             idle: Arc::new(AtomicUsize::new(0)),
             gate,
@@ -208,31 +199,18 @@ impl Engine {
         capability::check_grants(&function, &spec.grants)?;
 
         let digest = cache::digest(bytes);
-        let (component, compiled) =
-            self.cache
-                .load(&self.engine, &digest, bytes)
-                .map_err(|e| LoadError::Invalid {
-                    what: what.clone(),
-                    reason: format!("{e:#}"),
-                })?;
-        let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        capability::check_imports(&function, imports.iter().map(String::as_str), &spec.grants)?;
-
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link {
-                function: function.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = FunctionPre::new(pre).map_err(|e| LoadError::MissingExport {
-            function: function.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let (code, compiled) = match self.code.get(&digest) {
+            Some(code) => (code, Compiled::Shared),
+            None => {
+                let (code, compiled) = self.compile(&function, &what, &digest, bytes)?;
+                (self.code.insert(&digest, code), compiled)
+            }
+        };
+        capability::check_imports(
+            &function,
+            code.imports.iter().map(String::as_str),
+            &spec.grants,
+        )?;
         log_compiled(&function, &digest, compiled);
         let group = Arc::from(function.split('/').next().unwrap_or_default());
         Ok(Function {
@@ -242,7 +220,8 @@ impl Engine {
                 spec,
                 digest,
                 compiled,
-                pre,
+                pre: code.pre.clone(),
+                _code: code,
                 engine: self.engine.clone(),
                 warm: Mutex::new(Vec::new()),
                 idle: self.idle.clone(),
@@ -255,6 +234,40 @@ impl Engine {
                 deadlines: self.config.deadlines,
             }),
         })
+    }
+
+    /// Compiles `bytes` (or loads them from the cache) and links them.
+    fn compile(
+        &self,
+        function: &str,
+        what: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(code::Code, Compiled), LoadError> {
+        let (component, compiled) =
+            self.cache
+                .load(&self.engine, digest, bytes)
+                .map_err(|e| LoadError::Invalid {
+                    what: what.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                function: function.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = FunctionPre::new(pre).map_err(|e| LoadError::MissingExport {
+            function: function.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok((code::Code { pre, imports }, compiled))
     }
 
     fn check_limits(&self, spec: &FunctionSpec) -> Result<(), LoadError> {
@@ -297,6 +310,9 @@ fn log_compiled(function: &str, digest: &str, compiled: Compiled) {
                 "loaded precompiled code from the cache in {:.2} ms",
                 ms(t)
             );
+        }
+        Compiled::Shared => {
+            tracing::debug!(function, digest, "shares the code of a loaded function");
         }
     }
 }
