@@ -110,6 +110,31 @@ impl EmbeddedBroker {
     }
 }
 
+/// The broker's settings around its MQTT 3.1.1 and MQTT 5 listeners.
+fn config(v4: HashMap<String, ServerSettings>, v5: HashMap<String, ServerSettings>) -> Config {
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 256,
+            // Per topic filter, the log the router keeps for slow subscribers.
+            max_segment_size: 4 << 20,
+            max_segment_count: 8,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(v4),
+        v5: Some(v5),
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    }
+}
+
 /// A free loopback address for one of the node's own listeners.
 fn internal_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -167,27 +192,10 @@ pub fn start(
         }
         servers
     };
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 10_000,
-            max_outgoing_packet_count: 256,
-            // Per topic filter, the log the router keeps for slow subscribers.
-            max_segment_size: 4 << 20,
-            max_segment_count: 8,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(listeners(internal.map(|i| i.0), v4, "v4")),
-        v5: Some(listeners(internal.map(|i| i.1), v5, "v5")),
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
-    };
+    let config = config(
+        listeners(internal.map(|i| i.0), v4, "v4"),
+        listeners(internal.map(|i| i.1), v5, "v5"),
+    );
     // The router starts here, on a thread of its own; `start` then takes
     // the broker's thread to serve the listeners.
     let mut broker = Broker::new(config);
