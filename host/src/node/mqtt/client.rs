@@ -252,7 +252,7 @@ impl Client {
         match (self, raw) {
             (Client::V4(c), Raw::V4(p)) => c.ack(p).await?,
             (Client::V5(c), Raw::V5(p)) => c.ack(p).await?,
-            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid).await?,
+            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid)?,
             (Client::Local(_), Raw::Local(None)) => {}
             _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
         }
@@ -264,7 +264,7 @@ impl Client {
         match (self, raw) {
             (Client::V4(c), Raw::V4(p)) => c.try_ack(p)?,
             (Client::V5(c), Raw::V5(p)) => c.try_ack(p)?,
-            (Client::Local(c), Raw::Local(Some(pkid))) => c.try_ack(*pkid)?,
+            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid)?,
             (Client::Local(_), Raw::Local(None)) => {}
             _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
         }

@@ -71,6 +71,10 @@ impl Shared {
 #[derive(Clone)]
 pub struct LocalClient {
     shared: Arc<Shared>,
+    /// Acknowledgements, in order, to the task that hands them over: an ack
+    /// must never be dropped because the router's channel is momentarily
+    /// full, or the router's window for this link would shrink for good.
+    acks: tokio::sync::mpsc::UnboundedSender<u16>,
 }
 
 impl std::fmt::Debug for LocalClient {
@@ -118,9 +122,22 @@ pub fn connect(options: &LocalOptions) -> (LocalClient, LocalLoop) {
         next_pkid: Mutex::new(0),
         v5: options.v5,
     });
+    let (acks, mut queued) = tokio::sync::mpsc::unbounded_channel::<u16>();
+    let sender = shared.clone();
+    // Ends when the last client handle is dropped.
+    tokio::spawn(async move {
+        while let Some(pkid) = queued.recv().await {
+            // No link: the router has ended the session's connection and
+            // delivers the message again on the next one.
+            if let Err(e) = sender.send(puback(pkid)).await {
+                tracing::debug!("ack dropped: {e:#}");
+            }
+        }
+    });
     (
         LocalClient {
             shared: shared.clone(),
+            acks,
         },
         LocalLoop {
             shared,
@@ -186,23 +203,11 @@ impl LocalClient {
         Ok(())
     }
 
-    pub async fn ack(&self, pkid: u16) -> anyhow::Result<()> {
-        self.shared.send(puback(pkid)).await
-    }
-
-    /// [`LocalClient::ack`] without waiting: fails when the link is busy or closed.
-    pub fn try_ack(&self, pkid: u16) -> anyhow::Result<()> {
-        let mut tx = self
-            .shared
-            .tx
-            .try_lock()
-            .map_err(|_| anyhow::anyhow!("the in-process link is busy"))?;
-        let Some(link) = tx.as_mut() else {
-            anyhow::bail!("the in-process link to the embedded broker is not connected");
-        };
-        link.try_send(puback(pkid))
-            .map_err(|e| anyhow::anyhow!("the embedded broker's router is full or stopped: {e}"))?;
-        Ok(())
+    /// Queues the acknowledgement of `pkid` behind those before it.
+    pub fn ack(&self, pkid: u16) -> anyhow::Result<()> {
+        self.acks
+            .send(pkid)
+            .map_err(|_| anyhow::anyhow!("the in-process link's ack task stopped"))
     }
 
     pub async fn disconnect(&self) -> anyhow::Result<()> {

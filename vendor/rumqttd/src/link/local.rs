@@ -241,12 +241,6 @@ impl LinkTx {
         Ok(len)
     }
 
-    /// Brink patch 7: `send` without waiting; fails when the router's
-    /// channel is full.
-    pub fn try_send(&mut self, data: Packet) -> Result<usize, LinkError> {
-        self.try_push(data)
-    }
-
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
         self.router_tx
             .send_async((self.connection_id, Event::DeviceData))
