@@ -137,14 +137,6 @@ fn tuning(c: &mut Criterion) {
             },
         ),
         (
-            "pagemap-scan-64k",
-            PoolTuning {
-                keep_resident: 64 << 10,
-                pagemap_scan: true,
-                ..base.clone()
-            },
-        ),
-        (
             "pagemap-scan-4m",
             PoolTuning {
                 keep_resident: 4 << 20,
@@ -153,15 +145,17 @@ fn tuning(c: &mut Criterion) {
             },
         ),
         (
-            "decommit-batch-16",
+            "memset-decommit-batch-16",
             PoolTuning {
+                pagemap_scan: false,
                 decommit_batch: 16,
                 ..base.clone()
             },
         ),
         (
-            "no-warm-slots",
+            "memset-no-warm-slots",
             PoolTuning {
+                pagemap_scan: false,
                 max_unused_warm_slots: 0,
                 ..base.clone()
             },

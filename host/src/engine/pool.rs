@@ -25,10 +25,13 @@ pub struct PoolTuning {
 }
 
 impl Default for PoolTuning {
+    /// `PAGEMAP_SCAN` halved a fresh `echo` (22.4 → 12.8 µs); more resident
+    /// bytes (1 or 4 MiB) gained under 1 µs more and keep more memory per
+    /// used slot, batching decommits and fewer warm slots gained nothing.
     fn default() -> Self {
         Self {
             keep_resident: 64 * 1024,
-            pagemap_scan: false,
+            pagemap_scan: true,
             decommit_batch: 1,
             max_unused_warm_slots: 100,
         }
