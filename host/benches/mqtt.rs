@@ -42,13 +42,30 @@ fn now_nanos() -> u128 {
         .as_nanos()
 }
 
-/// An MQTT 3.1.1 client whose received payloads arrive on a channel.
+/// A bench client: its event loop stops when this is dropped, so a client
+/// of an earlier run never reconnects under the same id (a shared broker
+/// such as mosquitto would hand the id back and forth between the two).
+struct Bench {
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An MQTT 3.1.1 client whose received payloads arrive on a channel; its
+/// id is `id` and a number no other bench client had.
 async fn client(
     port: u16,
     id: &str,
     subscribe: Option<&str>,
-) -> (AsyncClient, mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+) -> (Bench, mpsc::UnboundedReceiver<Vec<u8>>) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut options = MqttOptions::new(format!("{id}-{n}"), "127.0.0.1", port);
     options
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(1000);
@@ -58,7 +75,7 @@ async fn client(
     eventloop.set_network_options(network);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -80,7 +97,7 @@ async fn client(
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         ready.recv().await;
     }
-    (client, rx)
+    (Bench { client, task }, rx)
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -108,6 +125,7 @@ async fn burst(
     let sender = tokio::spawn(async move {
         for i in 0..n {
             publisher
+                .client
                 .publish(
                     format!("{prefix}/d-{}/temperature", i % 16),
                     qos,
@@ -147,6 +165,7 @@ async fn paced(port: u16, rate: u64, secs: u64) -> Vec<f64> {
                 tokio::time::sleep(wait).await;
             }
             publisher
+                .client
                 .publish(
                     format!("sensors/d-{}/temperature", i % 16),
                     QoS::AtLeastOnce,
@@ -203,9 +222,19 @@ impl Transport {
             Transport::Tcp => format!(
                 "listen = \"127.0.0.1:{v4}\"\nlisten_v5 = \"127.0.0.1:{v5}\"\nlink = \"tcp\""
             ),
-            Transport::Mosquitto(port) => format!("url = \"mqtt://127.0.0.1:{port}\""),
+            // A client id per run: the node's session on a shared broker
+            // must not carry the last run's backlog into the next.
+            Transport::Mosquitto(port) => format!(
+                "url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-node-{}\"",
+                uuid_like()
+            ),
         }
     }
+}
+
+/// A string no other run of this process used.
+fn uuid_like() -> String {
+    format!("{}-{}", std::process::id(), now_nanos())
 }
 
 /// A mosquitto on a free loopback port, killed on drop; none when it is
