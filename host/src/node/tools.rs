@@ -22,8 +22,10 @@ fn options(settings: &Settings, role: &str) -> ConnectOptions {
         manual_acks: false,
         max_packet: 1 << 20,
         tls: settings.tls.clone(),
-        // The CLI's tools connect from outside the node's process.
-        local: None,
+        // `--tail` and `--simulate` run inside `brink up`: where the node is
+        // linked in-process, so are they (its devices' listeners refuse
+        // client ids with the node's prefix). `brink publish` has none.
+        local: settings.local.clone(),
     }
 }
 
