@@ -27,6 +27,10 @@ use brink_host::{Engine, EngineConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
+use mosquitto::Mosquitto;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -237,59 +241,6 @@ fn uuid_like() -> String {
     format!("{}-{}", std::process::id(), now_nanos())
 }
 
-/// A mosquitto on a free loopback port, killed on drop; none when it is
-/// not installed.
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Option<Self> {
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
-        let dir = tempfile::tempdir().ok()?;
-        let port = free_port();
-        let config = dir.path().join("mosquitto.conf");
-        // No queue limits: the bench measures throughput, not drops.
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"
-            ),
-        )
-        .ok()?;
-        let child = std::process::Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(5) {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One configuration's figures.
 struct Row {
     label: String,
@@ -404,7 +355,8 @@ fn main() {
     let chosen = std::env::var("BRINK_BENCH_TRANSPORTS")
         .unwrap_or_else(|_| "in-process,tcp,mosquitto".to_owned());
     let mosquitto = if chosen.contains("mosquitto") {
-        let started = Mosquitto::start();
+        // No queue limits: the bench measures throughput, not drops.
+        let started = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 0\n");
         if started.is_none() {
             println!("mosquitto is not installed: its rows are skipped (apt install mosquitto)");
         }

@@ -17,6 +17,10 @@ use brink_host::node::uplink::{self as forward, ForwardConfig, Target};
 use brink_host::outbox::{Outbox, QueueConfig};
 use brink_host::store::{Backend, Sled};
 
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
+use mosquitto::Mosquitto;
+
 const RUNS: usize = 3;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -120,36 +124,6 @@ async fn http_sink(delivered: Arc<AtomicU64>) -> String {
     url
 }
 
-/// A mosquitto on a free loopback port, when one is installed.
-fn mosquitto() -> Option<(std::process::Child, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    // Without set_tcp_nodelay, mosquitto's PUBACKs wait for Nagle's algorithm.
-    let config = std::env::temp_dir().join(format!("brink-bench-mosquitto-{port}.conf"));
-    std::fs::write(
-        &config,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"),
-    )
-    .ok()?;
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 fn http_target(url: &str) -> Target {
     Target::Http {
         client: reqwest::Client::new(),
@@ -194,8 +168,9 @@ fn main() {
         }
         println!("  {:>9.0}", median(rates));
 
-        match mosquitto() {
-            Some((mut broker, port)) => {
+        match Mosquitto::start("") {
+            Some(broker) => {
+                let port = broker.port;
                 println!(
                     "\ndrain to a loopback mosquitto (QoS 1, 500 in flight per batch), events/s:"
                 );
@@ -227,8 +202,7 @@ fn main() {
                 println!("  {:>9.0}", median(rates));
                 let _ = stop.send(true);
                 let _ = task.await;
-                let _ = broker.kill();
-                let _ = broker.wait();
+                drop(broker);
             }
             None => println!("\n(mosquitto is not on PATH: the MQTT drain is skipped)"),
         }
