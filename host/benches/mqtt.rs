@@ -15,7 +15,8 @@
 //!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
 //! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half,
-//! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports).
+//! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports;
+//! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -179,6 +180,9 @@ async fn paced(port: u16, rate: u64, secs: u64) -> Vec<f64> {
                 .await
                 .unwrap();
         }
+        // Kept until the outputs are in: dropping it stops its event loop,
+        // which may still hold the last publishes.
+        publisher
     });
     let mut latencies = Vec::with_capacity(n);
     while latencies.len() < n {
@@ -192,7 +196,7 @@ async fn paced(port: u16, rate: u64, secs: u64) -> Vec<f64> {
             _ => break,
         }
     }
-    sender.await.unwrap();
+    drop(sender.await.unwrap());
     latencies
 }
 
@@ -342,6 +346,12 @@ instance_reuse = {instance_reuse}
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n: usize = std::env::var("BRINK_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -10,8 +10,14 @@ use super::{client, lock};
 /// rumqttd enforces) however the handlers finish. One per connection: acks
 /// for a connection that has gone are dropped, since the broker delivers
 /// those messages again.
+///
+/// Acks go through an ordered queue to a task that waits for room in the
+/// client's request channel. None may be dropped while its connection
+/// lives: the broker counts each unacknowledged message against the
+/// client's receive maximum, so every lost ack shrinks the window for good
+/// and, once it reaches zero, the node stops receiving.
 pub(super) struct AckOrder {
-    pub(super) client: Client,
+    queue: tokio::sync::mpsc::UnboundedSender<client::Raw>,
     pub(super) state: Mutex<AckState>,
     /// Told when a message will never be acknowledged: only a reconnect gets
     /// it (and everything after it) delivered again.
@@ -28,9 +34,19 @@ pub(super) struct AckState {
 }
 
 impl AckOrder {
+    /// Must run inside a Tokio runtime: the sending task starts here, and
+    /// ends once this and every ack queued before are gone.
     pub(super) fn new(client: Client) -> Arc<Self> {
+        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<client::Raw>();
+        tokio::spawn(async move {
+            while let Some(raw) = queued.recv().await {
+                if let Err(e) = client.ack(&raw).await {
+                    tracing::debug!("ack dropped, its connection is gone: {e:#}");
+                }
+            }
+        });
         Arc::new(Self {
-            client,
+            queue,
             state: Mutex::new(AckState::default()),
             broken: tokio::sync::Notify::new(),
         })
@@ -54,10 +70,9 @@ impl AckOrder {
             };
             match entry {
                 Some(raw) => {
-                    // Sent under the lock, so acks enter the queue in order.
-                    if self.client.try_ack(&raw).is_err() {
-                        tracing::debug!("ack dropped: its connection is gone");
-                    }
+                    // Queued under the lock, so acks enter the queue in order.
+                    // The task only ends when `self` is gone.
+                    let _ = self.queue.send(raw);
                     state.head += 1;
                 }
                 None => {
@@ -66,5 +81,111 @@ impl AckOrder {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use rumqttc::v5 as c5;
+
+    use super::AckOrder;
+    use crate::node::mqtt::broker;
+    use crate::node::mqtt::client::{Client, EventLoop, Polled, Raw};
+
+    fn free() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// The next `n` messages the subscriber receives, within 10 s, not acknowledged.
+    async fn receive(eventloop: &mut EventLoop, n: usize) -> Vec<Raw> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Ok(Ok(Polled::Message(m))) => got.push(m.raw),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// A burst of acks larger than the client's request channel, completed
+    /// while its event loop is busy elsewhere, must all reach the broker:
+    /// each one lost counts against the broker's window for this client
+    /// until, with enough lost, it sends nothing more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_wait_for_room_instead_of_shrinking_the_brokers_window() {
+        let (v4, v5) = (free(), free());
+        let broker = broker::start(v4, v5, 1 << 20, "brink-acktest", true).unwrap();
+        broker.open_to_devices().await.unwrap();
+        let (_, internal_v5) = broker.internal.unwrap();
+
+        // The node's subscriber, with a request channel of 4.
+        let mut options = c5::MqttOptions::new(
+            "brink-acktest-sub",
+            internal_v5.ip().to_string(),
+            internal_v5.port(),
+        );
+        options.set_manual_acks(true);
+        let (client, eventloop) = c5::AsyncClient::new(options, 4);
+        let (client, mut eventloop) = (Client::V5(client), EventLoop::V5(Box::new(eventloop)));
+        while !matches!(eventloop.poll().await.unwrap(), Polled::Connected { .. }) {}
+        client.subscribe(&["t/#".to_owned()]).await.unwrap();
+        while !matches!(eventloop.poll().await.unwrap(), Polled::SubAck { .. }) {}
+
+        // A device, publishing at QoS 1.
+        let mut options = rumqttc::MqttOptions::new("device", v4.ip().to_string(), v4.port());
+        options.set_inflight(1000);
+        let (device, mut device_loop) = rumqttc::AsyncClient::new(options, 2000);
+        tokio::spawn(async move { while device_loop.poll().await.is_ok() {} });
+        let publish = |n: usize| {
+            let device = device.clone();
+            async move {
+                for i in 0..n {
+                    device
+                        .publish("t/x", rumqttc::QoS::AtLeastOnce, false, vec![i as u8])
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+
+        // 100 handled at once, while the subscriber is not polling.
+        publish(100).await;
+        let first = receive(&mut eventloop, 100).await;
+        assert_eq!(first.len(), 100, "the first burst did not arrive");
+        let acks = AckOrder::new(client.clone());
+        let seqs: Vec<u64> = first.iter().map(|_| acks.enqueue()).collect();
+        for (seq, raw) in seqs.into_iter().zip(first) {
+            acks.complete(seq, Some(raw));
+        }
+
+        // With those acks lost, the broker's window (256) would let no more
+        // than 160 of these through.
+        publish(400).await;
+        let mut received = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while received < 400 {
+            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Ok(Ok(Polled::Message(m))) => {
+                    received += 1;
+                    acks.complete(acks.enqueue(), Some(m.raw));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            received, 400,
+            "acks were lost: the broker stopped sending after {received} of 400"
+        );
     }
 }

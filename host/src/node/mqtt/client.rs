@@ -259,18 +259,6 @@ impl Client {
         Ok(())
     }
 
-    /// [`Client::ack`] without waiting: fails when the request queue is full or closed.
-    pub fn try_ack(&self, raw: &Raw) -> anyhow::Result<()> {
-        match (self, raw) {
-            (Client::V4(c), Raw::V4(p)) => c.try_ack(p)?,
-            (Client::V5(c), Raw::V5(p)) => c.try_ack(p)?,
-            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid)?,
-            (Client::Local(_), Raw::Local(None)) => {}
-            _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
-        }
-        Ok(())
-    }
-
     pub async fn disconnect(&self) -> anyhow::Result<()> {
         match self {
             Client::V4(c) => c.disconnect().await?,
