@@ -33,6 +33,15 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --manifest-path functions/Cargo.toml --target wasm32-wasip2 --target-dir target/functions --workspace -- -D warnings
 
+# The shipped binary, `target/dist/brink`: LTO, stripped, its line tables
+# kept apart in `brink.debug` (found through .gnu_debuglink by gdb and by
+# Rust's backtraces).
+dist:
+    cargo build --profile dist -p brink-host --bin brink
+    objcopy --only-keep-debug target/dist/brink target/dist/brink.debug
+    objcopy --strip-all --add-gnu-debuglink=target/dist/brink.debug target/dist/brink
+    ls -l target/dist/brink target/dist/brink.debug
+
 # Invocation benchmarks (see BENCHMARKS.md).
 bench:
     cargo bench -p brink-host --bench invoke

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start-to-ready time and idle RSS of `brink up` on the demo app.
 #
-#   bash benches/footprint.sh
+#   bash benches/footprint.sh                 # target/release/brink
+#   PROFILE=dist bash benches/footprint.sh    # the shipped build (`just dist`)
 #
 # "ready" is the first 200 from GET /healthz, which `brink up` serves only
 # after every function loaded and the MQTT subscriptions were granted.
@@ -15,7 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-cargo build -q --release -p brink-host
+PROFILE=${PROFILE:-release}
+cargo build -q --profile "$PROFILE" -p brink-host
+BRINK=$ROOT/target/$PROFILE/brink
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo build -q --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml \
   --target-dir target/functions -p filter -p transform
@@ -31,13 +34,15 @@ measure() { # form manifest cache
   for run in cold warm warm; do
     [ "$run" = cold ] && rm -rf "$3"
     start=$(date +%s%N)
-    BRINK_LOG=warn BRINK_CACHE_DIR=$3 target/release/brink up "$2" & PID=$!
+    BRINK_LOG=warn BRINK_CACHE_DIR=$3 "$BRINK" up "$2" & PID=$!
     until curl -sf -o /dev/null http://127.0.0.1:8080/healthz; do sleep 0.005; done
     ready=$(( ($(date +%s%N) - start) / 1000000 ))
     sleep 3
     rss=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+    anon=$(awk '/RssAnon/ {print $2}' /proc/$PID/status)
+    file=$(awk '/RssFile/ {print $2}' /proc/$PID/status)
     kill -TERM $PID; wait $PID
-    echo "$1, $run start: ready in ${ready} ms, idle RSS $((rss / 1024)) MiB"
+    echo "$1, $run start: ready in ${ready} ms, idle RSS $((rss / 1024)) MiB (heap and stacks $((anon / 1024)) MiB, the binary's pages $((file / 1024)) MiB)"
   done
 }
 measure "crate sources" examples/demo/brink.toml "$WORK/cache-crates"

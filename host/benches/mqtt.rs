@@ -11,7 +11,8 @@
 //! Each with a fresh instance per event (the default) and with warm
 //! instances (`instance_reuse`), and the broker alone for comparison. Last,
 //! deadlines on against off (`EngineConfig::deadlines`) on the in-process
-//! link with warm instances, where their share of the cost is largest.
+//! link with warm instances, where their share of the cost is largest: five
+//! rounds each way, alternating, and the medians.
 //!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
 //! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half,
@@ -253,9 +254,9 @@ struct Row {
     latency: Option<(f64, f64)>,
 }
 
-/// Starts a node whose `filter` keeps `instance_reuse` events per instance,
-/// then measures it.
-async fn run(n: usize, instance_reuse: u32, transport: Transport, deadlines: bool) -> Row {
+/// Starts a node whose `filter` keeps `instance_reuse` events per instance;
+/// with the port the bench's clients use.
+async fn start_node(instance_reuse: u32, transport: Transport, deadlines: bool) -> (Node, u16) {
     let (http, v4, v5) = (free_port(), free_port(), free_port());
     let mqtt = transport.mqtt_section(v4, v5);
     let text = format!(
@@ -297,6 +298,48 @@ instance_reuse = {instance_reuse}
         Transport::Mosquitto(port) => port,
         _ => v4,
     };
+    (node, port)
+}
+
+/// Deadlines on against off, warm, in-process, QoS 0: `rounds` rounds of
+/// one node each way, alternating, so drift in the machine's speed falls on
+/// both sides alike. The medians, on then off.
+async fn deadlines_ab(n: usize, rounds: usize) -> (f64, f64) {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Which goes first alternates too.
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for deadlines in order {
+            let (node, port) = start_node(1000, Transport::InProcess, deadlines).await;
+            burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
+            let rate = burst(port, n, QoS::AtMostOnce, "ab", "sensors", "out/#").await;
+            node.shutdown().await.unwrap();
+            println!(
+                "  round {round}, deadlines {}: {rate:.0} events/s",
+                if deadlines { "on" } else { "off" }
+            );
+            if deadlines {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut on), median(&mut off))
+}
+
+/// Starts a node whose `filter` keeps `instance_reuse` events per instance,
+/// then measures it.
+async fn run(n: usize, instance_reuse: u32, transport: Transport, deadlines: bool) -> Row {
+    let (node, port) = start_node(instance_reuse, transport, deadlines).await;
     // Warm up: compiled code, pooled slots, connections.
     burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
     let instances = if instance_reuse > 1 { "warm" } else { "fresh" };
@@ -394,10 +437,14 @@ fn main() {
                 rows.push(run(n, 1000, transport, true).await);
             }
         }
-        if transports.contains(&Transport::InProcess) && only != "fresh" {
-            rows.push(run(n, 1000, Transport::InProcess, false).await);
-        }
         rows
+    });
+    // Deadlines on against off: alternating rounds, in-process, warm.
+    let ab = (chosen.contains("in-process") && only != "fresh").then(|| {
+        println!(
+            "deadlines on against off: in-process, warm, QoS 0, {n} events, alternating rounds"
+        );
+        runtime.block_on(deadlines_ab(n, 5))
     });
     println!();
     println!("| configuration | QoS 0 | QoS 1 | QoS 1 / QoS 0 | p50 at 10k/s | p99 at 10k/s |");
@@ -414,6 +461,13 @@ fn main() {
             row.qos0,
             row.qos1,
             row.qos1 / row.qos0
+        );
+    }
+    if let Some((on, off)) = ab {
+        println!();
+        println!(
+            "deadlines on {on:.0} ev/s, off {off:.0} ev/s (medians of 5): on costs {:.1}%",
+            (1.0 - on / off) * 100.0
         );
     }
 }

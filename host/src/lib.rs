@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod heap;
 pub mod kv;
 pub mod manifest;
 pub mod nn;
