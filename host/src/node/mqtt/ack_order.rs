@@ -17,11 +17,20 @@ use super::{client, lock};
 /// client's receive maximum, so every lost ack shrinks the window for good
 /// and, once it reaches zero, the node stops receiving.
 pub(super) struct AckOrder {
-    queue: tokio::sync::mpsc::UnboundedSender<client::Raw>,
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
     pub(super) state: Mutex<AckState>,
     /// Told when a message will never be acknowledged: only a reconnect gets
     /// it (and everything after it) delivered again.
     pub(super) broken: tokio::sync::Notify,
+}
+
+/// What the sending task takes, in order.
+// Acks are nearly every item: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Ack(client::Raw),
+    /// Answered once every earlier ack is handed to the client.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -37,11 +46,18 @@ impl AckOrder {
     /// Must run inside a Tokio runtime: the sending task starts here, and
     /// ends once this and every ack queued before are gone.
     pub(super) fn new(client: Client) -> Arc<Self> {
-        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<client::Raw>();
+        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Queued>();
         tokio::spawn(async move {
-            while let Some(raw) = queued.recv().await {
-                if let Err(e) = client.ack(&raw).await {
-                    tracing::debug!("ack dropped, its connection is gone: {e:#}");
+            while let Some(item) = queued.recv().await {
+                match item {
+                    Queued::Ack(raw) => {
+                        if let Err(e) = client.ack(&raw).await {
+                            tracing::debug!("ack dropped, its connection is gone: {e:#}");
+                        }
+                    }
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
         });
@@ -59,6 +75,16 @@ impl AckOrder {
         state.next - 1
     }
 
+    /// Resolves once every ack queued before this call is in the client's
+    /// request channel (where the client sends them before anything asked
+    /// of it later, such as a DISCONNECT).
+    pub(super) async fn flushed(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Records how message `seq` ended; sends every ack now in order.
     pub(super) fn complete(&self, seq: u64, ack: Option<client::Raw>) {
         let mut state = lock(&self.state);
@@ -72,7 +98,7 @@ impl AckOrder {
                 Some(raw) => {
                     // Queued under the lock, so acks enter the queue in order.
                     // The task only ends when `self` is gone.
-                    let _ = self.queue.send(raw);
+                    let _ = self.queue.send(Queued::Ack(raw));
                     state.head += 1;
                 }
                 None => {

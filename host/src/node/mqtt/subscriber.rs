@@ -174,8 +174,10 @@ impl Subscriber {
                 tokio::spawn(async move {
                     let delivered =
                         dead_letter_malformed(&trigger, &targets, &message, &error).await;
-                    drop(permit);
+                    // Queued before the permit goes: shutdown takes every
+                    // permit, then flushes the queue.
                     acks.complete(seq, delivered.then_some(message.raw));
+                    drop(permit);
                 });
                 return;
             }
@@ -198,8 +200,8 @@ impl Subscriber {
                     delivered = false;
                 }
             }
-            drop(permit);
             acks.complete(seq, delivered.then_some(message.raw));
+            drop(permit);
         });
     }
 }
@@ -387,7 +389,7 @@ pub(super) async fn run_subscriber(
             _ => {}
         }
     }
-    drain(&mut connection, &subscriber, connected).await;
+    drain(&mut connection, &subscriber, &acks, connected).await;
     metrics.mqtt_connected.set(0);
 }
 
@@ -397,6 +399,7 @@ pub(super) async fn run_subscriber(
 pub(super) async fn drain(
     connection: &mut Connection,
     subscriber: &Subscriber,
+    acks: &AckOrder,
     mut connected: bool,
 ) {
     let all = u32::from(client::INFLIGHT);
@@ -416,6 +419,26 @@ pub(super) async fn drain(
                     tracing::warn!("MQTT connection while draining: {e:#}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            },
+        }
+    }
+    // The acks of those messages reach the client before the DISCONNECT,
+    // or the broker would deliver them again to the next session; the
+    // event loop keeps turning meanwhile, so a full channel drains.
+    let flushed = acks.flushed();
+    tokio::pin!(flushed);
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut flushed => break,
+            _ = &mut deadline => {
+                tracing::warn!("MQTT: acknowledgements not sent within 5 s; the broker will deliver those messages again");
+                break;
+            }
+            polled = connection.eventloop.poll() => if polled.is_err() {
+                connected = false;
+                break;
             },
         }
     }
