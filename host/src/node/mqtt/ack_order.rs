@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::client::Client;
+use super::client::{Client, EventLoop, Polled};
 use super::{client, lock};
 
 /// Acknowledges messages in the order they arrived, as MQTT requires (and
@@ -85,6 +86,35 @@ impl AckOrder {
         }
     }
 
+    /// Shutdown's last step on a live connection, once every handler has
+    /// queued its ack: the acks reach the client before the DISCONNECT, or
+    /// the broker would deliver those messages again to the next session.
+    /// The event loop turns throughout, since a full request channel only
+    /// drains while it does. Each wait is capped at 5 s, so a broker that
+    /// stopped reading cannot hold shutdown.
+    pub(super) async fn flush_then_disconnect(&self, client: &Client, eventloop: &mut EventLoop) {
+        const CAP: Duration = Duration::from_secs(5);
+        let flushed = tokio::time::timeout(CAP, turning(eventloop, self.flushed())).await;
+        match flushed {
+            Ok(Some(())) => {}
+            Ok(None) => return,
+            Err(_) => tracing::warn!(
+                "MQTT: acknowledgements not sent within 5 s; the broker will deliver those messages again"
+            ),
+        }
+        let sent = tokio::time::timeout(CAP, turning(eventloop, client.disconnect())).await;
+        if !matches!(sent, Ok(Some(Ok(())))) {
+            tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+            return;
+        }
+        let gone = tokio::time::timeout(CAP, async {
+            while !matches!(eventloop.poll().await, Ok(Polled::Disconnected) | Err(_)) {}
+        });
+        if gone.await.is_err() {
+            tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+        }
+    }
+
     /// Records how message `seq` ended; sends every ack now in order.
     pub(super) fn complete(&self, seq: u64, ack: Option<client::Raw>) {
         let mut state = lock(&self.state);
@@ -110,6 +140,20 @@ impl AckOrder {
     }
 }
 
+/// Runs `step` while turning the event loop; none when the connection
+/// failed first.
+async fn turning<T>(eventloop: &mut EventLoop, step: impl Future<Output = T>) -> Option<T> {
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            done = &mut step => return Some(done),
+            polled = eventloop.poll() => if polled.is_err() {
+                return None;
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -121,6 +165,7 @@ mod tests {
     use super::AckOrder;
     use crate::node::mqtt::broker;
     use crate::node::mqtt::client::{Client, EventLoop, Polled, Raw};
+    use crate::node::mqtt::test_mosquitto::Mosquitto;
 
     fn free() -> std::net::SocketAddr {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -212,6 +257,102 @@ mod tests {
         assert_eq!(
             received, 400,
             "acks were lost: the broker stopped sending after {received} of 400"
+        );
+    }
+
+    /// `step` within 10 s, or the test fails naming it.
+    async fn within<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .unwrap_or_else(|_| panic!("{step}: nothing within 10 s"))
+    }
+
+    /// A v5 session at the broker that outlives the connection (as the
+    /// node's subscriber keeps one), with a request channel of 4. Returns
+    /// whether the broker still had the session.
+    async fn persistent_subscriber(broker: std::net::SocketAddr) -> (Client, EventLoop, bool) {
+        let mut options =
+            c5::MqttOptions::new("brink-flushtest", broker.ip().to_string(), broker.port());
+        options.set_manual_acks(true);
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(3600));
+        let (client, eventloop) = c5::AsyncClient::new(options, 4);
+        let (client, mut eventloop) = (Client::V5(client), EventLoop::V5(Box::new(eventloop)));
+        let resumed = within("CONNACK", async {
+            loop {
+                if let Polled::Connected {
+                    session_present, ..
+                } = eventloop.poll().await.unwrap()
+                {
+                    break session_present;
+                }
+            }
+        })
+        .await;
+        (client, eventloop, resumed)
+    }
+
+    /// Shutdown's order, as `subscriber::drain` runs it: the handlers'
+    /// acks are queued, the queue is flushed while the event loop turns,
+    /// then DISCONNECT. Acks still queued behind a full request channel
+    /// when DISCONNECT went out would be lost with the connection, and the
+    /// session would hand those messages (acknowledged to the device, and
+    /// handled) to the next node again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_queued_at_shutdown_reach_the_broker_before_the_disconnect() {
+        let mosquitto = Mosquitto::start("")
+            .expect("mosquitto is needed for this test: install it (scripts/test does)");
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], mosquitto.port));
+        let (client, mut eventloop, _) = persistent_subscriber(at).await;
+        client.subscribe(&["t/#".to_owned()]).await.unwrap();
+        within("SUBACK", async {
+            while !matches!(eventloop.poll().await.unwrap(), Polled::SubAck { .. }) {}
+        })
+        .await;
+
+        let mut options = rumqttc::MqttOptions::new("device", "127.0.0.1", mosquitto.port);
+        options.set_inflight(1000);
+        let (device, mut device_loop) = rumqttc::AsyncClient::new(options, 2000);
+        tokio::spawn(async move { while device_loop.poll().await.is_ok() {} });
+        // mosquitto's in-flight window: 20 messages per client.
+        for i in 0..20u8 {
+            let qos = rumqttc::QoS::AtLeastOnce;
+            device.publish("t/x", qos, false, vec![i]).await.unwrap();
+        }
+        let handled = receive(&mut eventloop, 20).await;
+        assert_eq!(handled.len(), 20, "the burst did not arrive");
+
+        // Every handler finished; its ack is queued, but only 4 fit in the
+        // client's channel while the event loop is not turning.
+        let acks = AckOrder::new(client.clone());
+        for raw in handled {
+            acks.complete(acks.enqueue(), Some(raw));
+        }
+        within(
+            "shutdown",
+            acks.flush_then_disconnect(&client, &mut eventloop),
+        )
+        .await;
+        drop((client, eventloop, acks));
+
+        // The next node resumes the session. A message published now comes
+        // after anything the session still holds, so it must come first.
+        let (_client, mut eventloop, resumed) = persistent_subscriber(at).await;
+        assert!(resumed, "mosquitto did not keep the session");
+        let qos = rumqttc::QoS::AtLeastOnce;
+        device
+            .publish("t/x", qos, false, b"after".to_vec())
+            .await
+            .unwrap();
+        let first = receive(&mut eventloop, 1).await;
+        let payload = match first.first() {
+            Some(Raw::V5(publish)) => publish.payload.to_vec(),
+            _ => panic!("nothing arrived after resuming the session"),
+        };
+        assert_eq!(
+            payload,
+            b"after".to_vec(),
+            "a message acknowledged before shutdown was delivered again"
         );
     }
 }

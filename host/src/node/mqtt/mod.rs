@@ -16,6 +16,11 @@ mod local;
 mod publisher;
 mod settings;
 mod subscriber;
+// The benches' mosquitto (persistent sessions that redeliver, which the
+// embedded broker does not).
+#[cfg(test)]
+#[path = "../../../benches/common/mosquitto.rs"]
+mod test_mosquitto;
 
 pub use broker::EmbeddedBroker;
 use delivery::TriggerCtx;

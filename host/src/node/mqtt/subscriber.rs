@@ -422,39 +422,9 @@ pub(super) async fn drain(
             },
         }
     }
-    // The acks of those messages reach the client before the DISCONNECT,
-    // or the broker would deliver them again to the next session; the
-    // event loop keeps turning meanwhile, so a full channel drains.
-    let flushed = acks.flushed();
-    tokio::pin!(flushed);
-    let deadline = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut flushed => break,
-            _ = &mut deadline => {
-                tracing::warn!("MQTT: acknowledgements not sent within 5 s; the broker will deliver those messages again");
-                break;
-            }
-            polled = connection.eventloop.poll() => if polled.is_err() {
-                connected = false;
-                break;
-            },
-        }
-    }
-    let client = connection.client.lock().await.clone();
-    if !connected || client.disconnect().await.is_err() {
-        return;
-    }
-    let flushed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match connection.eventloop.poll().await {
-                Ok(Polled::Disconnected) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    });
-    if flushed.await.is_err() {
-        tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+    if connected {
+        let client = connection.client.lock().await.clone();
+        acks.flush_then_disconnect(&client, &mut connection.eventloop)
+            .await;
     }
 }
