@@ -25,10 +25,20 @@ pub enum Compiled {
     Shared,
 }
 
-/// The cache directory, or none to always compile.
-#[derive(Debug, Clone)]
+/// The cache directory (or none to always compile), and the settings to
+/// compile with.
+#[derive(Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    compiler: wasmtime::Config,
+}
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `$XDG_CACHE_HOME/brink/compiled` (or the platform's equivalent).
@@ -55,9 +65,11 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 impl CompileCache {
-    /// A cache in `dir`; `None` disables it.
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+    /// A cache in `dir` (`None` disables it) of code compiled with
+    /// `compiler`: the engine's settings that shape the code (features,
+    /// deadlines), without its instance allocator.
+    pub fn new(dir: Option<PathBuf>, compiler: wasmtime::Config) -> Self {
+        Self { dir, compiler }
     }
 
     fn entry(&self, engine: &wasmtime::Engine, digest: &str) -> Option<PathBuf> {
@@ -89,34 +101,55 @@ impl CompileCache {
             }
         }
         let start = Instant::now();
-        let component = Component::new(engine, bytes);
+        let compiled = self.compile(bytes);
         let elapsed = start.elapsed();
-        let component = match (component, entry) {
-            (Ok(component), Some(path)) => Ok(stored_and_mapped(engine, component, &path)),
-            (component, _) => component,
-        };
-        // Cranelift's working memory is freed now, failed compile or not.
+        // The compiler's engine is gone with its cranelift contexts; what
+        // they held goes back to the OS now.
         crate::heap::release_free_memory();
-        Ok((component?, Compiled::Fresh(elapsed)))
+        let compiled = compiled?;
+        let component = match entry {
+            Some(path) => stored_and_mapped(engine, &compiled, &path)?,
+            None => from_bytes(engine, &compiled)?,
+        };
+        Ok((component, Compiled::Fresh(elapsed)))
+    }
+
+    /// Compiles `bytes` in an engine of its own. wasmtime keeps cranelift's
+    /// working contexts (several MiB each, one per compiling thread) for the
+    /// engine's lifetime; this engine, and they, end with the compile, so a
+    /// cold start idles as low as a warm one. It costs the engine's setup,
+    /// about a millisecond, per compile.
+    fn compile(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(wasmtime::Engine::new(&self.compiler)?.precompile_component(bytes)?)
     }
 }
 
-/// Writes `component` to the cache at `path` and loads it back from there:
-/// the machine code is then mapped from the file, as on a warm start, and
-/// the heap copy freed (a cold start idled 7 MiB above a warm one). A cache
-/// that cannot be written keeps the heap copy.
-fn stored_and_mapped(engine: &wasmtime::Engine, component: Component, path: &Path) -> Component {
-    if let Err(e) = store(&component, path) {
+/// Writes `compiled` to the cache at `path` and loads it from there: the
+/// machine code is then mapped from the file, as on a warm start, with no
+/// copy on the heap. A cache that cannot be written costs the heap copy.
+fn stored_and_mapped(
+    engine: &wasmtime::Engine,
+    compiled: &[u8],
+    path: &Path,
+) -> anyhow::Result<Component> {
+    if let Err(e) = store(compiled, path) {
         tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
-        return component;
+        return from_bytes(engine, compiled);
     }
     match load_precompiled(engine, path) {
-        Ok(mapped) => mapped,
+        Ok(mapped) => Ok(mapped),
         Err(e) => {
             tracing::warn!(path = %path.display(), "cannot read back the compile cache: {e:#}");
-            component
+            from_bytes(engine, compiled)
         }
     }
+}
+
+#[allow(unsafe_code)]
+fn from_bytes(engine: &wasmtime::Engine, compiled: &[u8]) -> anyhow::Result<Component> {
+    // SAFETY: `compiled` is what `precompile_component` just produced, with
+    // this engine's code settings (wasmtime checks them again).
+    Ok(unsafe { Component::deserialize(engine, compiled) }?)
 }
 
 #[allow(unsafe_code)]
@@ -127,14 +160,13 @@ fn load_precompiled(engine: &wasmtime::Engine, path: &Path) -> anyhow::Result<Co
     Ok(unsafe { Component::deserialize_file(engine, path) }?)
 }
 
-fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
+fn store(compiled: &[u8], path: &Path) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .context("cache entry has no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = component.serialize()?;
     let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, compiled).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }

@@ -126,10 +126,11 @@ impl Engine {
     /// Creates the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
         let pool = pool::allocation(&config)?;
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(config.deadlines)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut code = wasmtime::Config::new();
+        code.wasm_component_model(true)
+            .epoch_interruption(config.deadlines);
+        let mut wasm = code.clone();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
@@ -155,7 +156,7 @@ impl Engine {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
-            cache: CompileCache::new(config.cache_dir.clone()),
+            cache: CompileCache::new(config.cache_dir.clone(), code),
             code: code::CodeTable::default(),
             config,
             idle: Arc::new(AtomicUsize::new(0)),
