@@ -6,11 +6,13 @@
 //! take its locked slow paths. mimalloc's free lists per page serve those
 //! without a lock (BENCHMARKS.md: +49% warm events/s, half the p99).
 //!
-//! Its arenas are committed eagerly by default where the OS overcommits;
-//! pages touched once then stay resident, and the demo node idled at 50 MiB
-//! instead of 23. Committing on demand instead keeps the idle footprint; the
-//! option has to be set before the first allocation, which Rust's runtime
-//! makes before `main`, so a constructor in `.init_array` sets it.
+//! Where the OS overcommits, mimalloc commits its arenas eagerly and asks
+//! for transparent huge pages on them; every 2 MiB page it touched then
+//! stayed resident, and the demo node idled at 50 MiB instead of 23. With
+//! huge pages off (`mi_option_allow_thp`, which sets `PR_SET_THP_DISABLE`
+//! for the process) it idles as with glibc and keeps the eager commit,
+//! which was faster than committing on demand (BENCHMARKS.md). mimalloc
+//! reads the option in its own constructor, so ours runs just before it.
 //!
 //! **Returning memory.** Compiling a component with cranelift allocates
 //! tens of MiB on several threads and frees it all at the end. After a
@@ -21,29 +23,33 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_arena_eager_commit` in mimalloc 3's `mi_option_t` (mimalloc.h),
-/// which the Rust binding does not name.
-const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// `mi_option_allow_thp` in mimalloc 3's `mi_option_t` (mimalloc.h), which
+/// the Rust binding does not name.
+const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
+/// Priority 100: before mimalloc's own constructor (101), which reads the
+/// option while it sets up; `.init_array.N` entries run in ascending N,
+/// all before Rust's runtime and `main`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 #[used]
-#[unsafe(link_section = ".init_array")]
+#[unsafe(link_section = ".init_array.00100")]
 static CONFIGURE: extern "C" fn() = configure;
 
-/// Runs before `main` (and before Rust's runtime allocates); a plain C ABI
-/// function with no arguments, as `.init_array` entries are called.
+/// A plain C ABI function with no arguments, as `.init_array` entries are
+/// called.
 #[cfg(target_os = "linux")]
 extern "C" fn configure() {
-    commit_on_demand();
+    no_huge_pages();
 }
 
-/// Arenas commit their pages on first use instead of eagerly.
+/// No transparent huge pages unless `MIMALLOC_ALLOW_THP` says otherwise
+/// (mimalloc reads the environment at the option's first use, after this).
 #[allow(unsafe_code)]
-fn commit_on_demand() {
-    // SAFETY: mi_option_set writes one option word; mimalloc reads it when
-    // it reserves an arena, and it takes no pointers.
-    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+fn no_huge_pages() {
+    // SAFETY: mi_option_set_default writes one option word and takes no
+    // pointers; mimalloc has not read it yet.
+    unsafe { libmimalloc_sys::mi_option_set_default(ALLOW_THP, 0) }
 }
 
 /// Returns the heap's free pages to the OS, in both allocators. Call it
@@ -77,14 +83,21 @@ fn trim() {
 
 #[cfg(test)]
 mod tests {
-    /// The constructor ran (this test binary links it as `brink` does):
-    /// without it, an idle node holds every page it ever touched.
+    /// The constructor ran before mimalloc set itself up (this test binary
+    /// links it as `brink` does): otherwise every huge page mimalloc
+    /// touched stays resident, and an idle node doubles its RSS.
     #[test]
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
-    fn arenas_commit_on_demand_from_the_first_allocation() {
+    fn huge_pages_are_off_before_the_first_allocation() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            return; // the operator's choice wins, by design
+        }
         // SAFETY: reads one option word.
-        let eager = unsafe { libmimalloc_sys::mi_option_get(super::ARENA_EAGER_COMMIT) };
-        assert_eq!(eager, 0, "the .init_array constructor did not run");
+        let allowed = unsafe { libmimalloc_sys::mi_option_get(super::ALLOW_THP) };
+        assert_eq!(allowed, 0, "the .init_array constructor did not run");
+        // SAFETY: PR_GET_THP_DISABLE reads a flag of this process.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1, "mimalloc set up before the constructor ran");
     }
 }
