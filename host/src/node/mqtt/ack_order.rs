@@ -164,7 +164,8 @@ mod tests {
 
     use super::AckOrder;
     use crate::node::mqtt::broker;
-    use crate::node::mqtt::client::{Client, EventLoop, Polled, Raw};
+    use crate::node::mqtt::client::{Client, EventLoop, Polled, Raw, Received};
+    use crate::node::mqtt::local::{self, LocalOptions};
     use crate::node::mqtt::test_mosquitto::Mosquitto;
 
     fn free() -> std::net::SocketAddr {
@@ -267,17 +268,38 @@ mod tests {
             .unwrap_or_else(|_| panic!("{step}: nothing within 10 s"))
     }
 
+    /// How the node's subscriber reaches the broker in a test.
+    #[derive(Clone)]
+    enum Link {
+        Tcp(std::net::SocketAddr),
+        InProcess(rumqttd::local::LocalLinks),
+    }
+
     /// A v5 session at the broker that outlives the connection (as the
-    /// node's subscriber keeps one), with a request channel of 4. Returns
-    /// whether the broker still had the session.
-    async fn persistent_subscriber(broker: std::net::SocketAddr) -> (Client, EventLoop, bool) {
-        let mut options =
-            c5::MqttOptions::new("brink-flushtest", broker.ip().to_string(), broker.port());
-        options.set_manual_acks(true);
-        options.set_clean_start(false);
-        options.set_session_expiry_interval(Some(3600));
-        let (client, eventloop) = c5::AsyncClient::new(options, 4);
-        let (client, mut eventloop) = (Client::V5(client), EventLoop::V5(Box::new(eventloop)));
+    /// node's subscriber keeps one); over TCP with a request channel of 4.
+    /// Returns whether the broker still had the session.
+    async fn persistent_subscriber(link: &Link) -> (Client, EventLoop, bool) {
+        let (client, mut eventloop) = match link {
+            Link::Tcp(at) => {
+                let mut options =
+                    c5::MqttOptions::new("brink-flushtest-tcp", at.ip().to_string(), at.port());
+                options.set_manual_acks(true);
+                options.set_clean_start(false);
+                options.set_session_expiry_interval(Some(3600));
+                let (client, eventloop) = c5::AsyncClient::new(options, 4);
+                (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+            }
+            Link::InProcess(links) => {
+                let (client, eventloop) = local::connect(&LocalOptions {
+                    links: links.clone(),
+                    client_id: "brink-flushtest-local".to_owned(),
+                    persistent: true,
+                    subscriber: true,
+                    v5: true,
+                });
+                (Client::Local(client), EventLoop::Local(Box::new(eventloop)))
+            }
+        };
         let resumed = within("CONNACK", async {
             loop {
                 if let Polled::Connected {
@@ -292,41 +314,58 @@ mod tests {
         (client, eventloop, resumed)
     }
 
+    /// The payload of a received message.
+    fn payload(raw: Option<&Received>) -> Vec<u8> {
+        raw.map(|m| m.payload.to_vec())
+            .expect("nothing arrived after resuming the session")
+    }
+
+    /// The next `n` messages, within 10 s, not acknowledged.
+    async fn messages(eventloop: &mut EventLoop, n: usize) -> Vec<Received> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Ok(Ok(Polled::Message(m))) => got.push(*m),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
     /// Shutdown's order, as `subscriber::drain` runs it: the handlers'
     /// acks are queued, the queue is flushed while the event loop turns,
-    /// then DISCONNECT. Acks still queued behind a full request channel
-    /// when DISCONNECT went out would be lost with the connection, and the
-    /// session would hand those messages (acknowledged to the device, and
-    /// handled) to the next node again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acks_queued_at_shutdown_reach_the_broker_before_the_disconnect() {
-        let mosquitto = Mosquitto::start("")
-            .expect("mosquitto is needed for this test: install it (scripts/test does)");
-        let at = std::net::SocketAddr::from(([127, 0, 0, 1], mosquitto.port));
-        let (client, mut eventloop, _) = persistent_subscriber(at).await;
+    /// then DISCONNECT. An ack still queued when DISCONNECT went out would
+    /// be lost with the connection, and the session would hand that
+    /// message (acknowledged to the device, and handled) to the next node
+    /// again. `device` is where a device publishes (MQTT 3.1.1); 20 is
+    /// mosquitto's in-flight window per client.
+    async fn shutdown_sends_the_acks_before_the_disconnect(link: Link, device: u16) {
+        let (client, mut eventloop, _) = persistent_subscriber(&link).await;
         client.subscribe(&["t/#".to_owned()]).await.unwrap();
         within("SUBACK", async {
             while !matches!(eventloop.poll().await.unwrap(), Polled::SubAck { .. }) {}
         })
         .await;
 
-        let mut options = rumqttc::MqttOptions::new("device", "127.0.0.1", mosquitto.port);
+        // Ids of their own: tests run side by side.
+        let mut options = rumqttc::MqttOptions::new("flush-device", "127.0.0.1", device);
         options.set_inflight(1000);
         let (device, mut device_loop) = rumqttc::AsyncClient::new(options, 2000);
         tokio::spawn(async move { while device_loop.poll().await.is_ok() {} });
-        // mosquitto's in-flight window: 20 messages per client.
+        let qos = rumqttc::QoS::AtLeastOnce;
         for i in 0..20u8 {
-            let qos = rumqttc::QoS::AtLeastOnce;
             device.publish("t/x", qos, false, vec![i]).await.unwrap();
         }
-        let handled = receive(&mut eventloop, 20).await;
+        let handled = messages(&mut eventloop, 20).await;
         assert_eq!(handled.len(), 20, "the burst did not arrive");
 
-        // Every handler finished; its ack is queued, but only 4 fit in the
-        // client's channel while the event loop is not turning.
+        // Every handler finished and queued its ack; over TCP only 4 fit
+        // in the client's channel while the event loop is not turning.
         let acks = AckOrder::new(client.clone());
-        for raw in handled {
-            acks.complete(acks.enqueue(), Some(raw));
+        for message in handled {
+            acks.complete(acks.enqueue(), Some(message.raw));
         }
         within(
             "shutdown",
@@ -337,22 +376,34 @@ mod tests {
 
         // The next node resumes the session. A message published now comes
         // after anything the session still holds, so it must come first.
-        let (_client, mut eventloop, resumed) = persistent_subscriber(at).await;
-        assert!(resumed, "mosquitto did not keep the session");
-        let qos = rumqttc::QoS::AtLeastOnce;
+        let (_client, mut eventloop, resumed) = persistent_subscriber(&link).await;
+        assert!(resumed, "the broker did not keep the session");
         device
             .publish("t/x", qos, false, b"after".to_vec())
             .await
             .unwrap();
-        let first = receive(&mut eventloop, 1).await;
-        let payload = match first.first() {
-            Some(Raw::V5(publish)) => publish.payload.to_vec(),
-            _ => panic!("nothing arrived after resuming the session"),
-        };
+        let first = messages(&mut eventloop, 1).await;
         assert_eq!(
-            payload,
+            payload(first.first()),
             b"after".to_vec(),
             "a message acknowledged before shutdown was delivered again"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_queued_at_shutdown_reach_mosquitto_before_the_disconnect() {
+        let mosquitto = Mosquitto::start("")
+            .expect("mosquitto is needed for this test: install it (scripts/test does)");
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], mosquitto.port));
+        shutdown_sends_the_acks_before_the_disconnect(Link::Tcp(at), mosquitto.port).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_queued_at_shutdown_reach_the_embedded_router_before_the_disconnect() {
+        let (v4, v5) = (free(), free());
+        let broker = broker::start(v4, v5, 1 << 20, "brink-flushtest", true).unwrap();
+        broker.open_to_devices().await.unwrap();
+        let link = Link::InProcess(broker.links.clone());
+        shutdown_sends_the_acks_before_the_disconnect(link, v4.port()).await;
     }
 }

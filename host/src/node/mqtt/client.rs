@@ -252,7 +252,7 @@ impl Client {
         match (self, raw) {
             (Client::V4(c), Raw::V4(p)) => c.ack(p).await?,
             (Client::V5(c), Raw::V5(p)) => c.ack(p).await?,
-            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid)?,
+            (Client::Local(c), Raw::Local(Some(pkid))) => c.ack(*pkid).await?,
             (Client::Local(_), Raw::Local(None)) => {}
             _ => anyhow::bail!("acknowledging a message on a client of another MQTT version"),
         }

@@ -71,10 +71,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct LocalClient {
     shared: Arc<Shared>,
-    /// Acknowledgements, in order, to the task that hands them over: an ack
-    /// must never be dropped because the router's channel is momentarily
-    /// full, or the router's window for this link would shrink for good.
-    acks: tokio::sync::mpsc::UnboundedSender<u16>,
 }
 
 impl std::fmt::Debug for LocalClient {
@@ -122,22 +118,9 @@ pub fn connect(options: &LocalOptions) -> (LocalClient, LocalLoop) {
         next_pkid: Mutex::new(0),
         v5: options.v5,
     });
-    let (acks, mut queued) = tokio::sync::mpsc::unbounded_channel::<u16>();
-    let sender = shared.clone();
-    // Ends when the last client handle is dropped.
-    tokio::spawn(async move {
-        while let Some(pkid) = queued.recv().await {
-            // No link: the router has ended the session's connection and
-            // delivers the message again on the next one.
-            if let Err(e) = sender.send(puback(pkid)).await {
-                tracing::debug!("ack dropped: {e:#}");
-            }
-        }
-    });
     (
         LocalClient {
             shared: shared.clone(),
-            acks,
         },
         LocalLoop {
             shared,
@@ -203,11 +186,13 @@ impl LocalClient {
         Ok(())
     }
 
-    /// Queues the acknowledgement of `pkid` behind those before it.
-    pub fn ack(&self, pkid: u16) -> anyhow::Result<()> {
-        self.acks
-            .send(pkid)
-            .map_err(|_| anyhow::anyhow!("the in-process link's ack task stopped"))
+    /// Hands the acknowledgement of `pkid` to the router, waiting for room.
+    /// Its one caller, `AckOrder`'s task, sends acks in order; a second
+    /// queue here would let a DISCONNECT overtake acks already flushed.
+    /// With no link, the router has ended the session's connection and
+    /// delivers the message again on the next one.
+    pub async fn ack(&self, pkid: u16) -> anyhow::Result<()> {
+        self.shared.send(puback(pkid)).await
     }
 
     pub async fn disconnect(&self) -> anyhow::Result<()> {
