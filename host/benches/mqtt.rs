@@ -338,16 +338,13 @@ async fn deadlines_ab(n: usize, rounds: usize) -> (f64, f64) {
 
 /// Starts a node whose `filter` keeps `instance_reuse` events per instance,
 /// then measures it.
-async fn run(n: usize, instance_reuse: u32, transport: Transport, deadlines: bool) -> Row {
-    let (node, port) = start_node(instance_reuse, transport, deadlines).await;
+/// Deadlines are on, as by default (`deadlines_ab` measures them off).
+async fn run(n: usize, instance_reuse: u32, transport: Transport) -> Row {
+    let (node, port) = start_node(instance_reuse, transport, true).await;
     // Warm up: compiled code, pooled slots, connections.
     burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
     let instances = if instance_reuse > 1 { "warm" } else { "fresh" };
-    let label = format!(
-        "{}, {instances}{}",
-        transport.name(),
-        if deadlines { "" } else { ", deadlines off" }
-    );
+    let label = format!("{}, {instances}", transport.name());
     println!("mqtt in -> filter -> mqtt out, {label}, {n} events per burst");
     let mut rates = Vec::new();
     for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
@@ -356,22 +353,20 @@ async fn run(n: usize, instance_reuse: u32, transport: Transport, deadlines: boo
         rates.push(rate);
     }
     let mut latency = None;
-    if deadlines {
-        let mut latencies = paced(port, 10_000, 5).await;
-        latencies.sort_by(f64::total_cmp);
-        if latencies.is_empty() {
-            println!("  latency at 10k/s: no outputs arrived");
-        } else {
-            let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-            println!(
-                "  latency at 10k events/s (QoS 1, {} events): p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
-                latencies.len(),
-                latencies[latencies.len() - 1]
-            );
-            latency = Some((p50, p99));
-        }
+    let mut latencies = paced(port, 10_000, 5).await;
+    latencies.sort_by(f64::total_cmp);
+    if latencies.is_empty() {
+        println!("  latency at 10k/s: no outputs arrived");
+    } else {
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        println!(
+            "  latency at 10k events/s (QoS 1, {} events): p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+            latencies.len(),
+            latencies[latencies.len() - 1]
+        );
+        latency = Some((p50, p99));
     }
-    if instance_reuse <= 1 && deadlines {
+    if instance_reuse <= 1 {
         // The same clients and broker with no function between them, on
         // topics no function subscribes to.
         for (qos, name) in [(QoS::AtMostOnce, "qos0"), (QoS::AtLeastOnce, "qos1")] {
@@ -431,10 +426,10 @@ fn main() {
         let mut rows = Vec::new();
         for &transport in &transports {
             if only != "warm" {
-                rows.push(run(n, 1, transport, true).await);
+                rows.push(run(n, 1, transport).await);
             }
             if only != "fresh" {
-                rows.push(run(n, 1000, transport, true).await);
+                rows.push(run(n, 1000, transport).await);
             }
         }
         rows
