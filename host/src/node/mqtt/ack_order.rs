@@ -104,14 +104,14 @@ impl AckOrder {
         }
         let sent = tokio::time::timeout(CAP, turning(eventloop, client.disconnect())).await;
         if !matches!(sent, Ok(Some(Ok(())))) {
-            tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+            tracing::warn!("MQTT: DISCONNECT not sent (connection gone, or 5 s passed)");
             return;
         }
         let gone = tokio::time::timeout(CAP, async {
             while !matches!(eventloop.poll().await, Ok(Polled::Disconnected) | Err(_)) {}
         });
         if gone.await.is_err() {
-            tracing::warn!("MQTT: DISCONNECT not sent within 5 s");
+            tracing::warn!("MQTT: the connection did not close within 5 s of DISCONNECT");
         }
     }
 
@@ -164,7 +164,7 @@ mod tests {
 
     use super::AckOrder;
     use crate::node::mqtt::broker;
-    use crate::node::mqtt::client::{Client, EventLoop, Polled, Raw, Received};
+    use crate::node::mqtt::client::{Client, EventLoop, Polled, Received};
     use crate::node::mqtt::local::{self, LocalOptions};
     use crate::node::mqtt::test_mosquitto::Mosquitto;
 
@@ -173,20 +173,6 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap()
-    }
-
-    /// The next `n` messages the subscriber receives, within 10 s, not acknowledged.
-    async fn receive(eventloop: &mut EventLoop, n: usize) -> Vec<Raw> {
-        let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while got.len() < n {
-            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                Ok(Ok(Polled::Message(m))) => got.push(m.raw),
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        got
     }
 
     /// A burst of acks larger than the client's request channel, completed
@@ -232,12 +218,12 @@ mod tests {
 
         // 100 handled at once, while the subscriber is not polling.
         publish(100).await;
-        let first = receive(&mut eventloop, 100).await;
+        let first = messages(&mut eventloop, 100).await;
         assert_eq!(first.len(), 100, "the first burst did not arrive");
         let acks = AckOrder::new(client.clone());
         let seqs: Vec<u64> = first.iter().map(|_| acks.enqueue()).collect();
-        for (seq, raw) in seqs.into_iter().zip(first) {
-            acks.complete(seq, Some(raw));
+        for (seq, message) in seqs.into_iter().zip(first) {
+            acks.complete(seq, Some(message.raw));
         }
 
         // With those acks lost, the broker's window (256) would let no more
@@ -320,7 +306,8 @@ mod tests {
             .expect("nothing arrived after resuming the session")
     }
 
-    /// The next `n` messages, within 10 s, not acknowledged.
+    /// The next `n` messages the subscriber receives, within 10 s, not
+    /// acknowledged.
     async fn messages(eventloop: &mut EventLoop, n: usize) -> Vec<Received> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
