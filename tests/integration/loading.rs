@@ -158,6 +158,33 @@ fn a_corrupt_cache_entry_is_ignored_and_recompiled() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The compile runs in a throwaway engine and its code is loaded back from
+/// the cache file; where the cache cannot be written (here its directory
+/// is a file), the code comes from memory and the function still serves.
+#[tokio::test]
+async fn a_cache_that_cannot_be_written_still_serves_the_freshly_compiled_function()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"a file where the cache directory should be")?;
+    let engine = Engine::new(EngineConfig {
+        max_instances: 4,
+        max_memory_bytes: 64 << 20,
+        cache_dir: Some(blocked.clone()),
+        ..EngineConfig::default()
+    })?;
+    let echo = engine.load_file(FunctionSpec::new("echo"), Path::new(artifacts::ECHO))?;
+    assert!(
+        matches!(echo.compiled(), Compiled::Fresh(_)),
+        "{:?}",
+        echo.compiled()
+    );
+    let input = reading("c-1", "t-1", 1.0);
+    assert_eq!(echo.invoke(input.clone()).await?, vec![input]);
+    assert!(blocked.is_file(), "the blocking file was replaced");
+    Ok(())
+}
+
 #[tokio::test]
 async fn functions_with_the_same_component_share_its_code_until_the_last_one_goes()
 -> anyhow::Result<()> {
