@@ -17,7 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PROFILE=${PROFILE:-release}
-cargo build -q --profile "$PROFILE" -p brink-host
+if [ "$PROFILE" = dist ]; then
+  # `just dist` links with packed relocations and strips; a plain build
+  # of the profile would measure another binary.
+  [ -x target/dist/brink ] || { echo "run \`just dist\` first" >&2; exit 1; }
+else
+  cargo build -q --profile "$PROFILE" -p brink-host
+fi
 BRINK=$ROOT/target/$PROFILE/brink
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo build -q --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml \

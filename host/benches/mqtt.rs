@@ -398,7 +398,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `BRINK_BENCH_ONLY=fresh` or `=warm` runs one half (for profiling).
+    // `BRINK_BENCH_ONLY=fresh` or `=warm` runs one half (for profiling);
+    // `=deadlines` runs only the deadlines A/B.
     let only = std::env::var("BRINK_BENCH_ONLY").unwrap_or_default();
     let chosen = std::env::var("BRINK_BENCH_TRANSPORTS")
         .unwrap_or_else(|_| "in-process,tcp,mosquitto".to_owned());
@@ -424,7 +425,7 @@ fn main() {
     }
     let rows = runtime.block_on(async {
         let mut rows = Vec::new();
-        for &transport in &transports {
+        for &transport in transports.iter().filter(|_| only != "deadlines") {
             if only != "warm" {
                 rows.push(run(n, 1, transport).await);
             }

@@ -1,5 +1,6 @@
 pub mod alerts;
 pub mod bridge;
+#[cfg(feature = "console")]
 pub mod console;
 pub mod local;
 pub mod meters;
