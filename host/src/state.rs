@@ -25,6 +25,7 @@ pub struct HostState {
     pub(crate) outbox: OutboxCtx,
     pub(crate) nn: NnCtx,
     pub(crate) memory: MemoryBudget,
+    pub(crate) clock: CallClock,
 }
 
 impl HostState {
@@ -49,6 +50,7 @@ impl HostState {
                 limit: spec.limits.memory_bytes,
                 used: 0,
             },
+            clock: CallClock::default(),
         }
     }
 
@@ -74,6 +76,15 @@ impl std::fmt::Debug for HostState {
             .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
+}
+
+/// The running call's deadline and its standing at the CPU gate, which the
+/// store's epoch callback reads. The callback is set once per store, so a
+/// call writes these two fields instead of boxing a new closure each time.
+#[derive(Debug, Default)]
+pub(crate) struct CallClock {
+    pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) run: Option<std::sync::Arc<crate::sched::RunState>>,
 }
 
 /// Linear memory the instance may hold, across all its memories.
