@@ -188,6 +188,13 @@ struct UpArgs {
     /// without serving anything, then exit: 0 when all is well.
     #[arg(long, conflicts_with_all = ["tail", "simulate"])]
     check: bool,
+    /// Function instances that may exist at once, warm ones included (the
+    /// instance pool). Each reserves 8 GiB of address space, not memory;
+    /// lower it where address space is short (39-bit ARM64 kernels, tools
+    /// such as valgrind).
+    #[arg(long, env = "BRINK_MAX_INSTANCES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    max_instances: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -408,6 +415,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let engine = Engine::new(EngineConfig {
             cache_dir: args.cache_dir.or_else(brink_host::cache::default_dir),
+            max_instances: args.max_instances,
             ..EngineConfig::default()
         })?;
         if args.check {

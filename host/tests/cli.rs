@@ -423,9 +423,20 @@ impl Drop for NodeProcess {
 
 /// A `brink up` child on `manifest`, ready to serve HTTP on `http_port`.
 fn start_node(manifest: &Path, cache: &Path, http_port: u16) -> anyhow::Result<NodeProcess> {
+    start_node_with(manifest, cache, http_port, &[])
+}
+
+/// [`start_node`] with more arguments to `brink up`.
+fn start_node_with(
+    manifest: &Path,
+    cache: &Path,
+    http_port: u16,
+    args: &[&str],
+) -> anyhow::Result<NodeProcess> {
     let child = Command::new(env!("CARGO_BIN_EXE_brink"))
         .arg("up")
         .arg(manifest)
+        .args(args)
         .env("BRINK_CACHE_DIR", cache)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -939,6 +950,59 @@ fn up_classifies_a_posted_digit_with_the_shared_model() -> anyhow::Result<()> {
         "{metrics}"
     );
     assert!(metrics.contains(r#"brink_nn_rows_total{model="digits",device="cpu"} 1"#));
+    Ok(())
+}
+
+/// `VmSize` of a process, in KiB: the address space it has reserved.
+fn reserved_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmSize in /proc/{pid}/status"))
+}
+
+#[test]
+fn a_node_with_a_small_instance_pool_reserves_little_and_still_serves() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let http_port = free_port()?;
+    let manifest = digits_manifest(dir.path(), http_port, "tract")?;
+    let cache = dir.path().join("cache");
+    let node = start_node_with(&manifest, &cache, http_port, &["--max-instances", "2"])?;
+    // The default pool (256 slots of two 4 GiB memories) reserves 2 TiB.
+    let reserved = reserved_kib(node.0.id())?;
+    assert!(reserved < 64 << 20, "{reserved} KiB reserved");
+    let event = std::fs::read_to_string(root().join("examples/digits/digit-event.json"))?;
+    // More events than slots, one after another: warm and fresh instances
+    // give their slots back.
+    for _ in 0..5 {
+        let (status, body) = http(
+            http_port,
+            "POST",
+            "/functions/classify-digits",
+            event.trim(),
+        )?;
+        assert_eq!(status, 200, "{body}");
+    }
+    Ok(())
+}
+
+#[test]
+fn an_instance_pool_of_zero_is_refused_naming_the_flag() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let manifest = digits_manifest(dir.path(), free_port()?, "tract")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_brink"))
+        .arg("up")
+        .arg(&manifest)
+        .args(["--max-instances", "0"])
+        .env("BRINK_CACHE_DIR", dir.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-instances"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
     Ok(())
 }
 
