@@ -33,17 +33,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --manifest-path functions/Cargo.toml --target wasm32-wasip2 --target-dir target/functions --workspace -- -D warnings
 
-# The shipped binary, `target/dist/brink`: LTO, stripped, its line tables
-# kept apart in `brink.debug` (found through .gnu_debuglink by gdb and by
-# Rust's backtraces). Its relative relocations are packed (DT_RELR: 2.5 MiB
-# less on disk and in memory), which needs glibc 2.36 or later (Debian 12,
-# Ubuntu 22.10, RHEL 10) where it runs; `just dist relr=no` builds one for
-# older systems.
+# The shipped binary, `target/dist/brink`: LTO, stripped, relocations
+# packed, start-up code placed together (scripts/dist says how and why);
+# `just dist relr=no` for glibc older than 2.36.
 dist relr="yes":
-    cargo rustc --profile dist -p brink-host --bin brink -- {{ if relr == "yes" { "-C link-arg=-Wl,-z,pack-relative-relocs" } else { "" } }}
-    objcopy --only-keep-debug target/dist/brink target/dist/brink.debug
-    objcopy --strip-all --add-gnu-debuglink=target/dist/brink.debug target/dist/brink
-    ls -l target/dist/brink target/dist/brink.debug
+    scripts/dist {{relr}}
 
 # Invocation benchmarks (see BENCHMARKS.md).
 bench:
