@@ -65,7 +65,7 @@ sleep 2
 kill -TERM $PID; wait $PID || true; PID=
 
 # Rust symbols only (the linker places nothing else by name), each once,
-# start and idle first, in the order callgrind first met them.
+# start and idle first, then what the events ran.
 names() { grep -h '^fn=' "$@" | sed -e 's/^fn=([0-9]*) *//' -e 's/^fn=//' -e "s/'[0-9]*\$//" \
   | grep -E '^_(ZN|R)' | awk '!seen[$0]++'; }
 first=$(ls "$WORK"/cg.*.1 2>/dev/null | head -1)
