@@ -433,13 +433,8 @@ fn start_node_with(
     http_port: u16,
     args: &[&str],
 ) -> anyhow::Result<NodeProcess> {
-    let child = Command::new(env!("CARGO_BIN_EXE_brink"))
-        .arg("up")
-        .arg(manifest)
+    let child = up_command(manifest, cache)
         .args(args)
-        .env("BRINK_CACHE_DIR", cache)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -953,6 +948,18 @@ fn up_classifies_a_posted_digit_with_the_shared_model() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `brink up manifest` with a private compile cache, no terminal input.
+fn up_command(manifest: &Path, cache: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brink"));
+    command
+        .arg("up")
+        .arg(manifest)
+        .env("BRINK_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
 /// `VmSize` of a process, in KiB: the address space it has reserved.
 fn reserved_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -992,13 +999,8 @@ fn a_node_with_a_small_instance_pool_reserves_little_and_still_serves() -> anyho
 fn an_instance_pool_of_zero_is_refused_naming_the_flag() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let manifest = digits_manifest(dir.path(), free_port()?, "tract")?;
-    let out = Command::new(env!("CARGO_BIN_EXE_brink"))
-        .arg("up")
-        .arg(&manifest)
+    let out = up_command(&manifest, &dir.path().join("cache"))
         .args(["--max-instances", "0"])
-        .env("BRINK_CACHE_DIR", dir.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .output()?;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--max-instances"), "{}", stderr(&out));
@@ -1010,13 +1012,8 @@ fn an_instance_pool_of_zero_is_refused_naming_the_flag() -> anyhow::Result<()> {
 fn up_with_an_onnxruntime_model_and_no_library_fails_with_one_clear_line() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let manifest = digits_manifest(dir.path(), free_port()?, "onnxruntime")?;
-    let out = Command::new(env!("CARGO_BIN_EXE_brink"))
-        .arg("up")
-        .arg(&manifest)
-        .env("BRINK_CACHE_DIR", dir.path().join("cache"))
+    let out = up_command(&manifest, &dir.path().join("cache"))
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .output()?;
     assert_clean_failure(&out, "loading model `digits`");
     assert!(
