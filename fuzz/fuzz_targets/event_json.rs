@@ -6,8 +6,9 @@
 //!   (`cloudevents-sdk`, the reference we replaced) accepts too, with the
 //!   same attributes, extensions and data; except a number too large for
 //!   a double (`1e400`), which JSON allows and the SDK cannot hold; a
-//!   JSON media type in capitals (RFC 2045: case-insensitive); and a
-//!   content type the SDK takes for JSON by its prefix (`text/jsonx`).
+//!   JSON media type in capitals (RFC 2045: case-insensitive); a
+//!   content type the SDK takes for JSON by its prefix (`text/jsonx`);
+//!   and an integer extension of `-0`, which the SDK reads as a float.
 #![no_main]
 
 use brink_fuzz::{check_accepted, json_value_data};
@@ -61,6 +62,11 @@ fn same_as_reference(bytes: &[u8], ours: &CloudEvent) {
         {
             return;
         }
+        // An extension of `-0` is a CloudEvents Integer (a minus sign and
+        // an integer part, as the JSON format allows), kept as sent; the
+        // SDK refuses it, because serde_json reads `-0` as the float -0.0
+        // to keep its sign.
+        Err(_) if ours.extensions.iter().any(|(_, value)| value == "-0") => return,
         // And media types compare case-insensitively (RFC 2045 §5.1), so
         // `Application/JSON` declares JSON data; the SDK compares bytes.
         Err(_)

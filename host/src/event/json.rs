@@ -228,9 +228,11 @@ pub fn write(event: &CloudEvent, types: &ExtTypes) -> Result<Vec<u8>, EventError
     }
     for (name, value) in &event.extensions {
         match types.kind(name) {
-            // Only the canonical text: `+5` and `007` parse as i32 but are not JSON.
+            // Only the canonical text: `+5` and `007` parse as i32 but are
+            // not JSON. `-0` is JSON, and an Integer as sent (the fuzzer
+            // found it written back as the string "-0").
             Some(ExtKind::Integer)
-                if value.parse::<i32>().is_ok_and(|n| n.to_string() == *value) =>
+                if value == "-0" || value.parse::<i32>().is_ok_and(|n| n.to_string() == *value) =>
             {
                 raw_member(&mut out, name, value.as_bytes())?
             }

@@ -114,6 +114,28 @@ fn json_data_passes_through_as_the_bytes_sent() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_negative_zero_extension_is_an_integer_written_back_as_sent() -> anyhow::Result<()> {
+    // Found by the fuzzer: the CloudEvents SDK refuses `-0` (serde_json
+    // reads it as the float -0.0); the JSON format allows it as an Integer.
+    let (event, types) =
+        json::parse_one(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","seqa":-0}"#)?;
+    assert_eq!(types.kind("seqa"), Some(ExtKind::Integer));
+    let out = String::from_utf8(json::write(&event, &types)?)?;
+    assert!(out.contains(r#""seqa":-0"#), "{out}");
+    assert_eq!(json::parse_one(out.as_bytes())?, (event, types));
+    let err = error_of(r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","seqa":-00}"#);
+    assert!(err.contains("invalid number"), "{err}");
+    for fraction in ["-0.0", "-0e0"] {
+        let text = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","seqa":{fraction}}}"#
+        );
+        let err = error_of(&text);
+        assert!(err.contains("extension `seqa`"), "{fraction}: {err}");
+    }
+    Ok(())
+}
+
+#[test]
 fn an_event_of_a_hundred_thousand_extensions_is_read_written_and_checked_for_duplicates()
 -> anyhow::Result<()> {
     // Linear in the number of extensions: with a scan per member, this
