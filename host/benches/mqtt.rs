@@ -16,7 +16,8 @@
 //!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
 //! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half,
-//! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports;
+//! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports,
+//! `BRINK_BENCH_SLOW=1` to print every paced output slower than 5 ms;
 //! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -186,6 +187,7 @@ async fn paced(port: u16, rate: u64, secs: u64) -> Vec<f64> {
         publisher
     });
     let mut latencies = Vec::with_capacity(n);
+    let slow = std::env::var_os("BRINK_BENCH_SLOW").is_some();
     while latencies.len() < n {
         match tokio::time::timeout(Duration::from_secs(20), out.recv()).await {
             Ok(Some(bytes)) => {
@@ -193,6 +195,16 @@ async fn paced(port: u16, rate: u64, secs: u64) -> Vec<f64> {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 let sent = v["data"]["t"].as_u64().unwrap() as u128;
                 latencies.push((arrived - sent) as f64 / 1e6);
+                // Stalls show as clusters of slow outputs at their send
+                // times (how the broker's log roll-over was found).
+                if slow && arrived - sent > 5_000_000 {
+                    eprintln!(
+                        "slow: seq {} sent at {} ms took {:.2} ms",
+                        v["data"]["seq"],
+                        (sent / 1_000_000) % 100_000_000,
+                        (arrived - sent) as f64 / 1e6
+                    );
+                }
             }
             _ => break,
         }

@@ -317,7 +317,7 @@ pub struct Data<T> {
 
 impl<T> Data<T>
 where
-    T: Storage + Clone,
+    T: Storage + Clone + Send + 'static,
 {
     pub fn new(filter: &str, router_config: &RouterConfig) -> Data<T> {
         let mut max_segment_size = router_config.max_segment_size;

@@ -17,6 +17,34 @@ pub trait Storage {
     fn size(&self) -> usize;
 }
 
+/// Drops a segment the retention policy let go of on a thread of its own
+/// (Brink's patch 9). A full segment holds thousands of messages, each
+/// with buffers of its own; dropped on the router's thread, they stopped
+/// all routing for milliseconds every time the log of a busy filter
+/// rolled over (p99 at 10k events/s 5-19 ms against 2-3 ms without).
+/// Segments retire no faster than messages fill them, so the queue stays
+/// short; where no thread can be started, the segment is dropped here.
+fn retire<T: Send + 'static>(segment: Segment<T>) {
+    use std::sync::{mpsc, OnceLock};
+    type Retired = Box<dyn Send>;
+    static RETIRE: OnceLock<Option<mpsc::Sender<Retired>>> = OnceLock::new();
+    let retire = RETIRE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Retired>();
+        std::thread::Builder::new()
+            .name("rumqttd-retire".to_owned())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| tx)
+    });
+    let segment: Retired = Box::new(segment);
+    if let Some(tx) = retire {
+        // A send fails only if the thread is gone; the segment comes back.
+        if let Err(mpsc::SendError(segment)) = tx.send(segment) {
+            drop(segment);
+        }
+    }
+}
+
 /// There are 2 limits which are enforced:
 /// - limit on size of each segment created by this log in bytes
 /// - limit on number of segments in memory
@@ -58,7 +86,7 @@ pub struct CommitLog<T> {
 
 impl<T> CommitLog<T>
 where
-    T: Storage + Clone,
+    T: Storage + Clone + Send + 'static,
 {
     /// Create a new `CommitLog` with the given contraints. If `max_mem_segments` is 0, then only
     /// the active segment is maintained.
@@ -150,7 +178,9 @@ where
             let absolute_offset = self.active_segment().next_offset();
             // If active segment is full and segments are full, apply retention policy.
             if self.memory_segments_count() >= self.max_mem_segments {
-                self.segments.pop_front();
+                if let Some(oldest) = self.segments.pop_front() {
+                    retire(oldest);
+                }
                 self.head += 1;
             }
 
@@ -273,6 +303,40 @@ mod tests {
     use super::{Position::*, *};
     use bytes::Bytes;
     use pretty_assertions::assert_eq;
+
+    /// A message that reports which thread dropped it.
+    #[derive(Clone)]
+    struct Tracked(std::sync::mpsc::Sender<Option<String>>);
+
+    impl Storage for Tracked {
+        fn size(&self) -> usize {
+            1024
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().name().map(str::to_owned));
+        }
+    }
+
+    #[test]
+    fn segments_past_retention_are_dropped_off_the_appending_thread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Two segments of two messages each: the fifth append retires the first.
+        let mut log: CommitLog<Tracked> = CommitLog::new(2048, 2).unwrap();
+        for _ in 0..5 {
+            log.append(Tracked(tx.clone()));
+        }
+        let appender = std::thread::current().name().map(str::to_owned);
+        for _ in 0..2 {
+            let dropper = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("a retired segment's messages were never dropped");
+            assert_ne!(dropper, appender, "a retired segment was dropped on the router's thread");
+            assert_eq!(dropper.as_deref(), Some("rumqttd-retire"));
+        }
+    }
 
     fn random_payload(id: u8, size: u64) -> Bytes {
         Bytes::from(vec![id; size as usize])
