@@ -25,16 +25,10 @@ else
   cargo build -q --profile "$PROFILE" -p brink-host
 fi
 BRINK=$ROOT/target/$PROFILE/brink
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build -q --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml \
-  --target-dir target/functions -p filter -p transform
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-WASM=$ROOT/target/functions/wasm32-wasip2/release
-sed -e "s#\"../../functions/filter\"#\"$WASM/filter.wasm\"#" \
-    -e "s#\"../../functions/transform\"#\"$WASM/transform.wasm\"#" \
-    examples/demo/brink.toml > "$WORK/prebuilt.toml"
-grep -q "$WASM/filter.wasm" "$WORK/prebuilt.toml"
+. benches/prebuilt-demo.sh
+prebuilt_demo "$WORK/prebuilt.toml"
 
 measure() { # form manifest cache
   for run in cold warm warm; do

@@ -19,19 +19,14 @@ ROOT=$PWD
 BRINK=${BRINK:-$ROOT/target/dist/brink}
 [ -x "$BRINK" ] || { echo "run \`just dist\` first" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "install valgrind (apt-get install valgrind)" >&2; exit 1; }
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build -q --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml \
-  --target-dir target/functions -p filter -p transform
 if curl -s -o /dev/null http://127.0.0.1:8080/healthz; then
   echo "something already listens on 127.0.0.1:8080; stop it first" >&2; exit 1
 fi
 WORK=$(mktemp -d)
 PID=
 trap 'if [ -n "$PID" ]; then kill -9 "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
-WASM=$ROOT/target/functions/wasm32-wasip2/release
-sed -e "s#\"../../functions/filter\"#\"$WASM/filter.wasm\"#" \
-    -e "s#\"../../functions/transform\"#\"$WASM/transform.wasm\"#" \
-    examples/demo/brink.toml > "$WORK/prebuilt.toml"
+. benches/prebuilt-demo.sh
+prebuilt_demo "$WORK/prebuilt.toml"
 export BRINK_LOG=warn BRINK_CACHE_DIR=$WORK/cache BRINK_DATA_DIR=$WORK/data
 
 wait_ready() { # pid seconds
@@ -66,7 +61,7 @@ kill -TERM $PID; wait $PID || true; PID=
 
 # Rust symbols only (the linker places nothing else by name), each once,
 # start and idle first, then what the events ran.
-names() { grep -h '^fn=' "$@" | sed -e 's/^fn=([0-9]*) *//' -e 's/^fn=//' -e "s/'[0-9]*\$//" \
+names() { grep -h '^fn=' "$@" | sed -e 's/^fn=//' -e "s/'[0-9]*\$//" \
   | grep -E '^_(ZN|R)' | awk '!seen[$0]++'; }
 first=$(ls "$WORK"/cg.*.1 2>/dev/null | head -1)
 [ -n "$first" ] || { echo "callgrind wrote no start-up dump" >&2; exit 1; }
