@@ -192,7 +192,7 @@ struct UpArgs {
     /// instance pool). Each reserves 8 GiB of address space, not memory;
     /// lower it where address space is short (39-bit ARM64 kernels, tools
     /// such as valgrind).
-    #[arg(long, env = "BRINK_MAX_INSTANCES", default_value_t = 256,
+    #[arg(long, env = "BRINK_MAX_INSTANCES", default_value_t = brink_host::engine::DEFAULT_MAX_INSTANCES,
           value_parser = clap::value_parser!(u32).range(1..=16_384))]
     max_instances: u32,
 }

@@ -37,6 +37,9 @@ const MIB: u64 = 1 << 20;
 const IDLE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Host-wide settings of the engine.
+/// Pool slots when nothing says otherwise (`brink up --max-instances`).
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Instances that may exist at once, across all functions (pool slots).
@@ -63,7 +66,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            max_instances: 256,
+            max_instances: DEFAULT_MAX_INSTANCES,
             max_memory_bytes: 1024 * MIB,
             max_component_bytes: 64 * MIB as usize,
             cache_dir: cache::default_dir(),
