@@ -444,15 +444,15 @@ fn main() {
     // bench's loops that count outputs, left on the main thread in
     // `block_on`, made a third busy thread on two cores and cost a futex
     // wake for every output the client handed to them.
-    let skip_runs = only == "deadlines";
-    let (warm, fresh) = (only != "fresh", only != "warm");
+    let only_runs = only.clone();
     let rows = runtime.block_on(on_workers(async move {
+        let only = only_runs;
         let mut rows = Vec::new();
-        for &transport in transports.iter().filter(|_| !skip_runs) {
-            if fresh {
+        for &transport in transports.iter().filter(|_| only != "deadlines") {
+            if only != "warm" {
                 rows.push(run(n, 1, transport).await);
             }
-            if warm {
+            if only != "fresh" {
                 rows.push(run(n, 1000, transport).await);
             }
         }

@@ -267,7 +267,7 @@ impl RunState {
         // more can come right after the resume, so a 5 µs guest that met
         // a first tick met a second one time in 200, about once a second
         // at 40k calls/s, and its group ran on the lane for `HOT` each
-        // time (a third of a warm MQTT run's CPU moved to one lane
+        // time (7-16% of a warm MQTT run's CPU ran on the one lane
         // worker). Two ticks more are at least a whole one of running.
         if !self.ticked.swap(true, Ordering::AcqRel) && !self.held.load(Ordering::Acquire) {
             return UpdateDeadline::Yield(2);

@@ -36,10 +36,10 @@ const MIB: u64 = 1 << 20;
 /// A warm instance left unused this long is dropped instead of reused.
 const IDLE_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Host-wide settings of the engine.
 /// Pool slots when nothing says otherwise (`brink up --max-instances`).
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
+/// Host-wide settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Instances that may exist at once, across all functions (pool slots).

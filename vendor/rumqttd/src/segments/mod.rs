@@ -36,12 +36,10 @@ fn retire<T: Send + 'static>(segment: Segment<T>) {
             .ok()
             .map(|_| tx)
     });
-    let segment: Retired = Box::new(segment);
+    // A failed send (the thread is gone) hands the segment back, and it
+    // is dropped here, as it is without a thread.
     if let Some(tx) = retire {
-        // A send fails only if the thread is gone; the segment comes back.
-        if let Err(mpsc::SendError(segment)) = tx.send(segment) {
-            drop(segment);
-        }
+        let _ = tx.send(Box::new(segment));
     }
 }
 
