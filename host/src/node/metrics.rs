@@ -7,7 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use std::sync::PoisonError;
+use std::sync::atomic::AtomicU64;
+use std::sync::{OnceLock, PoisonError};
+
+use super::dispatch::TriggerKind;
 
 use crate::capability::{Meters, TenantLabel};
 
@@ -55,8 +58,8 @@ pub struct Metrics {
     /// The capabilities' meters, filled at each exposition.
     meters: std::sync::Mutex<Vec<Box<dyn Meters>>>,
     tenant_invocations: Family<TenantLabel, Counter>,
-    tenant_seconds: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
-    tenant_inference: Family<TenantLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    tenant_seconds: Family<TenantLabel, Counter<f64, AtomicU64>>,
+    tenant_inference: Family<TenantLabel, Counter<f64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -179,18 +182,78 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    /// Counts one invocation of `tenant`'s that ran for `elapsed`.
-    pub fn meter(&self, tenant: &str, elapsed: std::time::Duration) {
-        let label = TenantLabel {
-            tenant: tenant.to_owned(),
-        };
-        self.tenant_invocations.get_or_create(&label).inc();
-        self.tenant_seconds
-            .get_or_create(&label)
-            .inc_by(elapsed.as_secs_f64());
+/// One routed function's metric handles, each taken from its family at
+/// its first use and kept. Looking them up per event took each family's
+/// lock and hashed a label built from freshly allocated strings, four
+/// times an event. Families never drop a series, so a handle stays the one
+/// `/metrics` reads, and a redeployed function's new handles find the same
+/// series.
+#[derive(Debug, Default)]
+pub struct FunctionMeters {
+    events_in: [OnceLock<Counter>; TriggerKind::ALL.len()],
+    events_out: OnceLock<Counter>,
+    latency: OnceLock<Histogram>,
+    tenant: OnceLock<(Counter, Counter<f64, AtomicU64>)>,
+}
+
+impl FunctionMeters {
+    /// Counts an event `trigger` delivered to `function`.
+    pub fn event_in(&self, metrics: &Metrics, function: &str, trigger: TriggerKind) {
+        let slot = &self.events_in[trigger as usize];
+        slot.get_or_init(|| {
+            metrics
+                .events_in
+                .get_or_create(&FunctionTrigger {
+                    function: function.to_owned(),
+                    trigger: trigger.label().to_owned(),
+                })
+                .clone()
+        })
+        .inc();
     }
 
+    /// Counts `n` events `function` emitted.
+    pub fn events_out(&self, metrics: &Metrics, function: &str, n: u64) {
+        self.events_out
+            .get_or_init(|| metrics.events_out.get_or_create(&label(function)).clone())
+            .inc_by(n);
+    }
+
+    /// Records one invocation of `function` that took `elapsed`, and bills
+    /// it to `tenant` where a tenant deployed it.
+    pub fn invoked(
+        &self,
+        metrics: &Metrics,
+        (function, tenant): (&str, Option<&str>),
+        elapsed: std::time::Duration,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        self.latency
+            .get_or_init(|| metrics.latency.get_or_create(&label(function)).clone())
+            .observe(seconds);
+        if let Some(tenant) = tenant {
+            let (invocations, time) = self.tenant.get_or_init(|| {
+                let label = TenantLabel {
+                    tenant: tenant.to_owned(),
+                };
+                (
+                    metrics.tenant_invocations.get_or_create(&label).clone(),
+                    metrics.tenant_seconds.get_or_create(&label).clone(),
+                )
+            });
+            invocations.inc();
+            time.inc_by(seconds);
+        }
+    }
+}
+
+fn label(function: &str) -> FunctionLabel {
+    FunctionLabel {
+        function: function.to_owned(),
+    }
+}
+
+impl Metrics {
     /// What `tenant` has used since the node started.
     pub fn usage(&self, tenant: &str) -> Usage {
         let label = TenantLabel {
@@ -282,7 +345,45 @@ fn names_a_tenant(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::names_a_tenant;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::{FunctionMeters, Metrics, TriggerKind, names_a_tenant};
+    use std::time::Duration;
+
+    #[test]
+    fn a_redeployed_functions_meters_count_into_the_series_its_old_ones_did() {
+        let metrics = Metrics::default();
+        let old = FunctionMeters::default();
+        old.event_in(&metrics, "acme/f", TriggerKind::Http);
+        old.invoked(&metrics, ("acme/f", Some("acme")), Duration::from_millis(2));
+        let new = FunctionMeters::default();
+        for trigger in [TriggerKind::Http, TriggerKind::Mqtt, TriggerKind::Mqtt] {
+            new.event_in(&metrics, "acme/f", trigger);
+        }
+        new.invoked(&metrics, ("acme/f", Some("acme")), Duration::from_millis(2));
+        new.events_out(&metrics, "acme/f", 3);
+        let other = FunctionMeters::default();
+        other.event_in(&metrics, "echo", TriggerKind::Function);
+        other.invoked(&metrics, ("echo", None), Duration::from_millis(1));
+
+        let text = metrics.encode().unwrap();
+        for line in [
+            r#"brink_events_in_total{function="acme/f",trigger="http"} 2"#,
+            r#"brink_events_in_total{function="acme/f",trigger="mqtt"} 2"#,
+            r#"brink_events_in_total{function="echo",trigger="function"} 1"#,
+            r#"brink_events_out_total{function="acme/f"} 3"#,
+            r#"brink_invocation_duration_seconds_count{function="acme/f"} 2"#,
+            r#"brink_invocation_duration_seconds_count{function="echo"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        let usage = metrics.usage("acme");
+        assert_eq!(usage.invocations, 2);
+        assert!((usage.execution_seconds - 0.004).abs() < 1e-9, "{usage:?}");
+        assert_eq!(metrics.usage("echo").invocations, 0);
+    }
 
     #[test]
     fn tenant_samples_are_told_from_node_wide_ones() {
