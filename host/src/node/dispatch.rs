@@ -530,9 +530,7 @@ impl Dispatcher {
                         waiting,
                     });
                 }
-                let label = FunctionLabel {
-                    function: function.to_owned(),
-                };
+                let label = FunctionLabel::of(function);
                 let depth = self.metrics.queue_depth.get_or_create(&label).clone();
                 depth.inc();
                 let permit = stage.permits.acquire().await;
@@ -557,9 +555,7 @@ impl Dispatcher {
         // dropped log records.
         let dropped = stage.function.take_log_drops();
         if dropped > 0 {
-            let label = FunctionLabel {
-                function: function.to_owned(),
-            };
+            let label = FunctionLabel::of(function);
             self.metrics
                 .log_dropped
                 .get_or_create(&label)

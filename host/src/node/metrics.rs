@@ -25,6 +25,15 @@ pub struct FunctionLabel {
     pub function: String,
 }
 
+impl FunctionLabel {
+    /// The label of `function`'s series.
+    pub fn of(function: &str) -> Self {
+        Self {
+            function: function.to_owned(),
+        }
+    }
+}
+
 /// What a tenant used, for billing: `GET /v1/usage` and `brink_tenant_*` on `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Usage {
@@ -215,7 +224,12 @@ impl FunctionMeters {
     /// Counts `n` events `function` emitted.
     pub fn events_out(&self, metrics: &Metrics, function: &str, n: u64) {
         self.events_out
-            .get_or_init(|| metrics.events_out.get_or_create(&label(function)).clone())
+            .get_or_init(|| {
+                metrics
+                    .events_out
+                    .get_or_create(&FunctionLabel::of(function))
+                    .clone()
+            })
             .inc_by(n);
     }
 
@@ -229,7 +243,12 @@ impl FunctionMeters {
     ) {
         let seconds = elapsed.as_secs_f64();
         self.latency
-            .get_or_init(|| metrics.latency.get_or_create(&label(function)).clone())
+            .get_or_init(|| {
+                metrics
+                    .latency
+                    .get_or_create(&FunctionLabel::of(function))
+                    .clone()
+            })
             .observe(seconds);
         if let Some(tenant) = tenant {
             let (invocations, time) = self.tenant.get_or_init(|| {
@@ -244,12 +263,6 @@ impl FunctionMeters {
             invocations.inc();
             time.inc_by(seconds);
         }
-    }
-}
-
-fn label(function: &str) -> FunctionLabel {
-    FunctionLabel {
-        function: function.to_owned(),
     }
 }
 

@@ -125,9 +125,7 @@ impl TriggerCtx {
         self.dispatcher
             .metrics()
             .dead_letters
-            .get_or_create(&crate::node::metrics::FunctionLabel {
-                function: function.to_owned(),
-            })
+            .get_or_create(&crate::node::metrics::FunctionLabel::of(function))
             .inc();
         Ok(())
     }
