@@ -401,10 +401,13 @@ async fn on_workers<T: Send + 'static>(future: impl Future<Output = T> + Send + 
 }
 
 fn main() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let filter: tracing_subscriber::filter::Targets = filter.parse().unwrap();
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
             .init();
     }
     let n: usize = std::env::var("BRINK_BENCH_EVENTS")

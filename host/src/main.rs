@@ -10,6 +10,8 @@ use brink_host::builder::{self, BuildRequest};
 use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod cli;
 
@@ -267,13 +269,24 @@ fn parse_cli() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse_cli();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = match cli.log.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!(
+                "error: --log (or BRINK_LOG) {:?} is not a log filter: {error}; \
+                 give a level and targets such as `info` or `info,brink_host=debug`",
+                cli.log
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(format)
+        .with(filter)
         .init();
     let result = match cli.command {
         Command::Run(args) => run::run(args),

@@ -171,6 +171,36 @@ fn an_event_without_an_id_is_refused_naming_the_attribute() -> anyhow::Result<()
 }
 
 #[test]
+fn the_log_filter_picks_levels_by_target_and_a_malformed_one_is_refused() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let event = example("reading-hot.json");
+    let run = |filter: &str| {
+        Command::new(env!("CARGO_BIN_EXE_brink"))
+            .args(["--log", filter, "run", "--no-cache", artifacts::FILTER])
+            .args(["-e", &event, "--config", "threshold=30"])
+            .env("BRINK_CACHE_DIR", cache.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let shown = run("warn,brink_host=info")?;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(stderr(&shown).contains("INFO"), "{}", stderr(&shown));
+    let hidden = run("info,brink_host=warn")?;
+    assert!(hidden.status.success(), "{}", stderr(&hidden));
+    assert!(!stderr(&hidden).contains("INFO"), "{}", stderr(&hidden));
+    // Span and field matching is not part of the syntax: refused, naming
+    // the filter, before anything runs.
+    let refused = run("info,[span{tenant=a}]=debug")?;
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a log filter"), "{err}");
+    assert!(err.contains("[span{tenant=a}]"), "{err}");
+    assert!(refused.stdout.is_empty());
+    Ok(())
+}
+
+#[test]
 fn hostile_functions_each_end_with_one_clear_error_line() -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
     let hot = example("reading-hot.json");

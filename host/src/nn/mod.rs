@@ -428,13 +428,15 @@ impl Models {
     pub fn load(models: &BTreeMap<String, ModelConfig>, config: NnConfig) -> anyhow::Result<Self> {
         let mut loaded = BTreeMap::new();
         for (name, model) in models {
+            let started = std::time::Instant::now();
             let graph = load_model_file(&model.path, model, &config)
                 .with_context(|| format!("loading model `{name}` from {}", model.path.display()))?;
             tracing::info!(
                 model = name,
                 backend = %model.backend,
                 device = graph.device(),
-                "model loaded"
+                "model loaded in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1e3
             );
             loaded.insert(name.clone(), Model::new(name, graph, model.batch.clone()));
         }
