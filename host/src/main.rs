@@ -23,7 +23,7 @@ use cli::{client, deploy, keys, kv, logs, outbox, run, tenant};
 #[derive(Debug, Parser)]
 #[command(name = "brink", version, long_about = None)]
 struct Cli {
-    /// Log filter, in `tracing` syntax (e.g. `info`, `brink_host=debug,guest=trace`).
+    /// Log filter: a level, then `target=level` pairs (e.g. `info`, `info,brink_host=debug,guest=trace`).
     #[arg(
         long,
         global = true,

@@ -435,8 +435,8 @@ impl Models {
                 model = name,
                 backend = %model.backend,
                 device = graph.device(),
-                "model loaded in {:.1} ms",
-                started.elapsed().as_secs_f64() * 1e3
+                "model loaded in {:.1?}",
+                started.elapsed()
             );
             loaded.insert(name.clone(), Model::new(name, graph, model.batch.clone()));
         }
