@@ -33,21 +33,33 @@ fn reading(value: f64) -> CloudEvent {
 }
 
 fn engine(cache_dir: Option<&Path>) -> Engine {
+    engine_with(cache_dir, true)
+}
+
+fn engine_with(cache_dir: Option<&Path>, deadlines: bool) -> Engine {
     Engine::new(EngineConfig {
         max_instances: 16,
         max_memory_bytes: 64 << 20,
         cache_dir: cache_dir.map(Path::to_owned),
+        deadlines,
         ..EngineConfig::default()
     })
     .unwrap()
 }
 
 fn invoke(c: &mut Criterion) {
+    calls(c, "invoke", true);
+    // What deadlines add to a call: the same calls on an engine without
+    // them (no epoch checks compiled in, no deadline armed per call).
+    calls(c, "invoke-no-deadlines", false);
+}
+
+fn calls(c: &mut Criterion, group: &str, deadlines: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let engine = engine(None);
+    let engine = engine_with(None, deadlines);
     let mut filter_spec = FunctionSpec::new("filter");
     filter_spec.config.insert("threshold".into(), "30".into());
     let functions = [
@@ -66,7 +78,7 @@ fn invoke(c: &mut Criterion) {
     ];
     let event = reading(31.5);
 
-    let mut group = c.benchmark_group("invoke");
+    let mut group = c.benchmark_group(group);
     for (name, function) in &functions {
         group.bench_function(format!("{name}/fresh-instance"), |b| {
             b.iter(|| rt.block_on(function.invoke(event.clone())).unwrap())

@@ -11,11 +11,15 @@
 //! Each with a fresh instance per event (the default) and with warm
 //! instances (`instance_reuse`), and the broker alone for comparison. Last,
 //! deadlines on against off (`EngineConfig::deadlines`) on the in-process
-//! link with warm instances, where their share of the cost is largest: five
-//! rounds each way, alternating, and the medians.
+//! link with warm instances, where their share of the cost is largest: nine
+//! rounds (`BRINK_BENCH_AB_ROUNDS`), each a node with them on and one with
+//! them off in alternating order; the medians of either side and the median
+//! of the rounds' ratios.
 //!
 //! `cargo bench -p brink-host --bench mqtt` (set `BRINK_BENCH_EVENTS` to
-//! change the burst size, `BRINK_BENCH_ONLY=fresh|warm` to run one half,
+//! change the burst size, `BRINK_BENCH_ONLY=fresh|warm|deadlines` to run one
+//! part, `BRINK_BENCH_DEADLINES=off` to turn them off in the fresh and warm
+//! runs (to set two profiles side by side),
 //! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports,
 //! `BRINK_BENCH_SLOW=1` to print every paced output slower than 5 ms;
 //! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
@@ -316,8 +320,8 @@ instance_reuse = {instance_reuse}
 /// Deadlines on against off, warm, in-process, QoS 0: `rounds` rounds of
 /// one node each way, alternating, so drift in the machine's speed falls on
 /// both sides alike. The medians, on then off.
-async fn deadlines_ab(n: usize, rounds: usize) -> (f64, f64) {
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+async fn deadlines_ab(n: usize, rounds: usize) -> Ab {
+    let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // Which goes first alternates too.
         let order = if round % 2 == 0 {
@@ -325,34 +329,66 @@ async fn deadlines_ab(n: usize, rounds: usize) -> (f64, f64) {
         } else {
             [false, true]
         };
+        let mut pair = [0.0; 2];
         for deadlines in order {
             let (node, port) = start_node(1000, Transport::InProcess, deadlines).await;
             burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
+            let cpu = process_cpu();
             let rate = burst(port, n, QoS::AtMostOnce, "ab", "sensors", "out/#").await;
+            let per_event = (process_cpu() - cpu).as_secs_f64() * 1e6 / n as f64;
             node.shutdown().await.unwrap();
             println!(
-                "  round {round}, deadlines {}: {rate:.0} events/s",
+                "  round {round}, deadlines {}: {rate:.0} events/s, {per_event:.1} µs of CPU per event",
                 if deadlines { "on" } else { "off" }
             );
-            if deadlines {
-                on.push(rate)
-            } else {
-                off.push(rate)
-            }
+            pair[usize::from(!deadlines)] = rate;
         }
+        on.push(pair[0]);
+        off.push(pair[1]);
+        // A round's two halves run seconds apart, so their ratio is less
+        // exposed to the machine's drift than the two medians are.
+        ratios.push(pair[0] / pair[1]);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(&mut on), median(&mut off))
+    Ab {
+        on: median(&mut on),
+        off: median(&mut off),
+        ratio: median(&mut ratios),
+    }
+}
+
+/// Deadlines on against off: the medians of each side's rounds, and the
+/// median of the rounds' on/off ratios.
+struct Ab {
+    on: f64,
+    off: f64,
+    ratio: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The CPU time this process has used, all threads, user and system: the
+/// node and the load generator alike, so a difference between two rounds
+/// of the same load is the node's.
+fn process_cpu() -> Duration {
+    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks
+    // (USER_HZ, 100 on Linux): 1% of a 2-second round on two cores.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
 }
 
 /// Starts a node whose `filter` keeps `instance_reuse` events per instance,
 /// then measures it.
 /// Deadlines are on, as by default (`deadlines_ab` measures them off).
 async fn run(n: usize, instance_reuse: u32, transport: Transport) -> Row {
-    let (node, port) = start_node(instance_reuse, transport, true).await;
+    // `BRINK_BENCH_DEADLINES=off` turns them off here too, so a profile of
+    // a whole process can be set beside one with them on.
+    let deadlines = std::env::var("BRINK_BENCH_DEADLINES").map_or(true, |v| v != "off");
+    let (node, port) = start_node(instance_reuse, transport, deadlines).await;
     // Warm up: compiled code, pooled slots, connections.
     burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
     let instances = if instance_reuse > 1 { "warm" } else { "fresh" };
@@ -466,7 +502,11 @@ fn main() {
         println!(
             "deadlines on against off: in-process, warm, QoS 0, {n} events, alternating rounds"
         );
-        runtime.block_on(on_workers(deadlines_ab(n, 5)))
+        let rounds = std::env::var("BRINK_BENCH_AB_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(9);
+        runtime.block_on(on_workers(deadlines_ab(n, rounds)))
     });
     println!();
     println!("| configuration | QoS 0 | QoS 1 | QoS 1 / QoS 0 | p50 at 10k/s | p99 at 10k/s |");
@@ -485,11 +525,15 @@ fn main() {
             row.qos1 / row.qos0
         );
     }
-    if let Some((on, off)) = ab {
+    if let Some(ab) = ab {
         println!();
         println!(
-            "deadlines on {on:.0} ev/s, off {off:.0} ev/s (medians of 5): on costs {:.1}%",
-            (1.0 - on / off) * 100.0
+            "deadlines on {:.0} ev/s, off {:.0} ev/s (medians): on costs {:.1}%; median of the rounds' on/off ratios {:.3}: on costs {:.1}%",
+            ab.on,
+            ab.off,
+            (1.0 - ab.on / ab.off) * 100.0,
+            ab.ratio,
+            (1.0 - ab.ratio) * 100.0
         );
     }
 }

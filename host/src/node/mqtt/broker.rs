@@ -142,14 +142,38 @@ fn internal_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// Serves the broker's listeners. On the runtime of the caller, the node's,
+/// when there is one (vendored patch 11): a connection's packets then move
+/// between tasks that share the node's threads, where a thread and a
+/// runtime per listener made two more busy threads on a two-core node and a
+/// wake-up across threads for every batch of packets (BENCHMARKS.md, "The
+/// broker's listeners on the node's runtime"). Outside a runtime, on a
+/// thread of their own.
+fn serve(mut broker: Broker) -> anyhow::Result<()> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return broker
+            .serve_on(&runtime)
+            .context("serving the embedded MQTT broker's listeners");
+    }
+    std::thread::Builder::new()
+        .name("brink-mqtt-broker".to_owned())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!("embedded MQTT broker stopped: {e}");
+            }
+        })
+        .context("starting the embedded MQTT broker thread")?;
+    Ok(())
+}
+
 /// Starts the broker: the node's listeners at once when `node_over_tcp`,
 /// the devices' MQTT 3.1.1 on `v4` and MQTT 5 on `v5` once
 /// [`EmbeddedBroker::open_to_devices`].
 ///
 /// rumqttd only logs a listener that fails to bind, so the devices'
-/// addresses are tried here first to fail with a clear message instead. The
-/// broker runs on its own threads for the rest of the process: rumqttd has
-/// no stop.
+/// addresses are tried here first to fail with a clear message instead.
+/// rumqttd has no stop: the router's thread runs for the rest of the
+/// process, and the listeners for as long as the runtime that serves them.
 pub fn start(
     v4: SocketAddr,
     v5: SocketAddr,
@@ -196,18 +220,10 @@ pub fn start(
         listeners(internal.map(|i| i.0), v4, "v4"),
         listeners(internal.map(|i| i.1), v5, "v5"),
     );
-    // The router starts here, on a thread of its own; `start` then takes
-    // the broker's thread to serve the listeners.
-    let mut broker = Broker::new(config);
+    // The router starts here, on a thread of its own.
+    let broker = Broker::new(config);
     let links = broker.local_links();
-    std::thread::Builder::new()
-        .name("brink-mqtt-broker".to_owned())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!("embedded MQTT broker stopped: {e}");
-            }
-        })
-        .context("starting the embedded MQTT broker thread")?;
+    serve(broker)?;
     match internal {
         Some((v4, v5)) => {
             tracing::info!(internal_v4 = %v4, internal_v5 = %v5, "embedded MQTT broker started; devices wait until the node has subscribed")

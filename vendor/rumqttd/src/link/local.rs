@@ -109,6 +109,36 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
+            self.prepare();
+        router_tx.send((0, event))?;
+        link_rx.recv()?;
+        Self::linked(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// Brink patch 11: [`LinkBuilder::build`] that waits for the router
+    /// without blocking its thread, for links built on a runtime that
+    /// other tasks share (the network side of the broker, served on the
+    /// node's runtime).
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
+            self.prepare();
+        router_tx.send_async((0, event)).await?;
+        link_rx.recv_async().await?;
+        Self::linked(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// The router's Connect event for this link, and the link's halves.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        self,
+    ) -> (
+        Sender<(ConnectionId, Event)>,
+        Event,
+        Receiver<()>,
+        Arc<Mutex<VecDeque<Notification>>>,
+        Arc<Mutex<VecDeque<Packet>>>,
+    ) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -132,11 +162,26 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
+        (
+            self.router_tx,
+            event,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        )
+    }
 
-        self.router_tx.send((0, event))?;
-
-        link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
+    /// The link's halves once the router has answered the Connect.
+    fn linked(
+        router_tx: Sender<(ConnectionId, Event)>,
+        link_rx: Receiver<()>,
+        outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+        incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let notification = outgoing_data_buffer
+            .lock()
+            .pop_front()
+            .ok_or(LinkError::NotConnectionAck)?;
 
         // Right now link identifies failure with dropped rx in router,
         // which is probably ok. We need this here to get id assigned by router
@@ -145,8 +190,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }

@@ -102,7 +102,9 @@ impl<P: Protocol> RemoteLink<P> {
             .dynamic_filters(dynamic_filters)
             .ack_hold(ack_hold)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
-            .build()?;
+            // Brink patch 11: this task may share its thread with others.
+            .build_async()
+            .await?;
 
         let id = link_rx.id();
         Span::current().record("connection_id", id);

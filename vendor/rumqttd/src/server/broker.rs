@@ -165,6 +165,53 @@ impl Broker {
         Ok((link_tx, link_rx))
     }
 
+    /// Brink patch 11: serves the MQTT 3.1.1 and 5 listeners as tasks of
+    /// `runtime` and returns at once, where [`Broker::start`] gives each
+    /// listener a thread with a runtime of its own and blocks. On a small
+    /// node the connections' tasks then share the embedding program's
+    /// threads instead of adding busy threads of their own, and a packet
+    /// between a connection and a task of the program no longer wakes
+    /// another thread. The router keeps its thread. Only the listeners
+    /// are served this way: a config that also asks for a bridge, metrics,
+    /// a console, Prometheus or websockets is refused.
+    pub fn serve_on(&mut self, runtime: &tokio::runtime::Handle) -> Result<(), Error> {
+        let config = &self.config;
+        if config.bridge.is_some()
+            || config.metrics.is_some()
+            || config.console.is_some()
+            || config.prometheus.is_some()
+            || config.ws.is_some()
+        {
+            return Err(Error::Config(
+                "serve_on serves only the [v4] and [v5] listeners; use start for a bridge, \
+                metrics, a console, Prometheus or websockets"
+                    .to_string(),
+            ));
+        }
+        if config.v4.is_none() && config.v5.is_none() {
+            return Err(Error::Config(
+                "Atleast one server config must be specified in [v4.x] or [v5.x].".to_string(),
+            ));
+        }
+        for (_, settings) in config.v4.clone().unwrap_or_default() {
+            let mut server = Server::new(settings, self.router_tx.clone(), V4);
+            runtime.spawn(async move {
+                if let Err(e) = server.start(LinkType::Remote).await {
+                    error!(error=?e, "Server error - V4");
+                }
+            });
+        }
+        for (_, settings) in config.v5.clone().unwrap_or_default() {
+            let mut server = Server::new(settings, self.router_tx.clone(), V5);
+            runtime.spawn(async move {
+                if let Err(e) = server.start(LinkType::Remote).await {
+                    error!(error=?e, "Server error - V5");
+                }
+            });
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(skip(self))]
     pub fn start(&mut self) -> Result<(), Error> {
         if self.config.v4.is_none()
@@ -644,7 +691,8 @@ async fn remote<P: Protocol>(
     if send_disconnect {
         let disconnect = Event::Disconnect;
         let message = (connection_id, disconnect);
-        router_tx.send(message).ok();
+        // Brink patch 11: waits for room without blocking the thread.
+        router_tx.send_async(message).await.ok();
     }
 
     // this is important to stop the connection
@@ -672,6 +720,6 @@ async fn remote<P: Protocol>(
         // might be using this connection ID!
         // It won't matter in this case as we don't use it
         // but might affect logs?
-        router_tx.send((connection_id, message)).ok();
+        router_tx.send_async((connection_id, message)).await.ok();
     }
 }
