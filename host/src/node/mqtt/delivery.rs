@@ -68,9 +68,13 @@ impl TriggerCtx {
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    return self
-                        .dead_letter(function, (event, &types), &e.to_string(), e.kind())
-                        .await;
+                    // Boxed: held inline, the dead letter's future (2.8 KB,
+                    // the publish and its retries) made every event's task
+                    // twice as large, and tokio copies a task's future
+                    // when it is spawned and when it ends.
+                    let error = e.to_string();
+                    let dead_letter = self.dead_letter(function, (event, &types), &error, e.kind());
+                    return Box::pin(dead_letter).await;
                 }
             }
         }
