@@ -259,25 +259,24 @@ impl LocalLoop {
     }
 
     async fn connect(&mut self) -> anyhow::Result<Polled> {
-        let options = self.options.clone();
-        // The builder blocks until the router answers (microseconds, unless
-        // the router is busy): off the async threads.
-        let built = tokio::task::spawn_blocking(move || {
-            let hold = if options.subscriber {
-                rumqttd::AckHold::Node
-            } else {
-                rumqttd::AckHold::None
-            };
-            options
-                .links
-                .builder(&options.client_id)
-                .clean_session(!options.persistent)
-                .dynamic_filters(true)
-                .ack_hold(hold)
-                .build()
-                .map_err(|e| anyhow::anyhow!("the embedded broker refused the node's link: {e}"))
-        })
-        .await??;
+        let options = &self.options;
+        let hold = if options.subscriber {
+            rumqttd::AckHold::Node
+        } else {
+            rumqttd::AckHold::None
+        };
+        // Waits for the router's answer without blocking the thread
+        // (vendored patch 11), where a blocking build took a thread of the
+        // blocking pool for each link.
+        let built = options
+            .links
+            .builder(&options.client_id)
+            .clean_session(!options.persistent)
+            .dynamic_filters(true)
+            .ack_hold(hold)
+            .build_async()
+            .await
+            .map_err(|e| anyhow::anyhow!("the embedded broker refused the node's link: {e}"))?;
         let (tx, rx, ack) = built;
         let session_present = matches!(
             ack,

@@ -109,11 +109,10 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
-        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
-            self.prepare();
-        router_tx.send((0, event))?;
-        link_rx.recv()?;
-        Self::linked(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+        let Connecting { event, halves } = self.connecting();
+        halves.router_tx.send((0, event))?;
+        halves.link_rx.recv()?;
+        Self::linked(halves)
     }
 
     /// Brink patch 11: [`LinkBuilder::build`] that waits for the router
@@ -121,24 +120,14 @@ impl<'a> LinkBuilder<'a> {
     /// other tasks share (the network side of the broker, served on the
     /// node's runtime).
     pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
-        let (router_tx, event, link_rx, outgoing_data_buffer, incoming_data_buffer) =
-            self.prepare();
-        router_tx.send_async((0, event)).await?;
-        link_rx.recv_async().await?;
-        Self::linked(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+        let Connecting { event, halves } = self.connecting();
+        halves.router_tx.send_async((0, event)).await?;
+        halves.link_rx.recv_async().await?;
+        Self::linked(halves)
     }
 
     /// The router's Connect event for this link, and the link's halves.
-    #[allow(clippy::type_complexity)]
-    fn prepare(
-        self,
-    ) -> (
-        Sender<(ConnectionId, Event)>,
-        Event,
-        Receiver<()>,
-        Arc<Mutex<VecDeque<Notification>>>,
-        Arc<Mutex<VecDeque<Packet>>>,
-    ) {
+    fn connecting(self) -> Connecting {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -162,22 +151,25 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
-        (
-            self.router_tx,
+        Connecting {
             event,
-            link_rx,
-            outgoing_data_buffer,
-            incoming_data_buffer,
-        )
+            halves: Halves {
+                router_tx: self.router_tx,
+                link_rx,
+                outgoing_data_buffer,
+                incoming_data_buffer,
+            },
+        }
     }
 
     /// The link's halves once the router has answered the Connect.
-    fn linked(
-        router_tx: Sender<(ConnectionId, Event)>,
-        link_rx: Receiver<()>,
-        outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
-        incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
-    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+    fn linked(halves: Halves) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let Halves {
+            router_tx,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        } = halves;
         let notification = outgoing_data_buffer
             .lock()
             .pop_front()
@@ -194,6 +186,20 @@ impl<'a> LinkBuilder<'a> {
         let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
+}
+
+/// Brink patch 11: a link whose Connect is on its way to the router.
+struct Connecting {
+    event: Event,
+    halves: Halves,
+}
+
+/// What a link is made of once the router has answered.
+struct Halves {
+    router_tx: Sender<(ConnectionId, Event)>,
+    link_rx: Receiver<()>,
+    outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+    incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
 }
 
 /// Brink patch 7: opens in-process links to a running router. Cloneable

@@ -174,7 +174,7 @@ impl Broker {
     /// another thread. The router keeps its thread. Only the listeners
     /// are served this way: a config that also asks for a bridge, metrics,
     /// a console, Prometheus or websockets is refused.
-    pub fn serve_on(&mut self, runtime: &tokio::runtime::Handle) -> Result<(), Error> {
+    pub fn serve_on(&self, runtime: &tokio::runtime::Handle) -> Result<(), Error> {
         let config = &self.config;
         if config.bridge.is_some()
             || config.metrics.is_some()
@@ -193,23 +193,28 @@ impl Broker {
                 "Atleast one server config must be specified in [v4.x] or [v5.x].".to_string(),
             ));
         }
-        for (_, settings) in config.v4.clone().unwrap_or_default() {
-            let mut server = Server::new(settings, self.router_tx.clone(), V4);
-            runtime.spawn(async move {
-                if let Err(e) = server.start(LinkType::Remote).await {
-                    error!(error=?e, "Server error - V4");
-                }
-            });
+        for settings in config.v4.iter().flat_map(HashMap::values) {
+            self.spawn_server(runtime, settings, V4);
         }
-        for (_, settings) in config.v5.clone().unwrap_or_default() {
-            let mut server = Server::new(settings, self.router_tx.clone(), V5);
-            runtime.spawn(async move {
-                if let Err(e) = server.start(LinkType::Remote).await {
-                    error!(error=?e, "Server error - V5");
-                }
-            });
+        for settings in config.v5.iter().flat_map(HashMap::values) {
+            self.spawn_server(runtime, settings, V5);
         }
         Ok(())
+    }
+
+    /// One listener of [`Broker::serve_on`], a task of `runtime`.
+    fn spawn_server<P: Protocol + Clone + Send + Sync + 'static>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        settings: &ServerSettings,
+        protocol: P,
+    ) {
+        let mut server = Server::new(settings.clone(), self.router_tx.clone(), protocol);
+        runtime.spawn(async move {
+            if let Err(e) = server.start(LinkType::Remote).await {
+                error!(error=?e, listener = server.config.name, "Server error");
+            }
+        });
     }
 
     #[tracing::instrument(skip(self))]
