@@ -728,3 +728,47 @@ async fn remote<P: Protocol>(
         router_tx.send_async((connection_id, message)).await.ok();
     }
 }
+
+#[cfg(test)]
+mod serve_on_tests {
+    use super::{Broker, Error};
+    use crate::{Config, ConsoleSettings, RouterConfig};
+    use std::collections::HashMap;
+
+    /// Brink patch 11: `serve_on` refuses what it would not serve instead
+    /// of leaving it out silently, and a config with no listener at all.
+    #[test]
+    fn serve_on_refuses_a_console_and_a_config_without_listeners() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let router = RouterConfig {
+            max_connections: 10,
+            max_outgoing_packet_count: 10,
+            max_segment_size: 1024,
+            max_segment_count: 2,
+            ..Default::default()
+        };
+        let none = Broker::new(Config {
+            router: router.clone(),
+            ..Default::default()
+        });
+        let refused = none.serve_on(runtime.handle());
+        assert!(
+            matches!(&refused, Err(Error::Config(m)) if m.contains("[v4.x]")),
+            "{refused:?}"
+        );
+        let console = Broker::new(Config {
+            router,
+            v4: Some(HashMap::new()),
+            console: Some(ConsoleSettings::default()),
+            ..Default::default()
+        });
+        let refused = console.serve_on(runtime.handle());
+        assert!(
+            matches!(&refused, Err(Error::Config(m)) if m.contains("console")),
+            "{refused:?}"
+        );
+    }
+}
