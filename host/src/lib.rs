@@ -5,6 +5,7 @@
 //! fresh, limited store, links only the [`capability`] modules its spec grants,
 //! calls its handler, checks the outputs, and drops the instance.
 
+pub mod audit;
 pub mod bindings;
 pub mod builder;
 pub mod cache;

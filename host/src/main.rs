@@ -15,7 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod cli;
 
-use cli::{client, deploy, keys, kv, logs, outbox, run, tenant};
+use cli::{audit, client, deploy, keys, kv, logs, outbox, run, tenant};
 
 /// Run small sandboxed WebAssembly functions on an edge node: they handle
 /// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
@@ -79,6 +79,12 @@ enum Command {
     /// events it refused for good, `retry` moves them back to the queue, and
     /// `purge <uplink> --parked` drops them.
     Outbox(outbox::OutboxArgs),
+    /// Read a node's audit ledger (`ls`), or check it for tampering (`verify`).
+    ///
+    /// Every change made to the node (deploys, tenants, tokens, purges) and
+    /// every refused sign-in is recorded in a hash-chained, signed ledger in
+    /// its data directory.
+    Audit(audit::AuditArgs),
     /// Make an ed25519 signing key (secret in --out; prints the public key).
     Keygen {
         #[arg(long, default_value = "brink.key")]
@@ -295,6 +301,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build(args),
         Command::Kv(args) => kv::run(args),
         Command::Outbox(args) => outbox::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Keygen { out } => keys::keygen(&out),
         Command::Completions { shell } => {
             // Into a buffer: clap_complete panics when stdout is closed early.

@@ -1820,3 +1820,96 @@ outputs = [{{ uplink = "edge" }}]
     }
     Ok(())
 }
+
+/// `brink audit verify --data-dir DIR`.
+fn audit_verify(cache: &Path, dir: &Path) -> anyhow::Result<Output> {
+    brink(
+        cache,
+        &["audit", "verify", "--data-dir", &dir.display().to_string()],
+    )
+}
+
+/// A copy of the ledger, head and key under `state` in `to`, its ledger
+/// lines passed through `tamper`.
+fn tampered_copy(state: &Path, to: &Path, tamper: impl Fn(&mut Vec<String>)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to.join("audit"))?;
+    std::fs::copy(state.join("node.key"), to.join("node.key"))?;
+    std::fs::copy(state.join("audit/head.json"), to.join("audit/head.json"))?;
+    let mut lines: Vec<String> = std::fs::read_to_string(state.join("audit/ledger.jsonl"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    tamper(&mut lines);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(to.join("audit/ledger.jsonl"), text)?;
+    Ok(())
+}
+
+#[test]
+fn audit_verify_names_each_way_the_ledger_was_tampered_with_and_a_torn_record() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
+    let node = start_node(&manifest, &cache, http_port)?;
+    for i in 0..4 {
+        let out = kv_cli(
+            &cache,
+            admin_port,
+            &["set", "devices", &format!("d{i}"), "{}"],
+        )?;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // SIGKILL: every change acknowledged was recorded before its answer.
+    drop(node);
+    let state = dir.path().join("state");
+    let out = audit_verify(&cache, &state)?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8(out.stdout)?.starts_with("ok: 5 records"),
+        "node.start and four kv.set"
+    );
+    type Tamper = fn(&mut Vec<String>);
+    let ways: [(&str, Tamper, &str); 4] = [
+        (
+            "edit",
+            |l| l[2] = l[2].replace("devices/d1", "devices/d9"),
+            "edited: record 3",
+        ),
+        ("delete", |l| drop(l.remove(2)), "deleted: record 3"),
+        (
+            "reorder",
+            |l| l.swap(2, 3),
+            "reordered: line 3 holds record 4",
+        ),
+        (
+            "truncate",
+            |l| l.truncate(3),
+            "truncated: the ledger ends at record 3",
+        ),
+    ];
+    for (name, tamper, says) in ways {
+        let copy = dir.path().join(name);
+        tampered_copy(&state, &copy, tamper)?;
+        let out = audit_verify(&cache, &copy)?;
+        assert_clean_failure(&out, says);
+    }
+    // A record torn by a crash mid-write is reported, then kept in a
+    // `ledger.torn` record at the next start, never silently dropped.
+    let ledger = state.join("audit/ledger.jsonl");
+    let mut text = std::fs::read_to_string(&ledger)?;
+    text.push_str(r#"{"seq":6,"time":"2026-12-04T07:00:00.000Z","princ"#);
+    std::fs::write(&ledger, text)?;
+    assert_clean_failure(&audit_verify(&cache, &state)?, "torn: line 6");
+    let node = start_node(&manifest, &cache, http_port)?;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let out = brink(&cache, &["audit", "ls", "--url", &admin])?;
+    let listed = String::from_utf8(out.stdout)?;
+    let torn = listed.lines().find(|l| l.contains("ledger.torn"));
+    assert!(torn.is_some_and(|l| l.contains(r#""princ"#)), "{listed}");
+    drop(node);
+    let out = audit_verify(&cache, &state)?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Ok(())
+}

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// What a signature covers, before the fields.
 const DOMAIN: &[u8] = b"brink-component-signature-v1";
+/// What a statement's signature covers, before its kind and text; unlike
+/// [`DOMAIN`], so no statement can pass for a component's signature.
+const STATEMENT_DOMAIN: &[u8] = b"brink-statement-v1";
 const PUBLIC_PREFIX: &str = "ed25519:";
 const SECRET_HEADER: &str = "brink-ed25519-secret-key";
 
@@ -119,6 +122,16 @@ impl SecretKey {
             signature: B64.encode(signature.to_bytes()),
         }
     }
+
+    /// Signs `statement` as a statement of `kind` (e.g. the audit ledger's
+    /// `audit-record`), so a signature for one kind never vouches for another.
+    pub fn sign_statement(&self, kind: &str, statement: &str) -> Signature {
+        let signature = self.0.sign(&statement_message(kind, statement));
+        Signature {
+            key: self.public().to_string(),
+            signature: B64.encode(signature.to_bytes()),
+        }
+    }
 }
 
 /// One signature, as stored with a version and sent on deploy.
@@ -139,6 +152,19 @@ impl Signature {
         if [digest, name, version].iter().any(|f| f.contains('\0')) {
             return false;
         }
+        self.verifies_message(&message(digest, name, version))
+    }
+
+    /// Whether this is a valid signature by its key over `statement` as a
+    /// statement of `kind` ([`SecretKey::sign_statement`]).
+    pub fn verifies_statement(&self, kind: &str, statement: &str) -> bool {
+        if kind.contains('\0') || statement.contains('\0') {
+            return false;
+        }
+        self.verifies_message(&statement_message(kind, statement))
+    }
+
+    fn verifies_message(&self, message: &[u8]) -> bool {
         let Ok(key) = PublicKey::parse(&self.key) else {
             return false;
         };
@@ -152,10 +178,17 @@ impl Signature {
             return false;
         };
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        verifying
-            .verify(&message(digest, name, version), &signature)
-            .is_ok()
+        verifying.verify(message, &signature).is_ok()
     }
+}
+
+fn statement_message(kind: &str, statement: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(STATEMENT_DOMAIN.len() + kind.len() + statement.len() + 3);
+    for part in [STATEMENT_DOMAIN, kind.as_bytes(), statement.as_bytes()] {
+        m.extend_from_slice(part);
+        m.push(0);
+    }
+    m
 }
 
 fn message(digest: &str, name: &str, version: &str) -> Vec<u8> {
@@ -294,6 +327,20 @@ mod tests {
         assert_eq!(PublicKey::parse(&key.public().to_string())?, key.public());
         assert!(SecretKey::parse("hello").is_err());
         assert!(PublicKey::parse("ed25519:AAAA").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_statement_signature_vouches_for_its_kind_and_text_only() -> anyhow::Result<()> {
+        let key = SecretKey::generate()?;
+        let signed = key.sign_statement("audit-record", "abc");
+        assert!(signed.verifies_statement("audit-record", "abc"));
+        assert!(!signed.verifies_statement("audit-record", "abd"));
+        assert!(!signed.verifies_statement("audit-head", "abc"));
+        // Nor does it pass for a component's signature over the same text.
+        assert!(!signed.verifies("audit-record", "abc", ""));
+        let component = key.sign(DIGEST, "f", "1.0.0");
+        assert!(!component.verifies_statement(DIGEST, "f"));
         Ok(())
     }
 

@@ -11,14 +11,14 @@ use brink_tests::artifacts;
 use serde_json::{Value, json};
 
 /// A node with `[registry]` (`extra` added to the manifest), its admin URL.
-struct Host {
-    node: Node,
-    admin: String,
+pub(crate) struct Host {
+    pub(crate) node: Node,
+    pub(crate) admin: String,
     events: String,
     _data: Option<tempfile::TempDir>,
 }
 
-async fn host(extra: &str, data: Option<&std::path::Path>) -> anyhow::Result<Host> {
+pub(crate) async fn host(extra: &str, data: Option<&std::path::Path>) -> anyhow::Result<Host> {
     let owned = match data {
         Some(_) => None,
         None => Some(tempfile::tempdir()?),
@@ -85,7 +85,12 @@ pub(crate) async fn call(
 }
 
 impl Host {
-    async fn tenant(&self, id: &str, quota: Value, grants: Value) -> anyhow::Result<String> {
+    pub(crate) async fn tenant(
+        &self,
+        id: &str,
+        quota: Value,
+        grants: Value,
+    ) -> anyhow::Result<String> {
         let (status, body) = call(
             reqwest::Method::POST,
             &format!("{}/v1/tenants", self.admin),
@@ -110,7 +115,7 @@ impl Host {
     }
 
     /// Uploads `path` and publishes it as `name@version` with `spec`.
-    async fn deploy(
+    pub(crate) async fn deploy(
         &self,
         token: &str,
         name: &str,
@@ -165,7 +170,7 @@ fn uuid() -> String {
     format!("e-{}", NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
-fn transform_spec(tenant: &str, output_type: &str) -> Value {
+pub(crate) fn transform_spec(tenant: &str, output_type: &str) -> Value {
     json!({
         "triggers": [{ "http": format!("/t/{tenant}/readings") }],
         "config": { "output_type": output_type },
@@ -1029,7 +1034,7 @@ async fn every_admin_route_is_in_the_openapi_document() -> anyhow::Result<()> {
     // Every route the admin routers declare is documented, with its methods.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src/node");
     let mut declared = 0;
-    for file in ["api/state.rs", "api/mod.rs"] {
+    for file in ["api/state.rs", "api/mod.rs", "api/audit.rs"] {
         let source = std::fs::read_to_string(root.join(file))?;
         for chunk in source.split(".route(").skip(1) {
             let Some(path) = chunk.split('"').nth(1) else {

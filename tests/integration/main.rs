@@ -1,6 +1,7 @@
 #![allow(clippy::panic)]
 //! End-to-end tests of the host with real components built from `functions/`.
 
+mod audit;
 mod deploy;
 mod edges;
 mod functions;

@@ -1,5 +1,6 @@
 //! The CLI, one file per command: `main.rs` parses and hands over.
 
+pub mod audit;
 pub mod client;
 pub mod deploy;
 pub mod keys;

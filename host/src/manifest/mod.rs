@@ -91,6 +91,10 @@ pub struct Manifest {
     /// through the admin API (`brink deploy`); absent, the node runs only
     /// the functions above.
     pub registry: Option<RegistrySection>,
+    /// `sha256:<hex>` of the text this was parsed from (not a setting): the
+    /// audit ledger's node-start record names the manifest by it.
+    #[serde(skip)]
+    pub digest: Option<String>,
 }
 
 fn default_app() -> String {
@@ -109,7 +113,7 @@ impl Manifest {
 
     /// Parses and validates `text`; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ManifestError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|span| line_column(text, span.start))
@@ -128,6 +132,10 @@ impl Manifest {
                 at: invalid.setting.and_then(|setting| locate(text, &setting)),
                 message: invalid.message,
             })?;
+        manifest.digest = Some(format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+        ));
         Ok(manifest)
     }
 

@@ -70,6 +70,8 @@ pub struct Node {
     forwarders: Vec<JoinHandle<()>>,
     uplink_connections: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
     stop_forwarders: watch::Sender<bool>,
+    /// The audit ledger, where the node keeps a data directory.
+    audit: Option<crate::audit::Audit>,
 }
 
 /// Where key-value state lives when neither the manifest nor `--data-dir` says.
@@ -149,6 +151,16 @@ impl Node {
             tokio::task::spawn_blocking(move || kv.flush())
                 .await?
                 .context("flushing the key-value store")?;
+        }
+        if let Some(audit) = self.audit {
+            let refused = audit.take_unrecorded_refusals();
+            let detail = match refused {
+                0 => String::new(),
+                n => format!("{n} refused sign-ins since the last one recorded"),
+            };
+            audit
+                .record_async(crate::audit::Entry::node("node.stop", "node", detail))
+                .await;
         }
         served?.context("HTTP server")?;
         Ok(())

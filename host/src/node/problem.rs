@@ -14,7 +14,18 @@ pub(crate) struct Problem {
     pub(crate) status: StatusCode,
     pub(crate) title: &'static str,
     pub(crate) detail: String,
+    /// The audit ledger's action for this refusal, where it is more than
+    /// the route's (a publish refused for its signatures).
+    pub(crate) audit_as: Option<&'static str>,
 }
+
+/// On a problem response: its detail, for the audit ledger's outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct ProblemDetail(pub(crate) String);
+
+/// On a problem response: [`Problem::audit_as`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuditAs(pub(crate) &'static str);
 
 impl Problem {
     pub(crate) fn new(
@@ -26,7 +37,14 @@ impl Problem {
             status,
             title,
             detail: detail.to_string(),
+            audit_as: None,
         }
+    }
+
+    /// Records this refusal in the audit ledger as `action`.
+    pub(crate) fn audited_as(mut self, action: &'static str) -> Self {
+        self.audit_as = Some(action);
+        self
     }
 
     pub(crate) fn forbidden(detail: impl std::fmt::Display) -> Self {
@@ -48,7 +66,11 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        problem(self.status, self.title, self.detail)
+        let mut response = problem(self.status, self.title, self.detail);
+        if let Some(action) = self.audit_as {
+            response.extensions_mut().insert(AuditAs(action));
+        }
+        response
     }
 }
 
@@ -61,6 +83,11 @@ pub(crate) fn problem(status: StatusCode, title: &str, detail: impl std::fmt::Di
         "detail": detail.to_string(),
     });
     let mut response = (status, body.to_string()).into_response();
+    if let Some(detail) = body["detail"].as_str() {
+        response
+            .extensions_mut()
+            .insert(ProblemDetail(detail.to_owned()));
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),

@@ -36,6 +36,7 @@ impl Node {
             .map_or_else(default_data_dir, |d| base.join(d));
         // 1. State, models and functions: all that can fail before serving.
         let mut state = open_state(&manifest, &data_dir).await?;
+        state.audit = open_audit(&manifest, &state, &data_dir).await?;
         let models = load_models(&manifest, base).await?;
         let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
         // 2. The broker, and 3. the uplinks.
@@ -93,6 +94,7 @@ impl Node {
             forwarders: uplinks.0,
             uplink_connections: uplinks.1,
             stop_forwarders: uplinks.2,
+            audit: state.audit,
         })
     }
 }
@@ -163,6 +165,8 @@ struct State {
     /// Removes expired keys.
     sweeper: Option<JoinHandle<()>>,
     outbox: Option<Outbox>,
+    /// The audit ledger, beside the store.
+    audit: Option<crate::audit::Audit>,
 }
 
 /// The store opens only when some function is granted a bucket or an
@@ -203,7 +207,38 @@ async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Stat
         kv,
         sweeper,
         outbox,
+        audit: None,
     })
+}
+
+/// The audit ledger, where the node keeps a data directory, and its
+/// node-start record.
+async fn open_audit(
+    manifest: &Manifest,
+    state: &State,
+    data_dir: &Path,
+) -> anyhow::Result<Option<crate::audit::Audit>> {
+    if state.store.is_none() {
+        return Ok(None);
+    }
+    let dir = data_dir.to_owned();
+    let audit = tokio::task::spawn_blocking(move || crate::audit::Audit::open(&dir))
+        .await?
+        .context("opening the audit ledger")?;
+    let detail = format!(
+        "brink {}, manifest {}, app `{}`, {} functions",
+        env!("CARGO_PKG_VERSION"),
+        manifest.digest.as_deref().unwrap_or("(not from a file)"),
+        manifest.app,
+        manifest.function.len()
+    );
+    let record = audit.clone();
+    tokio::task::spawn_blocking(move || {
+        record.record(crate::audit::Entry::node("node.start", "node", detail))
+    })
+    .await?
+    .context("recording the node's start in the audit ledger")?;
+    Ok(Some(audit))
 }
 
 /// Models load once, before any function, and only when some are declared.
@@ -485,6 +520,7 @@ async fn serve_admin(
         auth,
         deployer,
         max_component_bytes: engine.config().max_component_bytes,
+        audit: state.audit.clone(),
     });
     let limits = conn_limits(&manifest.http);
     let server = tokio::spawn(serve::serve(listener, app, limits, shutdown.subscribe()));

@@ -190,8 +190,11 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn middleware(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     match auth.authenticate(request.headers().get(header::AUTHORIZATION)) {
         Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+            request.extensions_mut().insert(principal.clone());
+            let mut response = next.run(request).await;
+            // For the audit layer outside this one.
+            response.extensions_mut().insert(principal);
+            response
         }
         Err(e) => {
             let unauthorized = e.status == StatusCode::UNAUTHORIZED;

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
+use super::audit::noted;
 use super::auth::{Principal, operator, principal};
 use super::{Answer, PublishRequest, json, json_body, tenant_of};
 use crate::engine::check_header;
@@ -39,10 +40,11 @@ pub(super) async fn upload(
         .await
         .map_err(Problem::internal)??;
     deployer.tenants().record_upload(&tenant.id, &digest)?;
-    json(
+    let answer = json(
         StatusCode::CREATED,
         &serde_json::json!({ "digest": digest, "size": size }),
-    )
+    )?;
+    Ok(noted(answer, Some(digest), format!("{size} bytes")))
 }
 
 pub(super) async fn publish(
@@ -71,8 +73,17 @@ pub(super) async fn publish(
         .node()
         .policy
         .check(&request.digest, &name, &version, &request.signatures)
-        .map_err(Problem::forbidden)?;
+        .map_err(|e| Problem::forbidden(e).audited_as("signature.refused"))?;
     let activate = request.activate.unwrap_or(true);
+    let audited = (
+        format!("{name}@{version}"),
+        format!(
+            "{}, {} signatures, {}",
+            request.digest,
+            request.signatures.len(),
+            if activate { "activated" } else { "staged" }
+        ),
+    );
     let _one = deployer.deploys().lock().await;
     if activate {
         deployer.check_function_quota(&tenant, &name)?;
@@ -107,7 +118,11 @@ pub(super) async fn publish(
     } else {
         deployer.view(&tenant.id, &name)?
     };
-    json(StatusCode::CREATED, &view)
+    Ok(noted(
+        json(StatusCode::CREATED, &view)?,
+        Some(audited.0),
+        audited.1,
+    ))
 }
 
 pub(super) async fn list_functions(
@@ -168,7 +183,11 @@ pub(super) async fn activate(
     let route = deployer.load(&tenant, &record).await?;
     let view = deployer.go_live(&tenant, &name, &record.version, route)?;
     deployer.follow_mqtt(&tenant.id, &name).await;
-    json(StatusCode::OK, &view)
+    Ok(noted(
+        json(StatusCode::OK, &view)?,
+        Some(format!("{name}@{}", record.version)),
+        record.digest,
+    ))
 }
 
 pub(super) async fn rollback(
@@ -194,7 +213,11 @@ pub(super) async fn rollback(
         version = record.version,
         "rolled back"
     );
-    json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)
+    Ok(noted(
+        json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)?,
+        Some(format!("{name}@{}", record.version)),
+        record.digest,
+    ))
 }
 
 pub(super) async fn invoke(
@@ -271,5 +294,6 @@ pub(super) async fn gc(
     let report = tokio::task::spawn_blocking(move || inner.registry().gc())
         .await
         .map_err(Problem::internal)??;
-    json(StatusCode::OK, &report)
+    let detail = serde_json::to_string(&report).map_err(Problem::internal)?;
+    Ok(noted(json(StatusCode::OK, &report)?, None, detail))
 }

@@ -3,6 +3,7 @@
 //! RFC 9457 problem bodies ([`crate::node::problem`]). Its handlers parse
 //! and answer; the [`Deployer`] and the stores do the work.
 
+pub(crate) mod audit;
 pub mod auth;
 mod functions;
 mod logs;
@@ -59,6 +60,8 @@ pub struct Parts<'a> {
     /// The node's deployments, when it has `[registry]`.
     pub deployer: Option<Deployer>,
     pub max_component_bytes: usize,
+    /// The audit ledger: every change made through the API is recorded.
+    pub audit: Option<crate::audit::Audit>,
 }
 
 /// Every admin route, and problem answers for the paths and methods it lacks.
@@ -73,11 +76,15 @@ pub fn router(parts: Parts<'_>) -> Router {
     if let Some(deployer) = parts.deployer {
         app = app.merge(deploy_router(
             deployer,
-            parts.auth,
+            parts.auth.clone(),
             parts.max_component_bytes,
         ));
     }
-    app.fallback(crate::node::http::not_found)
+    if let Some(ledger) = &parts.audit {
+        app = app.merge(audit::router(ledger.clone(), parts.auth));
+    }
+    audit::recorded(app, parts.audit)
+        .fallback(crate::node::http::not_found)
         .method_not_allowed_fallback(crate::node::http::method_not_allowed)
 }
 

@@ -36,6 +36,8 @@ pub fn openapi() -> serde_json::Value {
     let key = serde_json::json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string"}});
     let tenant = serde_json::json!({"name": "tenant", "in": "query", "required": false, "description": "The operator's view of a tenant's namespace", "schema": {"type": "string"}});
     let uplink = serde_json::json!({"name": "uplink", "in": "path", "required": true, "schema": {"type": "string"}});
+    let after = serde_json::json!({"name": "after", "in": "query", "required": false, "description": "Only records after this seq", "schema": {"type": "integer"}});
+    let limit = serde_json::json!({"name": "limit", "in": "query", "required": false, "description": "At most this many records (1000 at most)", "schema": {"type": "integer"}});
     let action = serde_json::json!({"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["retry", "purge"]}});
     serde_json::json!({
         "openapi": "3.1.0",
@@ -83,6 +85,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/outbox": {"get": op("Uplink queues: every one for the operator, the granted ones for a tenant", "200")},
             "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink (operator)", "200"), &[&uplink])},
             "/v1/outbox/{uplink}/parked": {"get": with(op("Events the uplink refused for good, with the reason and the time (a tenant sees its own)", "200"), &[&uplink])},
+            "/v1/audit": {"get": with(op("The audit ledger's records, each with the sha256 of the one before and the node's signature: every one for the operator, those that concern it for a tenant; `key` is the node's public key", "200"), &[&after, &limit])},
             "/v1/outbox/{uplink}/parked/{action}": {"post": with(op("`retry`: move parked events back to the queue; `purge`: drop them (operator; body `{\"seqs\": [..]}` picks some)", "200"), &[&uplink, &action])},
         }
     })

@@ -282,8 +282,10 @@ async fn outbox_purge(
     operator(&extensions, "purge an uplink's queue")?;
     let outbox = outbox_of(&state)?;
     match outbox.purge(&uplink).await {
-        Ok(purged) => Ok(json(
-            &serde_json::json!({ "uplink": uplink, "purged": purged }),
+        Ok(purged) => Ok(super::audit::noted(
+            json(&serde_json::json!({ "uplink": uplink, "purged": purged })),
+            None,
+            format!("{purged} events dropped"),
         )),
         Err(e @ OutboxError::UnknownUplink(_)) => {
             Err(Problem::new(StatusCode::NOT_FOUND, "No such uplink", e))
@@ -379,7 +381,11 @@ async fn parked_act(
         }
     };
     let count = count.map_err(outbox_problem)?;
-    Ok(json(&serde_json::json!({ "uplink": uplink, field: count })))
+    Ok(super::audit::noted(
+        json(&serde_json::json!({ "uplink": uplink, field: count })),
+        None,
+        format!("{count} parked events {field}"),
+    ))
 }
 
 async fn all_metrics(State(state): State<AdminState>, extensions: Extensions) -> Answer {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
+use super::audit::noted;
 use super::auth::{Principal, operator, principal};
 use super::{Answer, json, json_body};
 use crate::node::deploy::Deployer;
@@ -22,6 +23,11 @@ struct CreateTenant {
     quota: Quota,
     #[serde(default)]
     grants: TenantGrants,
+}
+
+/// The public id inside a token (`brink_<id>_<secret>`), never its secret.
+fn token_id(token: &str) -> &str {
+    token.split('_').nth(1).unwrap_or("?")
 }
 
 /// A tenant as the API shows it (token secrets are never shown again).
@@ -46,10 +52,15 @@ pub(super) async fn create_tenant(
         .tenants()
         .create(&request.id, request.quota, request.grants)?;
     deployer.apply_quotas(&tenant)?;
-    json(
+    let answer = json(
         StatusCode::CREATED,
         &serde_json::json!({ "tenant": tenant_json(&tenant), "token": token }),
-    )
+    )?;
+    Ok(noted(
+        answer,
+        Some(tenant.id.clone()),
+        format!("first token {}", token_id(&token)),
+    ))
 }
 
 pub(super) async fn list_tenants(
@@ -115,6 +126,13 @@ pub(super) async fn delete_tenant(
         StatusCode::OK,
         &serde_json::json!({ "tenant": id, "functions": functions, "kv_buckets": buckets }),
     )
+    .map(|answer| {
+        noted(
+            answer,
+            None,
+            format!("{functions:?} functions, {buckets:?} buckets removed"),
+        )
+    })
 }
 
 pub(super) async fn issue_token(
@@ -124,10 +142,15 @@ pub(super) async fn issue_token(
 ) -> Answer {
     operator(&extensions, "manage tenants")?;
     let token = deployer.tenants().issue_token(&id)?;
-    json(
+    let answer = json(
         StatusCode::CREATED,
         &serde_json::json!({ "tenant": id, "token": token }),
-    )
+    )?;
+    Ok(noted(
+        answer,
+        Some(format!("{id}/{}", token_id(&token))),
+        String::new(),
+    ))
 }
 
 pub(super) async fn revoke_token(
