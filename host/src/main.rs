@@ -15,7 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod cli;
 
-use cli::{audit, client, deploy, keys, kv, logs, outbox, run, tenant};
+use cli::{audit, client, deploy, keys, kv, logs, outbox, run, status, tenant};
 
 /// Run small sandboxed WebAssembly functions on an edge node: they handle
 /// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
@@ -150,6 +150,12 @@ enum Command {
         /// Keep printing new records as they come (server-sent events).
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// What the node is and has: version, uptime, machine, disk, GPUs,
+    /// ONNX Runtime's providers, and where each model runs.
+    Status {
         #[command(flatten)]
         remote: client::Remote,
     },
@@ -408,6 +414,7 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
                 remote,
             } => logs::logs(&remote, &name, follow).await,
             Command::Usage { remote } => deploy::usage(&remote).await,
+            Command::Status { remote } => status::status(&remote).await,
             Command::Tenant { command, remote } => tenant::tenant(&remote, command).await,
             _ => bail!("not a remote command"),
         }

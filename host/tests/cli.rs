@@ -1913,3 +1913,39 @@ fn audit_verify_names_each_way_the_ledger_was_tampered_with_and_a_torn_record() 
     assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }
+
+#[test]
+fn status_names_the_machine_and_its_accelerators_and_prints_json_for_scripts() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = stateful_manifest(dir.path(), http_port, admin_port)?;
+    let _node = start_node(&manifest, &cache, http_port)?;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let out = brink(&cache, &["status", "--url", &admin])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout)?;
+    for label in [
+        "node ",
+        "machine ",
+        "disk ",
+        "onnxruntime ",
+        "models ",
+        "audit key ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(label)),
+            "no {label:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("gpu")),
+        "GPUs, or why none were found:\n{text}"
+    );
+    let out = brink(&cache, &["status", "--json", "--url", &admin])?;
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(facts["machine"]["arch"], std::env::consts::ARCH);
+    assert!(facts["disk"]["free_bytes"].as_u64() > Some(0), "{facts}");
+    Ok(())
+}

@@ -1034,7 +1034,7 @@ async fn every_admin_route_is_in_the_openapi_document() -> anyhow::Result<()> {
     // Every route the admin routers declare is documented, with its methods.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src/node");
     let mut declared = 0;
-    for file in ["api/state.rs", "api/mod.rs", "api/audit.rs"] {
+    for file in ["api/state.rs", "api/mod.rs", "api/audit.rs", "api/node.rs"] {
         let source = std::fs::read_to_string(root.join(file))?;
         for chunk in source.split(".route(").skip(1) {
             let Some(path) = chunk.split('"').nth(1) else {

@@ -18,5 +18,6 @@ mod node;
 mod outbox;
 mod parking;
 mod reuse;
+mod status;
 mod tenancy;
 mod test_coverage;

@@ -441,7 +441,29 @@ async fn a_gpu_model_without_cuda_fails_clearly_or_falls_back_to_the_cpu_when_al
         }
     }
     gpu.fallback_to_cpu = true;
-    let models = Models::load(&BTreeMap::from([("digits".to_owned(), gpu)]), config)?;
+    let models = Models::load(
+        &BTreeMap::from([("digits".to_owned(), gpu)]),
+        config.clone(),
+    )?;
+    // Wherever it runs, the node says so, and why where it fell back.
+    let placement = &models.placements()[0];
+    assert_eq!(placement.requested, "gpu");
+    match placement.device.as_str() {
+        "cpu" => assert!(
+            placement
+                .fallback
+                .as_deref()
+                .is_some_and(|why| why.contains("CUDA")),
+            "{placement:?}"
+        ),
+        _ => assert_eq!(placement.fallback, None),
+    }
+    let ort = brink_host::nn::devices::onnxruntime(&config);
+    assert!(ort.loaded, "{ort:?}");
+    assert!(
+        ort.providers.iter().any(|p| p == "CPUExecutionProvider"),
+        "{ort:?}"
+    );
     let function = classifier(&models, "classify-digits")?;
     let set = test_set()?;
     assert_eq!(

@@ -134,7 +134,7 @@ where
 }
 
 /// A byte or event count as a gauge's value.
-fn gauge_value(n: u64) -> i64 {
+pub(crate) fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

@@ -8,6 +8,7 @@ pub mod kv;
 pub mod logs;
 pub mod outbox;
 pub mod run;
+pub mod status;
 pub mod tenant;
 
 use anyhow::Context as _;

@@ -5,6 +5,7 @@
 //! ([`batch`]), which forms batches and serves functions in turn.
 
 pub mod batch;
+pub mod devices;
 pub mod onnxruntime;
 pub mod tract;
 
@@ -265,6 +266,10 @@ pub trait Graph: Send + Sync + fmt::Debug {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, NnError>;
     /// Where it runs, for logs and metrics: "cpu", "cuda".
     fn device(&self) -> &'static str;
+    /// Why it runs on the CPU though the GPU was asked for, where it does.
+    fn fallback(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The node's inference settings (`[nn]`).
@@ -421,12 +426,28 @@ pub struct Models {
 struct ModelsInner {
     models: BTreeMap<String, Arc<Model>>,
     config: NnConfig,
+    placements: Vec<Placement>,
+}
+
+/// Where a model runs, against where it was asked to: `brink status` and
+/// `brink_model_placement` say it, so a GPU→CPU fallback is never silent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Placement {
+    pub model: String,
+    pub backend: String,
+    /// `cpu` or `gpu`, as the manifest asked.
+    pub requested: String,
+    /// `cpu` or `cuda`, where it runs.
+    pub device: String,
+    /// Why a `gpu` model runs on the CPU.
+    pub fallback: Option<String>,
 }
 
 impl Models {
     /// Loads every model once. Needs a tokio runtime (each model's queue is a task).
     pub fn load(models: &BTreeMap<String, ModelConfig>, config: NnConfig) -> anyhow::Result<Self> {
         let mut loaded = BTreeMap::new();
+        let mut placements = Vec::new();
         for (name, model) in models {
             let started = std::time::Instant::now();
             let graph = load_model_file(&model.path, model, &config)
@@ -438,12 +459,14 @@ impl Models {
                 "model loaded in {:.1?}",
                 started.elapsed()
             );
+            placements.push(placement(name, model, graph.as_ref()));
             loaded.insert(name.clone(), Model::new(name, graph, model.batch.clone()));
         }
         Ok(Self {
             inner: Arc::new(ModelsInner {
                 models: loaded,
                 config,
+                placements,
             }),
         })
     }
@@ -463,6 +486,32 @@ impl Models {
 
     pub fn config(&self) -> &NnConfig {
         &self.inner.config
+    }
+
+    /// Where each model runs.
+    pub fn placements(&self) -> &[Placement] {
+        &self.inner.placements
+    }
+}
+
+fn placement(name: &str, model: &ModelConfig, graph: &dyn Graph) -> Placement {
+    let requested = match model.target {
+        Target::Cpu => "cpu",
+        Target::Gpu => "gpu",
+    };
+    let fallback = match (model.target, graph.device()) {
+        (Target::Gpu, "cpu") => Some(graph.fallback().map_or_else(
+            || format!("the {} backend runs on the CPU only", model.backend),
+            str::to_owned,
+        )),
+        _ => None,
+    };
+    Placement {
+        model: name.to_owned(),
+        backend: model.backend.to_string(),
+        requested: requested.to_owned(),
+        device: graph.device().to_owned(),
+        fallback,
     }
 }
 

@@ -55,6 +55,28 @@ fn environment(library: Option<&Path>) -> Result<&'static Environment, NnError> 
     }
 }
 
+/// The loaded library and its execution providers; `None` when this
+/// process has not tried to load it, `Some(Err)` when loading failed.
+pub fn loaded() -> Option<Result<(String, Vec<String>), String>> {
+    use ort::ep::ExecutionProvider as _;
+    let loaded = ENVIRONMENT.get()?;
+    Some(match loaded {
+        Ok((path, _)) => {
+            // The two providers the host can use (the `cpu` and `gpu` targets).
+            let providers = [
+                ("CPUExecutionProvider", ep::CPU::is_available()),
+                ("CUDAExecutionProvider", ep::CUDA::is_available()),
+            ]
+            .into_iter()
+            .filter(|(_, available)| matches!(available, Ok(true)))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+            Ok((path.display().to_string(), providers))
+        }
+        Err(why) => Err(why.clone()),
+    })
+}
+
 /// A model in an ONNX Runtime session.
 pub struct OrtGraph {
     // `Session::run` takes `&mut self`; the model's queue already bounds how
@@ -63,6 +85,8 @@ pub struct OrtGraph {
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     device: &'static str,
+    /// Why a `gpu` model runs on the CPU, where it does.
+    fallback: Option<String>,
 }
 
 impl std::fmt::Debug for OrtGraph {
@@ -101,13 +125,17 @@ impl OrtGraph {
         library: Option<&Path>,
     ) -> Result<Self, NnError> {
         let environment = environment(library)?;
-        let (session, device) = match target {
-            Target::Cpu => (session(environment, bytes, false)?, "cpu"),
+        let (session, device, fallback) = match target {
+            Target::Cpu => (session(environment, bytes, false)?, "cpu", None),
             Target::Gpu => match session(environment, bytes, true) {
-                Ok(session) => (session, "cuda"),
+                Ok(session) => (session, "cuda", None),
                 Err(e) if fallback_to_cpu => {
                     tracing::warn!(error = %e, "no CUDA for a gpu model; running it on the CPU");
-                    (session(environment, bytes, false)?, "cpu")
+                    (
+                        session(environment, bytes, false)?,
+                        "cpu",
+                        Some(e.to_string()),
+                    )
                 }
                 Err(e) => return Err(e),
             },
@@ -142,6 +170,7 @@ impl OrtGraph {
             inputs,
             outputs,
             device,
+            fallback,
         })
     }
 }
@@ -272,6 +301,10 @@ impl Graph for OrtGraph {
 
     fn device(&self) -> &'static str {
         self.device
+    }
+
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod deploy;
 pub mod dispatch;
+pub mod facts;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

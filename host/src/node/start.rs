@@ -38,6 +38,11 @@ impl Node {
         let mut state = open_state(&manifest, &data_dir).await?;
         state.audit = open_audit(&manifest, &state, &data_dir).await?;
         let models = load_models(&manifest, base).await?;
+        state.facts = Some(super::facts::Facts::new(
+            &data_dir,
+            models.clone(),
+            state.audit.as_ref().map(|a| a.public_key().to_string()),
+        ));
         let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
         // 2. The broker, and 3. the uplinks.
         let mut link = connect_mqtt(&manifest, base, &data_dir, loaded.uses_mqtt).await?;
@@ -167,6 +172,8 @@ struct State {
     outbox: Option<Outbox>,
     /// The audit ledger, beside the store.
     audit: Option<crate::audit::Audit>,
+    /// What the node is and has, once its models are loaded.
+    facts: Option<super::facts::Facts>,
 }
 
 /// The store opens only when some function is granted a bucket or an
@@ -208,6 +215,7 @@ async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Stat
         sweeper,
         outbox,
         audit: None,
+        facts: None,
     })
 }
 
@@ -413,6 +421,9 @@ fn watch_metrics(manifest: &Manifest, state: &State, models: Option<&Models>) ->
     if let Some(models) = models {
         metrics.watch(|r| crate::capability::nn::meters(r, models.clone()));
     }
+    if let Some(facts) = &state.facts {
+        metrics.watch(|r| super::facts::meters(r, facts.clone()));
+    }
     metrics
 }
 
@@ -521,6 +532,7 @@ async fn serve_admin(
         deployer,
         max_component_bytes: engine.config().max_component_bytes,
         audit: state.audit.clone(),
+        facts: state.facts.clone(),
     });
     let limits = conn_limits(&manifest.http);
     let server = tokio::spawn(serve::serve(listener, app, limits, shutdown.subscribe()));

@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub mod auth;
 mod functions;
 mod logs;
+mod node;
 pub mod openapi;
 pub mod state;
 mod tenants;
@@ -62,6 +63,8 @@ pub struct Parts<'a> {
     pub max_component_bytes: usize,
     /// The audit ledger: every change made through the API is recorded.
     pub audit: Option<crate::audit::Audit>,
+    /// What the node is and has (`GET /v1/node`).
+    pub facts: Option<crate::node::facts::Facts>,
 }
 
 /// Every admin route, and problem answers for the paths and methods it lacks.
@@ -81,7 +84,10 @@ pub fn router(parts: Parts<'_>) -> Router {
         ));
     }
     if let Some(ledger) = &parts.audit {
-        app = app.merge(audit::router(ledger.clone(), parts.auth));
+        app = app.merge(audit::router(ledger.clone(), parts.auth.clone()));
+    }
+    if let Some(facts) = parts.facts {
+        app = app.merge(node::router(facts, parts.auth));
     }
     audit::recorded(app, parts.audit)
         .fallback(crate::node::http::not_found)
