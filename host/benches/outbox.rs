@@ -94,6 +94,7 @@ async fn drain(outbox: &Outbox, target: Target, events: usize) -> f64 {
             ..ForwardConfig::default()
         },
         stop_rx,
+        None,
     )
     .unwrap();
     while backlog.backlog_events.load(Ordering::Relaxed) > 0 {
@@ -232,6 +233,7 @@ fn main() {
                     ..ForwardConfig::default()
                 },
                 stop_rx,
+                None,
             )
             .unwrap();
             while delivered.load(Ordering::Relaxed) == 0 {

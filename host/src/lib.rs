@@ -27,6 +27,7 @@ mod state;
 pub mod store;
 #[doc(hidden)]
 pub mod surface;
+pub mod telemetry;
 pub mod tenancy;
 
 pub use engine::{Engine, EngineConfig, Function, FunctionSpec, Instance, Limits, PoolTuning};

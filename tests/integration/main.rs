@@ -19,5 +19,6 @@ mod outbox;
 mod parking;
 mod reuse;
 mod status;
+mod telemetry;
 mod tenancy;
 mod test_coverage;

@@ -79,6 +79,27 @@ impl std::fmt::Debug for Function {
     }
 }
 
+/// Which instance ran an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instantiated {
+    /// A new one, made for it.
+    Fresh,
+    /// One kept warm from an earlier event of the same function.
+    Warm,
+    /// None: the call failed before it had one.
+    Not,
+}
+
+impl Instantiated {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Warm => "warm",
+            Self::Not => "none",
+        }
+    }
+}
+
 impl Function {
     /// The function's spec.
     pub fn spec(&self) -> &FunctionSpec {
@@ -99,19 +120,29 @@ impl Function {
     /// events never share guest memory; or, where the spec allows reuse,
     /// through a warm instance of this function.
     pub async fn invoke(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+        self.invoke_reporting(event).await.0
+    }
+
+    /// [`Function::invoke`], and whether a warm instance ran it (a fresh
+    /// one was made otherwise), for the invocation's trace span.
+    pub async fn invoke_reporting(
+        &self,
+        event: CloudEvent,
+    ) -> (Result<Vec<CloudEvent>, InvokeError>, Instantiated) {
         let started = Instant::now();
         // A busy group's calls run on the gate's lane, off the node's
         // workers (sched.rs says why).
-        let result = match self.inner.gate.lane_for(&self.inner.group) {
+        let (result, instantiated) = match self.inner.gate.lane_for(&self.inner.group) {
             Some(lane) => {
                 let f = self.clone();
                 lane.run(async move { f.invoke_here(event).await })
                     .await
                     .unwrap_or_else(|| {
-                        Err(InvokeError::Busy {
+                        let busy = InvokeError::Busy {
                             function: self.inner.name.to_string(),
                             reason: "the host is stopping its guest threads".to_owned(),
-                        })
+                        };
+                        (Err(busy), Instantiated::Not)
                     })
             }
             None => self.invoke_here(event).await,
@@ -123,21 +154,31 @@ impl Function {
         {
             self.inner.gate.failed(&self.inner.group, started.elapsed());
         }
-        result
+        (result, instantiated)
     }
 
     /// [`Function::invoke`] on the current thread.
-    async fn invoke_here(&self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
+    async fn invoke_here(
+        &self,
+        event: CloudEvent,
+    ) -> (Result<Vec<CloudEvent>, InvokeError>, Instantiated) {
         let reuse = self.inner.spec.instance_reuse;
+        let mut instantiated = Instantiated::Not;
         // One timer for the whole invocation: instantiation counts against the limit too.
         let ran = with_timeout(self, self.inner.spec.limits.timeout, async {
             let mut instance = match self.take_warm() {
-                Some(parts) => Instance {
-                    function: self.clone(),
-                    parts,
-                },
+                Some(parts) => {
+                    instantiated = Instantiated::Warm;
+                    Instance {
+                        function: self.clone(),
+                        parts,
+                    }
+                }
                 None => match self.instantiate_unbounded(&event.id).await {
-                    Ok(instance) => instance,
+                    Ok(instance) => {
+                        instantiated = Instantiated::Fresh;
+                        instance
+                    }
                     Err(e) => return (Err(e), None),
                 },
             };
@@ -151,18 +192,23 @@ impl Function {
             (result, written)
         })
         .await;
-        match ran {
-            Ok((result, written)) => {
-                self.make_durable(written).await?;
-                result
-            }
+        let result = match ran {
+            Ok((result, written)) => match self.make_durable(written).await {
+                Ok(()) => result,
+                Err(e) => Err(e),
+            },
             Err(timeout) => {
                 // What the guest wrote before it was stopped is kept too.
-                self.make_durable(HostState::after_stop(&self.inner.spec))
-                    .await?;
-                Err(timeout)
+                match self
+                    .make_durable(HostState::after_stop(&self.inner.spec))
+                    .await
+                {
+                    Ok(()) => Err(timeout),
+                    Err(e) => Err(e),
+                }
             }
-        }
+        };
+        (result, instantiated)
     }
 
     /// Flushes the key-value writes of an invocation to disk, so they are

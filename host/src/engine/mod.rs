@@ -21,8 +21,8 @@ mod instance;
 mod pool;
 mod spec;
 
-pub use function::Function;
 use function::FunctionInner;
+pub use function::{Function, Instantiated};
 pub use instance::Instance;
 pub use pool::PoolTuning;
 pub use spec::FunctionSpec;

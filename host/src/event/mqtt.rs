@@ -114,7 +114,14 @@ fn wrap_plain(message: Message<'_>, plain: &PlainPolicy) -> CloudEvent {
         time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         datacontenttype: has_data.then(|| ct.to_owned()),
         dataschema: None,
-        extensions: Vec::new(),
+        // A device's W3C trace context, as MQTT 5 user properties (the
+        // Trace Context for MQTT convention): its trace continues here.
+        extensions: message
+            .user_properties
+            .iter()
+            .filter(|(name, _)| name == "traceparent" || name == "tracestate")
+            .cloned()
+            .collect(),
         data: has_data.then(|| payload.to_vec()),
     }
 }

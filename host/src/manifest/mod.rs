@@ -23,6 +23,7 @@ mod kv;
 mod model;
 mod mqtt;
 mod registry;
+mod telemetry;
 pub mod topic;
 mod uplink;
 
@@ -42,6 +43,7 @@ pub use kv::KvSection;
 pub use model::{BackendKind, Fallback, ModelSection, NnSection, Target};
 pub use mqtt::{MqttLink, MqttOutputMode, MqttProtocol, MqttSection};
 pub use registry::RegistrySection;
+pub use telemetry::{Percent, TelemetrySection};
 pub(crate) use topic::{check_template, check_topic_filter};
 pub use uplink::{UplinkSection, WhenFullSetting};
 
@@ -91,6 +93,9 @@ pub struct Manifest {
     /// through the admin API (`brink deploy`); absent, the node runs only
     /// the functions above.
     pub registry: Option<RegistrySection>,
+    /// `[telemetry]`: traces of every event over OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// `sha256:<hex>` of the text this was parsed from (not a setting): the
     /// audit ledger's node-start record names the manifest by it.
     #[serde(skip)]
@@ -152,6 +157,7 @@ impl Manifest {
             ));
         }
         self.mqtt.check()?;
+        self.telemetry.check()?;
         error::check_name("app", &self.app)?;
         self.kv.check()?;
         if let Some(registry) = &self.registry {

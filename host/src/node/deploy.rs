@@ -551,6 +551,7 @@ impl Deployer {
                 .concurrency
                 .unwrap_or(DEFAULT_CONCURRENCY)
                 .min(tenant.quota.max_concurrency),
+            version: Some(record.version.clone()),
         })
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::metrics::{FunctionError, FunctionLabel, FunctionMeters, Metrics};
+use super::traced::{Trace, Traced};
 use crate::bindings::{CloudEvent, ErrorKind};
 use crate::engine::Function;
 use crate::error::InvokeError;
@@ -93,6 +94,7 @@ struct Stage {
     concurrency: u32,
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
+    version: Option<String>,
     permits: Semaphore,
     waiting: AtomicUsize,
     max_waiting: usize,
@@ -215,6 +217,8 @@ pub struct Dispatcher {
     stages: Arc<RwLock<Stages>>,
     metrics: Arc<Metrics>,
     sink: Arc<dyn Sink>,
+    /// Spans of every dispatch, invocation and output (`[telemetry]`).
+    tracer: Option<crate::telemetry::Tracer>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -232,6 +236,8 @@ pub struct Route {
     pub triggers: Vec<Trigger>,
     pub outputs: Vec<Output>,
     pub concurrency: u32,
+    /// The deployed version (`1.2.0`); none for the manifest's functions.
+    pub version: Option<String>,
 }
 
 /// Whether `pattern` (exact, or ending in `*`) matches `ty`.
@@ -250,6 +256,7 @@ fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
         concurrency,
         triggers: route.triggers,
         outputs: route.outputs,
+        version: route.version,
         permits: Semaphore::new(concurrency as usize),
         waiting: AtomicUsize::new(0),
         max_waiting: concurrency as usize * QUEUE_PER_SLOT,
@@ -297,6 +304,7 @@ impl Dispatcher {
             stages: Arc::new(RwLock::new(Arc::new(stages))),
             metrics,
             sink,
+            tracer: None,
         }
     }
 
@@ -427,6 +435,17 @@ impl Dispatcher {
             .any(|o| matches!(o, Output::Mqtt(_)))
     }
 
+    /// Traces every dispatch with `tracer` from now on.
+    pub fn with_tracer(mut self, tracer: Option<crate::telemetry::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The tracer, where `[telemetry]` switched one on.
+    pub fn tracer(&self) -> Option<&crate::telemetry::Tracer> {
+        self.tracer.as_ref()
+    }
+
     /// Runs `event` through `function`, routes its outputs, and returns them.
     /// `types` are the JSON types of the event's extensions: outputs that
     /// carry an extension of the same name on write it as that type.
@@ -459,28 +478,34 @@ impl Dispatcher {
             .get(function)
             .cloned()
             .ok_or_else(|| DispatchError::UnknownFunction(function.to_owned()))?;
-        if let Some(tenant) = &stage.tenant
-            && !tenant.admit()
-        {
-            self.count_error(function, "rate_limited");
-            return Err(DispatchError::RateLimited {
-                tenant: tenant.id.clone(),
-                limit: tenant.max_invocations_per_s,
-            });
-        }
+        self.admit(function, &stage)?;
         stage.meters.event_in(&self.metrics, function, trigger);
-
+        let mut event = event;
+        let what = Traced {
+            function,
+            version: stage.version.as_deref(),
+            digest: stage.function.digest(),
+            tenant: stage.tenant.as_ref().map(|t| t.id.as_str()),
+        };
+        let mut trace = self
+            .tracer
+            .as_ref()
+            .map(|t| Trace::begin(t, &what, trigger, &event));
         let permit = self.take_slot(function, &stage, admission).await?;
         let tap = stage.function.spec().logs.as_ref();
         let event_id = tap.map(|_| event.id.clone());
         let start = Instant::now();
+        let span = trace.as_mut().map(|t| t.invoke(&what, &mut event));
         // Boxed: a call's future (wasmtime's instantiate and call, the
         // deadline) is 4.3 KB, and held inline it made every future above
         // it as large, each copied whole when built, spawned and finished
         // (memcpy was a tenth of a warm MQTT run's CPU).
-        let result = Box::pin(stage.function.invoke(event)).await;
+        let (mut result, instance) = Box::pin(stage.function.invoke_reporting(event)).await;
         drop(permit);
         self.observe(function, &stage, start.elapsed());
+        if let Some(span) = span {
+            Trace::invoked(span, &mut result, instance);
+        }
         let outputs = match result {
             Ok(outputs) => outputs,
             Err(e) => {
@@ -496,15 +521,32 @@ impl Dispatcher {
             .meters
             .events_out(&self.metrics, function, outputs.len() as u64);
         let owner = stage.tenant.as_ref().map(|t| t.id.as_str());
-        self.route(
-            function,
-            owner,
-            &stage.outputs,
-            (&outputs, types),
-            admission,
-        )
-        .await?;
-        Ok(outputs)
+        let routed = self
+            .route(
+                (function, owner, trace.as_ref()),
+                &stage.outputs,
+                (&outputs, types),
+                admission,
+            )
+            .await;
+        if let (Err(e), Some(trace)) = (&routed, &mut trace) {
+            trace.fail(e);
+        }
+        routed.map(|()| outputs)
+    }
+
+    /// Refuses an event over its tenant's rate.
+    fn admit(&self, function: &str, stage: &Stage) -> Result<(), DispatchError> {
+        match &stage.tenant {
+            Some(tenant) if !tenant.admit() => {
+                self.count_error(function, "rate_limited");
+                Err(DispatchError::RateLimited {
+                    tenant: tenant.id.clone(),
+                    limit: tenant.max_invocations_per_s,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A slot of `stage` (waiting as `admission` says) and, for a tenant's
@@ -595,11 +637,10 @@ impl Dispatcher {
             .inc();
     }
 
-    /// Sends `events` on along every output of `function`.
+    /// Sends `events` on along every output of `function` (`owner`'s, traced in `trace`).
     fn route<'a>(
         &'a self,
-        function: &'a str,
-        owner: Option<&'a str>,
+        (function, owner, trace): (&'a str, Option<&'a str>, Option<&'a Trace>),
         outputs: &'a [Output],
         (events, types): (&'a [CloudEvent], &'a ExtTypes),
         admission: Admission,
@@ -607,30 +648,54 @@ impl Dispatcher {
         Box::pin(async move {
             for output in outputs {
                 for event in events {
-                    match output {
+                    let mut span = trace.and_then(|t| output_span(t, output));
+                    let sent = match output {
                         Output::Function(next) => {
                             let input = (event.clone(), types);
                             self.dispatch_with(next, TriggerKind::Function, input, admission)
-                                .await?;
+                                .await
+                                .map(|_| ())
                         }
                         Output::Webhook(url) => {
                             let sent = self.sink.webhook(url, event).await;
-                            self.output_result(function, url, sent)?;
+                            self.output_result(function, url, sent)
                         }
                         Output::Mqtt(topic) => {
                             let sent = self.sink.mqtt(topic, event, types).await;
-                            self.output_result(function, &format!("MQTT topic {topic:?}"), sent)?;
+                            self.output_result(function, &format!("MQTT topic {topic:?}"), sent)
                         }
                         Output::Uplink(uplink) => {
                             let stored = self.sink.uplink(owner, uplink, event, types).await;
-                            self.output_result(function, &format!("uplink `{uplink}`"), stored)?;
+                            self.output_result(function, &format!("uplink `{uplink}`"), stored)
                         }
+                    };
+                    if let (Err(e), Some(span)) = (&sent, &mut span) {
+                        span.fail(e);
                     }
+                    sent?;
                 }
             }
             Ok(())
         })
     }
+}
+
+/// The span of one output leaving the node; none for the next function,
+/// whose own dispatch span follows the event's context.
+fn output_span(trace: &Trace, output: &Output) -> Option<crate::telemetry::Span> {
+    use crate::telemetry::Kind;
+    Some(match output {
+        Output::Function(_) => return None,
+        Output::Webhook(url) => trace.output("webhook POST".into(), Kind::Client, url.clone()),
+        Output::Mqtt(topic) => {
+            trace.output(format!("publish {topic}"), Kind::Producer, topic.clone())
+        }
+        Output::Uplink(uplink) => trace.output(
+            format!("outbox store {uplink}"),
+            Kind::Producer,
+            uplink.clone(),
+        ),
+    })
 }
 
 /// Whether the MQTT topic filter `filter` (with `+` and `#`) matches `topic`.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::dispatch::{DispatchError, Dispatcher, TriggerKind};
 use super::problem::{body_problem, dispatch_problem, problem};
+use crate::bindings::CloudEvent;
 use crate::event::{self, EventError};
 
 #[derive(Clone)]
@@ -107,12 +108,13 @@ async fn deliver(
         Err(e) => return event_problem(&e),
     };
     let mut delivered = 0;
-    for (record, types) in &events {
+    for (record, types) in events {
+        let (record, _receive) = received(&state.dispatcher, &path, &headers, record);
         let targets = state.dispatcher.http_targets(&path, &record.type_);
         for target in &targets {
             if let Err(e) = state
                 .dispatcher
-                .dispatch(target, TriggerKind::Http, record.clone(), types)
+                .dispatch(target, TriggerKind::Http, record.clone(), &types)
                 .await
             {
                 return dispatch_problem(&e);
@@ -130,6 +132,30 @@ async fn deliver(
         );
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// `event` as the request delivered it, and its receive span where the
+/// node traces: a W3C `traceparent` header (and `tracestate`) stands for
+/// an event that carries no context of its own.
+fn received(
+    dispatcher: &Dispatcher,
+    route: &str,
+    headers: &HeaderMap,
+    mut event: CloudEvent,
+) -> (CloudEvent, Option<crate::telemetry::Span>) {
+    let Some(tracer) = dispatcher.tracer() else {
+        return (event, None);
+    };
+    if crate::telemetry::context::of_event(&event).is_none() {
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                event.extensions.retain(|(n, _)| n != name);
+                event.extensions.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    let span = super::traced::http_receive(tracer, route, &mut event);
+    (event, Some(span))
 }
 
 /// Invokes one of the manifest's functions (a tenant's are invoked through
@@ -172,6 +198,7 @@ pub(crate) async fn invoke_function(
         );
     }
     let (input, types) = events.remove(0);
+    let (input, _receive) = received(dispatcher, &format!("/functions/{name}"), headers, input);
     let outputs = match dispatcher
         .dispatch(name, TriggerKind::Invoke, input, &types)
         .await

@@ -14,10 +14,12 @@ mod serve;
 mod start;
 pub mod tls;
 pub mod tools;
+mod traced;
 pub mod uplink;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
@@ -73,6 +75,8 @@ pub struct Node {
     stop_forwarders: watch::Sender<bool>,
     /// The audit ledger, where the node keeps a data directory.
     audit: Option<crate::audit::Audit>,
+    /// Spans over OTLP (`[telemetry]`), sent on before the node stops.
+    tracer: Option<crate::telemetry::Tracer>,
 }
 
 /// Where key-value state lives when neither the manifest nor `--data-dir` says.
@@ -162,6 +166,9 @@ impl Node {
             audit
                 .record_async(crate::audit::Entry::node("node.stop", "node", detail))
                 .await;
+        }
+        if let Some(tracer) = self.tracer {
+            tracer.flush(Duration::from_secs(5)).await;
         }
         served?.context("HTTP server")?;
         Ok(())

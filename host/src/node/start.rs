@@ -37,6 +37,7 @@ impl Node {
         // 1. State, models and functions: all that can fail before serving.
         let mut state = open_state(&manifest, &data_dir).await?;
         state.audit = open_audit(&manifest, &state, &data_dir).await?;
+        state.tracer = start_tracer(&manifest)?;
         let models = load_models(&manifest, base).await?;
         state.facts = Some(super::facts::Facts::new(
             &data_dir,
@@ -46,7 +47,7 @@ impl Node {
         let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
         // 2. The broker, and 3. the uplinks.
         let mut link = connect_mqtt(&manifest, base, &data_dir, loaded.uses_mqtt).await?;
-        let uplinks = start_forwarders(&manifest, base, &data_dir, state.outbox.as_ref())?;
+        let uplinks = start_forwarders(&manifest, base, &data_dir, &state)?;
         // 4. Routing: triggers → dispatch → outputs.
         let dispatcher = route(&manifest, base, &state, models.as_ref(), &link, loaded)?;
         // 5. The registry and its tenants.
@@ -100,6 +101,7 @@ impl Node {
             uplink_connections: uplinks.1,
             stop_forwarders: uplinks.2,
             audit: state.audit,
+            tracer: state.tracer,
         })
     }
 }
@@ -115,7 +117,7 @@ fn route(
 ) -> anyhow::Result<Dispatcher> {
     let sink = node_sink(manifest, base, state, link.mqtt.as_ref(), loaded.uses_https)?;
     let metrics = watch_metrics(manifest, state, models);
-    Ok(Dispatcher::new(loaded.routes, metrics, Arc::new(sink)))
+    Ok(Dispatcher::new(loaded.routes, metrics, Arc::new(sink)).with_tracer(state.tracer.clone()))
 }
 
 /// Subscribes, then opens the embedded broker to devices (only once the
@@ -174,6 +176,8 @@ struct State {
     audit: Option<crate::audit::Audit>,
     /// What the node is and has, once its models are loaded.
     facts: Option<super::facts::Facts>,
+    /// Spans over OTLP, where `[telemetry] otlp` is set.
+    tracer: Option<crate::telemetry::Tracer>,
 }
 
 /// The store opens only when some function is granted a bucket or an
@@ -216,7 +220,34 @@ async fn open_state(manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Stat
         outbox,
         audit: None,
         facts: None,
+        tracer: None,
     })
+}
+
+/// The tracer `[telemetry] otlp` asks for; none when it is unset.
+fn start_tracer(manifest: &Manifest) -> anyhow::Result<Option<crate::telemetry::Tracer>> {
+    let section = &manifest.telemetry;
+    let Some(traces_url) = section.traces_url() else {
+        return Ok(None);
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let config = crate::telemetry::TelemetryConfig {
+        traces_url,
+        sample_ratio: section.sample_percent.map_or(1.0, |p| p.0 / 100.0),
+        max_queue_spans: section.max_queue_spans.unwrap_or(8192),
+        export_interval: Duration::from_millis(section.export_interval_ms.unwrap_or(1000)),
+        resource: vec![
+            ("service.name", "brink".to_owned()),
+            ("service.version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("host.name", host),
+            ("brink.app", manifest.app.clone()),
+        ],
+    };
+    tracing::info!(url = %config.traces_url, "telemetry: exporting spans over OTLP");
+    let client = crate::telemetry::client().context("setting up the OTLP exporter")?;
+    Ok(Some(crate::telemetry::Tracer::start(config, client)))
 }
 
 /// The audit ledger, where the node keeps a data directory, and its
@@ -319,6 +350,7 @@ async fn load_functions(
             triggers: section.triggers.clone(),
             outputs: section.outputs.clone(),
             concurrency: section.limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            version: None,
         });
     }
     Ok(loaded)
@@ -423,6 +455,9 @@ fn watch_metrics(manifest: &Manifest, state: &State, models: Option<&Models>) ->
     }
     if let Some(facts) = &state.facts {
         metrics.watch(|r| super::facts::meters(r, facts.clone()));
+    }
+    if let Some(tracer) = &state.tracer {
+        metrics.watch(|r| crate::telemetry::meters(r, tracer.clone()));
     }
     metrics
 }
@@ -560,12 +595,12 @@ fn start_forwarders(
     manifest: &Manifest,
     base: &Path,
     data_dir: &Path,
-    outbox: Option<&Outbox>,
+    state: &State,
 ) -> anyhow::Result<Forwarders> {
     let (stop, stop_rx) = watch::channel(false);
     let mut forwarders = Vec::new();
     let mut connections = Vec::new();
-    let Some(outbox) = outbox else {
+    let Some(outbox) = &state.outbox else {
         return Ok((forwarders, connections, stop));
     };
     for (name, u) in &manifest.uplink {
@@ -577,6 +612,7 @@ fn start_forwarders(
             target,
             forward::ForwardConfig::from_section(u),
             stop_rx.clone(),
+            state.tracer.clone(),
         )?);
     }
     Ok((forwarders, connections, stop))

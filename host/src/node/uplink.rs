@@ -318,6 +318,7 @@ pub fn spawn(
     target: Target,
     config: ForwardConfig,
     stop: watch::Receiver<bool>,
+    tracer: Option<crate::telemetry::Tracer>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let stats = outbox.stats(&uplink)?;
     let arrivals = outbox.arrivals(&uplink)?;
@@ -334,6 +335,7 @@ pub fn spawn(
         backoff: Duration::ZERO,
         was_down: false,
         suspect: Suspect::default(),
+        tracer,
     };
     forwarder.backoff = forwarder.config.min_backoff;
     Ok(tokio::spawn(async move { forwarder.run().await }))
@@ -354,6 +356,8 @@ struct Forwarder {
     backoff: Duration,
     was_down: bool,
     suspect: Suspect,
+    /// A span per event sent upstream (`[telemetry]`).
+    tracer: Option<crate::telemetry::Tracer>,
 }
 
 impl Forwarder {
@@ -395,10 +399,25 @@ impl Forwarder {
                     continue;
                 }
             }
-            let Some((batch, events)) = self.sendable(batch).await else {
+            let Some((batch, mut events)) = self.sendable(batch).await else {
                 continue;
             };
-            match self.target.deliver(&events).await {
+            let spans = self
+                .tracer
+                .as_ref()
+                .map(|t| super::traced::uplink_deliver(t, &self.uplink, &mut events));
+            let sent = self.target.deliver(&events).await;
+            if let Some(spans) = spans {
+                match &sent {
+                    Ok(()) => super::traced::uplink_delivered(spans, events.len(), None),
+                    Err(f) => super::traced::uplink_delivered(
+                        spans,
+                        f.delivered,
+                        Some(&format!("{:#}", f.error)),
+                    ),
+                }
+            }
+            match sent {
                 Ok(()) => self.delivered(&batch),
                 Err(failure) => self.failed(&batch, failure).await,
             }

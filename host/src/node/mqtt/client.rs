@@ -77,6 +77,18 @@ pub enum Raw {
     Local(Option<u16>),
 }
 
+impl Raw {
+    /// The QoS the message arrived with.
+    pub fn qos(&self) -> u8 {
+        match self {
+            Self::V4(p) => p.qos as u8,
+            Self::V5(p) => p.qos as u8,
+            Self::Local(Some(_)) => 1,
+            Self::Local(None) => 0,
+        }
+    }
+}
+
 /// A received message.
 #[derive(Debug)]
 pub struct Received {

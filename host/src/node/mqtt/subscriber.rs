@@ -161,12 +161,16 @@ impl Subscriber {
             },
             &trigger.plain,
         );
-        let event = match decoded {
-            Ok((event, types, carried)) => {
+        let (event, receive) = match decoded {
+            Ok((mut event, types, carried)) => {
                 if carried == Carried::Plain {
                     tracing::trace!(topic = %message.topic, "wrapped a plain payload");
                 }
-                (event, types)
+                let receive = trigger.dispatcher.tracer().map(|tracer| {
+                    let qos = message.raw.qos();
+                    crate::node::traced::mqtt_receive(tracer, &message.topic, qos, &mut event)
+                });
+                ((event, types), receive)
             }
             Err(e) => {
                 tracing::warn!(topic = %message.topic, "malformed CloudEvent: {e}");
@@ -202,6 +206,7 @@ impl Subscriber {
             }
             acks.complete(seq, delivered.then_some(message.raw));
             drop(permit);
+            drop(receive);
         });
     }
 }

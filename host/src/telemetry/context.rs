@@ -1,0 +1,188 @@
+//! W3C Trace Context on CloudEvents: the distributed-tracing extension's
+//! `traceparent` and `tracestate` attributes, which every binding carries
+//! (a JSON attribute, `ce-traceparent` in HTTP binary mode, an MQTT 5 user
+//! property), and which the node puts on every event it sends on.
+
+use std::cell::Cell;
+
+use crate::bindings::CloudEvent;
+
+/// The extension attributes the distributed-tracing extension names.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// Where a span sits in a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The `sampled` flag: whether the trace is being recorded.
+    pub sampled: bool,
+}
+
+impl SpanContext {
+    /// Reads `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`. A later
+    /// version's header is read by its first four fields, as the standard
+    /// says; an invalid one (all-zero ids, version ff, upper case) is `None`
+    /// and the event starts a new trace.
+    pub fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let bytes = header.as_bytes();
+        if bytes.len() < 55 || (bytes.len() > 55 && bytes.get(55) != Some(&b'-')) {
+            return None;
+        }
+        let mut parts = header.get(..55)?.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version == "ff" || (version == "00" && bytes.len() != 55) {
+            return None;
+        }
+        let lower_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if ![version, trace, span, flags].into_iter().all(lower_hex) {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex::decode(trace).ok()?.try_into().ok()?;
+        let span_id: [u8; 8] = hex::decode(span).ok()?.try_into().ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The `traceparent` value.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id),
+            u8::from(self.sampled)
+        )
+    }
+}
+
+/// The context an event carries, and its `tracestate`.
+pub fn of_event(event: &CloudEvent) -> Option<(SpanContext, Option<String>)> {
+    let mut parent = None;
+    let mut state = None;
+    for (name, value) in &event.extensions {
+        match name.as_str() {
+            TRACEPARENT => parent = SpanContext::parse(value),
+            TRACESTATE => state = Some(value.clone()),
+            _ => {}
+        }
+    }
+    parent.map(|p| (p, state))
+}
+
+/// Puts `context` (and `state`) on `event`, replacing what it carried.
+pub fn stamp(event: &mut CloudEvent, context: &SpanContext, state: Option<&str>) {
+    event
+        .extensions
+        .retain(|(name, _)| name != TRACEPARENT && name != TRACESTATE);
+    event
+        .extensions
+        .push((TRACEPARENT.to_owned(), context.header()));
+    if let Some(state) = state {
+        event
+            .extensions
+            .push((TRACESTATE.to_owned(), state.to_owned()));
+    }
+}
+
+thread_local! {
+    /// A splitmix64 stream per thread, seeded from the operating system:
+    /// ids must be unique, not secret, and cost nanoseconds.
+    static IDS: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without randomness, the clock and the thread still tell streams apart.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (now as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn next() -> u64 {
+    IDS.with(|state| {
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// A new, non-zero span id.
+pub fn span_id() -> [u8; 8] {
+    loop {
+        let id = next().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A new, non-zero trace id.
+pub fn trace_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&span_id());
+    id[8..].copy_from_slice(&next().to_be_bytes());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_round_trips_and_invalid_ones_start_a_new_trace() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = SpanContext::parse(header);
+        assert_eq!(context.map(|c| c.header()).as_deref(), Some(header));
+        assert_eq!(context.map(|c| c.sampled), Some(true));
+        let unsampled =
+            SpanContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert_eq!(unsampled.map(|c| c.sampled), Some(false));
+        // A later version with more fields is read by its first four.
+        assert!(
+            SpanContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .is_some()
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0é736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(SpanContext::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_distinct_and_never_zero() {
+        let ids: std::collections::HashSet<[u8; 16]> = (0..10_000).map(|_| trace_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(!ids.contains(&[0; 16]));
+    }
+}
