@@ -21,6 +21,7 @@
 //! part, `BRINK_BENCH_DEADLINES=off` to turn them off in the fresh and warm
 //! runs (to set two profiles side by side),
 //! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports,
+//! `BRINK_BENCH_ONLY=telemetry` to run only the OTLP traces A/B,
 //! `BRINK_BENCH_SLOW=1` to print every paced output slower than 5 ms;
 //! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
 
@@ -36,6 +37,8 @@ use tokio::sync::mpsc;
 
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/telemetry_ab.rs"]
+mod telemetry_ab;
 use mosquitto::Mosquitto;
 
 fn free_port() -> u16 {
@@ -272,7 +275,12 @@ struct Row {
 
 /// Starts a node whose `filter` keeps `instance_reuse` events per instance;
 /// with the port the bench's clients use.
-async fn start_node(instance_reuse: u32, transport: Transport, deadlines: bool) -> (Node, u16) {
+async fn start_node(
+    instance_reuse: u32,
+    transport: Transport,
+    deadlines: bool,
+    extra: &str,
+) -> (Node, u16) {
     let (http, v4, v5) = (free_port(), free_port(), free_port());
     let mqtt = transport.mqtt_section(v4, v5);
     let text = format!(
@@ -292,6 +300,7 @@ outputs = [{{ mqtt = "out/{{subject}}" }}]
 config = {{ threshold = "30" }}
 limits = {{ concurrency = 16 }}
 instance_reuse = {instance_reuse}
+{extra}
 "#,
         filter = brink_test_artifacts::FILTER,
     );
@@ -331,7 +340,7 @@ async fn deadlines_ab(n: usize, rounds: usize) -> Ab {
         };
         let mut pair = [0.0; 2];
         for deadlines in order {
-            let (node, port) = start_node(1000, Transport::InProcess, deadlines).await;
+            let (node, port) = start_node(1000, Transport::InProcess, deadlines, "").await;
             burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
             let cpu = process_cpu();
             let rate = burst(port, n, QoS::AtMostOnce, "ab", "sensors", "out/#").await;
@@ -388,7 +397,7 @@ async fn run(n: usize, instance_reuse: u32, transport: Transport) -> Row {
     // `BRINK_BENCH_DEADLINES=off` turns them off here too, so a profile of
     // a whole process can be set beside one with them on.
     let deadlines = std::env::var("BRINK_BENCH_DEADLINES").map_or(true, |v| v != "off");
-    let (node, port) = start_node(instance_reuse, transport, deadlines).await;
+    let (node, port) = start_node(instance_reuse, transport, deadlines, "").await;
     // Warm up: compiled code, pooled slots, connections.
     burst(port, 2_000, QoS::AtLeastOnce, "warmup", "sensors", "out/#").await;
     let instances = if instance_reuse > 1 { "warm" } else { "fresh" };
@@ -487,7 +496,10 @@ fn main() {
     let rows = runtime.block_on(on_workers(async move {
         let only = only_runs;
         let mut rows = Vec::new();
-        for &transport in transports.iter().filter(|_| only != "deadlines") {
+        for &transport in transports
+            .iter()
+            .filter(|_| only != "deadlines" && only != "telemetry")
+        {
             if only != "warm" {
                 rows.push(run(n, 1, transport).await);
             }
@@ -498,7 +510,7 @@ fn main() {
         rows
     }));
     // Deadlines on against off: alternating rounds, in-process, warm.
-    let ab = (chosen.contains("in-process") && only != "fresh").then(|| {
+    let ab = (chosen.contains("in-process") && only != "fresh" && only != "telemetry").then(|| {
         println!(
             "deadlines on against off: in-process, warm, QoS 0, {n} events, alternating rounds"
         );
@@ -508,6 +520,10 @@ fn main() {
             .unwrap_or(9);
         runtime.block_on(on_workers(deadlines_ab(n, rounds)))
     });
+    // Traces off, on with a collector, and on with the collector down.
+    if chosen.contains("in-process") && (only.is_empty() || only == "telemetry") {
+        runtime.block_on(on_workers(telemetry_ab::run(n)));
+    }
     println!();
     println!("| configuration | QoS 0 | QoS 1 | QoS 1 / QoS 0 | p50 at 10k/s | p99 at 10k/s |");
     println!("|---|---|---|---|---|---|");

@@ -10,8 +10,6 @@ use brink_host::builder::{self, BuildRequest};
 use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod cli;
 
@@ -31,6 +29,11 @@ struct Cli {
         default_value = "info,rumqttd=warn"
     )]
     log: String,
+
+    /// How log records are written to stderr: `text` for people, `json`
+    /// (one object per line) for log shippers.
+    #[arg(long, global = true, env = "BRINK_LOG_FORMAT", value_enum, default_value_t = cli::logging::LogFormat::Text)]
+    log_format: cli::logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -281,25 +284,10 @@ fn parse_cli() -> Cli {
 
 fn main() -> ExitCode {
     let cli = parse_cli();
-    let filter = match cli.log.parse::<tracing_subscriber::filter::Targets>() {
-        Ok(filter) => filter,
-        Err(error) => {
-            eprintln!(
-                "error: --log (or BRINK_LOG) {:?} is not a log filter: {error}; \
-                 give a level and targets such as `info` or `info,brink_host=debug`",
-                cli.log
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let format = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    tracing_subscriber::registry()
-        .with(format)
-        .with(filter)
-        .init();
+    if let Err(e) = cli::logging::init(&cli.log, cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Up(args) => up(args),

@@ -5,6 +5,7 @@ pub mod client;
 pub mod deploy;
 pub mod keys;
 pub mod kv;
+pub mod logging;
 pub mod logs;
 pub mod outbox;
 pub mod run;
