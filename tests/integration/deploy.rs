@@ -140,7 +140,12 @@ impl Host {
         .await
     }
 
-    async fn invoke(&self, token: &str, name: &str, value: f64) -> anyhow::Result<(u16, Value)> {
+    pub(crate) async fn invoke(
+        &self,
+        token: &str,
+        name: &str,
+        value: f64,
+    ) -> anyhow::Result<(u16, Value)> {
         let event = json!({
             "specversion": "1.0", "id": uuid(), "source": "/test", "type": "com.example.reading",
             "subject": "t-1", "datacontenttype": "application/json",

@@ -5,11 +5,13 @@
 
 pub(crate) mod audit;
 pub mod auth;
+mod dashboard;
 mod functions;
 mod logs;
 mod node;
 pub mod openapi;
 pub mod state;
+mod stats;
 mod tenants;
 
 use std::collections::BTreeMap;
@@ -90,6 +92,7 @@ pub fn router(parts: Parts<'_>) -> Router {
         app = app.merge(node::router(facts, parts.auth));
     }
     audit::recorded(app, parts.audit)
+        .merge(dashboard::router())
         .fallback(crate::node::http::not_found)
         .method_not_allowed_fallback(crate::node::http::method_not_allowed)
 }

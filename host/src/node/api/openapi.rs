@@ -85,6 +85,7 @@ pub fn openapi() -> serde_json::Value {
             "/v1/outbox": {"get": op("Uplink queues: every one for the operator, the granted ones for a tenant", "200")},
             "/v1/outbox/{uplink}/purge": {"post": with(op("Drop what is queued for an uplink (operator)", "200"), &[&uplink])},
             "/v1/outbox/{uplink}/parked": {"get": with(op("Events the uplink refused for good, with the reason and the time (a tenant sees its own)", "200"), &[&uplink])},
+            "/v1/stats": {"get": op("Each function's invocations, errors, outputs, p99 and queue, and each model's requests (the operator sees every function, a tenant its own)", "200")},
             "/v1/node": {"get": op("What the node is and has: version, uptime, machine, disk free under the data directory, NVIDIA GPUs (NVML) and ONNX Runtime's providers, and where each model runs (a GPU→CPU fallback says why)", "200")},
             "/v1/audit": {"get": with(op("The audit ledger's records, each with the sha256 of the one before and the node's signature: every one for the operator, those that concern it for a tenant; `key` is the node's public key", "200"), &[&after, &limit])},
             "/v1/outbox/{uplink}/parked/{action}": {"post": with(op("`retry`: move parked events back to the queue; `purge`: drop them (operator; body `{\"seqs\": [..]}` picks some)", "200"), &[&uplink, &action])},

@@ -74,6 +74,7 @@ pub fn router(
             get(get_value).put(put_value).delete(delete_value),
         )
         .route("/v1/metrics", get(all_metrics))
+        .route("/v1/stats", get(stats))
         .route("/v1/outbox", get(outbox_status))
         .route(
             "/v1/outbox/{uplink}/purge",
@@ -386,6 +387,11 @@ async fn parked_act(
         None,
         format!("{count} parked events {field}"),
     ))
+}
+
+/// `GET /v1/stats`: each visible function's and model's figures.
+async fn stats(State(state): State<AdminState>, extensions: Extensions) -> Answer {
+    super::stats::stats(state.metrics.clone(), &extensions).await
 }
 
 async fn all_metrics(State(state): State<AdminState>, extensions: Extensions) -> Answer {
