@@ -21,7 +21,8 @@
 //! part, `BRINK_BENCH_DEADLINES=off` to turn them off in the fresh and warm
 //! runs (to set two profiles side by side),
 //! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports,
-//! `BRINK_BENCH_ONLY=telemetry` to run only the OTLP traces A/B,
+//! `BRINK_BENCH_ONLY=telemetry` to run only the OTLP traces A/B
+//! (`BRINK_BENCH_TRACES=off|on|collector down` for one side of it),
 //! `BRINK_BENCH_SLOW=1` to print every paced output slower than 5 ms;
 //! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
 

@@ -1949,3 +1949,38 @@ fn status_names_the_machine_and_its_accelerators_and_prints_json_for_scripts() -
     assert!(facts["disk"]["free_bytes"].as_u64() > Some(0), "{facts}");
     Ok(())
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_record_for_log_shippers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let manifest = dir.path().join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "brink_manifest_version = 1\n[model.digits]\npath = {:?}\ntarget = \"gpu\"\nfallback = \"cpu\"\n",
+            root()
+                .join("examples/digits/digits.onnx")
+                .display()
+                .to_string()
+        ),
+    )?;
+    let cache = dir.path().join("cache");
+    let path = manifest.display().to_string();
+    let out = brink(&cache, &["--log-format", "json", "up", &path, "--check"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    // The fallback is said, as a record a shipper can filter on.
+    assert!(
+        records.iter().any(|r| r["level"] == "WARN"
+            && r["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("CPU only"))),
+        "{records:?}"
+    );
+    let out = brink(&cache, &["--log-format", "yaml", "up", &path, "--check"])?;
+    assert_eq!(out.status.code(), Some(2), "an unknown format is refused");
+    Ok(())
+}

@@ -179,7 +179,7 @@ outputs = [{{ uplink = "cloud" }}]
         "every span is in the device's trace: {:?}",
         names(&spans)
     );
-    let receive = find(&spans, "receive sensors/t-1/temperature")?;
+    let receive = find(&spans, "receive")?;
     let dispatch_filter = find(&spans, "dispatch filter")?;
     let invoke_filter = find(&spans, "invoke filter")?;
     let dispatch_transform = find(&spans, "dispatch transform")?;

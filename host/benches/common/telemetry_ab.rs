@@ -1,4 +1,5 @@
-//! Traces off, on with a collector, and on with the collector down: warm
+//! Traces off, on with a collector (all traces, and one in ten), and on
+//! with the collector down: warm
 //! instances, in-process link, QoS 0, in alternating rounds (the order
 //! rotates), so the machine's drift falls on every side alike. Each round
 //! prints events/s and the process's CPU per event; the summary gives the
@@ -11,10 +12,14 @@ use super::{QoS, Transport, burst, median, process_cpu, start_node};
 
 /// The `[telemetry]` section of each side; the down side's port has no
 /// listener.
-fn sections(collector: &str, down: &str) -> [(&'static str, String); 3] {
+fn sections(collector: &str, down: &str) -> [(&'static str, String); 4] {
     [
         ("off", String::new()),
         ("on", format!("[telemetry]\notlp = \"{collector}\"\n")),
+        (
+            "on, 10% sampled",
+            format!("[telemetry]\notlp = \"{collector}\"\nsample_percent = 10\n"),
+        ),
         (
             "collector down",
             format!("[telemetry]\notlp = \"{down}\"\n"),
@@ -43,7 +48,12 @@ pub async fn run(n: usize) {
         .local_addr()
         .unwrap()
         .port();
-    let sides = sections(&collector().await, &format!("http://127.0.0.1:{down_port}"));
+    let mut sides = sections(&collector().await, &format!("http://127.0.0.1:{down_port}")).to_vec();
+    // `BRINK_BENCH_TRACES=on` (or `off`, `collector down`) runs one side,
+    // for a profile of it alone.
+    if let Ok(only) = std::env::var("BRINK_BENCH_TRACES") {
+        sides.retain(|(name, _)| *name == only);
+    }
     println!(
         "traces off / on / collector down: in-process, warm, QoS 0, {n} events, {rounds} rounds"
     );
@@ -69,7 +79,7 @@ pub async fn run(n: usize) {
             cpu[side].push(per_event);
         }
         for side in 1..sides.len() {
-            ratios[side].push(this[side] / this[0]);
+            ratios[side].push(this[side] / this[0].max(1.0));
         }
     }
     for (side, (name, _)) in sides.iter().enumerate() {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::metrics::{FunctionError, FunctionLabel, FunctionMeters, Metrics};
-use super::traced::{Trace, Traced};
+use super::traced::{Trace, TraceNames};
 use crate::bindings::{CloudEvent, ErrorKind};
 use crate::engine::Function;
 use crate::error::InvokeError;
@@ -94,7 +94,8 @@ struct Stage {
     concurrency: u32,
     triggers: Vec<Trigger>,
     outputs: Vec<Output>,
-    version: Option<String>,
+    /// Its spans' names and attributes.
+    names: TraceNames,
     permits: Semaphore,
     waiting: AtomicUsize,
     max_waiting: usize,
@@ -250,13 +251,20 @@ fn type_matches(pattern: &str, ty: &str) -> bool {
 
 fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
     let concurrency = route.concurrency.max(1);
+    let names = TraceNames::new(
+        &route.function.spec().name,
+        route.version.as_deref(),
+        route.function.digest(),
+        tenant.as_ref().map(|t| t.id.as_str()),
+        &route.outputs,
+    );
     Arc::new(Stage {
         function: route.function,
         tenant,
         concurrency,
         triggers: route.triggers,
         outputs: route.outputs,
-        version: route.version,
+        names,
         permits: Semaphore::new(concurrency as usize),
         waiting: AtomicUsize::new(0),
         max_waiting: concurrency as usize * QUEUE_PER_SLOT,
@@ -481,21 +489,15 @@ impl Dispatcher {
         self.admit(function, &stage)?;
         stage.meters.event_in(&self.metrics, function, trigger);
         let mut event = event;
-        let what = Traced {
-            function,
-            version: stage.version.as_deref(),
-            digest: stage.function.digest(),
-            tenant: stage.tenant.as_ref().map(|t| t.id.as_str()),
-        };
         let mut trace = self
             .tracer
             .as_ref()
-            .map(|t| Trace::begin(t, &what, trigger, &event));
+            .map(|t| Box::new(Trace::begin(t, &stage.names, trigger, &event)));
         let permit = self.take_slot(function, &stage, admission).await?;
         let tap = stage.function.spec().logs.as_ref();
         let event_id = tap.map(|_| event.id.clone());
         let start = Instant::now();
-        let span = trace.as_mut().map(|t| t.invoke(&what, &mut event));
+        let span = trace.as_mut().map(|t| t.invoke(&stage.names, &mut event));
         // Boxed: a call's future (wasmtime's instantiate and call, the
         // deadline) is 4.3 KB, and held inline it made every future above
         // it as large, each copied whole when built, spawned and finished
@@ -523,8 +525,8 @@ impl Dispatcher {
         let owner = stage.tenant.as_ref().map(|t| t.id.as_str());
         let routed = self
             .route(
-                (function, owner, trace.as_ref()),
-                &stage.outputs,
+                (function, owner, trace.as_deref()),
+                (&stage.outputs, &stage.names.outputs),
                 (&outputs, types),
                 admission,
             )
@@ -641,14 +643,14 @@ impl Dispatcher {
     fn route<'a>(
         &'a self,
         (function, owner, trace): (&'a str, Option<&'a str>, Option<&'a Trace>),
-        outputs: &'a [Output],
+        (outputs, labels): (&'a [Output], &'a [Arc<str>]),
         (events, types): (&'a [CloudEvent], &'a ExtTypes),
         admission: Admission,
     ) -> Pin<Box<dyn Future<Output = Result<(), DispatchError>> + Send + 'a>> {
         Box::pin(async move {
-            for output in outputs {
+            for (output, label) in outputs.iter().zip(labels) {
                 for event in events {
-                    let mut span = trace.and_then(|t| output_span(t, output));
+                    let mut span = trace.and_then(|t| output_span(t, output, label));
                     let sent = match output {
                         Output::Function(next) => {
                             let input = (event.clone(), types);
@@ -682,18 +684,16 @@ impl Dispatcher {
 
 /// The span of one output leaving the node; none for the next function,
 /// whose own dispatch span follows the event's context.
-fn output_span(trace: &Trace, output: &Output) -> Option<crate::telemetry::Span> {
-    use crate::telemetry::Kind;
+fn output_span(trace: &Trace, output: &Output, label: &Arc<str>) -> Option<crate::telemetry::Span> {
+    use crate::telemetry::{Kind, Name};
     Some(match output {
         Output::Function(_) => return None,
-        Output::Webhook(url) => trace.output("webhook POST".into(), Kind::Client, url.clone()),
-        Output::Mqtt(topic) => {
-            trace.output(format!("publish {topic}"), Kind::Producer, topic.clone())
-        }
-        Output::Uplink(uplink) => trace.output(
-            format!("outbox store {uplink}"),
+        Output::Webhook(_) => trace.output(Name::Static("webhook POST"), Kind::Client, label),
+        Output::Mqtt(_) => trace.output(Name::Of("publish", label.clone()), Kind::Producer, label),
+        Output::Uplink(_) => trace.output(
+            Name::Of("outbox store", label.clone()),
             Kind::Producer,
-            uplink.clone(),
+            label,
         ),
     })
 }

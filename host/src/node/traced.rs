@@ -3,19 +3,53 @@
 //! that; the event the guest sees and every event it sends on carry the
 //! invocation's context.
 
+use std::sync::Arc;
+
 use crate::bindings::CloudEvent;
 use crate::engine::Instantiated;
 use crate::error::InvokeError;
-use crate::telemetry::{Kind, Span, SpanContext, Tracer};
+use crate::manifest::Output;
+use crate::telemetry::{Kind, Name, Span, SpanContext, Tracer};
 
 use super::dispatch::TriggerKind;
 
-/// What a traced function is, for its spans' attributes.
-pub(super) struct Traced<'a> {
-    pub(super) function: &'a str,
-    pub(super) version: Option<&'a str>,
-    pub(super) digest: &'a str,
-    pub(super) tenant: Option<&'a str>,
+/// A stage's names, made once when it is installed and shared by every
+/// span of its events: making a span copies no string.
+#[derive(Debug)]
+pub(super) struct TraceNames {
+    function: Arc<str>,
+    version: Option<Arc<str>>,
+    /// The component's digest, shortened to `sha256:` and 12 hex digits.
+    digest: Arc<str>,
+    tenant: Option<Arc<str>>,
+    /// Each output's target, in the stage's order (`alerts/{subject}`).
+    pub(super) outputs: Vec<Arc<str>>,
+}
+
+impl TraceNames {
+    pub(super) fn new(
+        function: &str,
+        version: Option<&str>,
+        digest: &str,
+        tenant: Option<&str>,
+        outputs: &[Output],
+    ) -> Self {
+        Self {
+            function: Arc::from(function),
+            version: version.map(Arc::from),
+            digest: Arc::from(digest.get(..19).unwrap_or(digest)),
+            tenant: tenant.map(Arc::from),
+            outputs: outputs
+                .iter()
+                .map(|o| match o {
+                    Output::Mqtt(t)
+                    | Output::Function(t)
+                    | Output::Webhook(t)
+                    | Output::Uplink(t) => Arc::from(t.as_str()),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One event's dispatch through one function.
@@ -30,17 +64,15 @@ impl Trace {
     /// The dispatch span, under the context `event` carries.
     pub(super) fn begin(
         tracer: &Tracer,
-        what: &Traced<'_>,
+        names: &TraceNames,
         trigger: TriggerKind,
         event: &CloudEvent,
     ) -> Self {
-        let mut dispatch =
-            tracer.span_for(format!("dispatch {}", what.function), Kind::Internal, event);
-        dispatch.set("brink.function", what.function.to_owned());
+        let name = Name::Of("dispatch", names.function.clone());
+        let mut dispatch = tracer.span_for(name, Kind::Internal, event);
+        // The function and tenant are the invocation's attributes.
         dispatch.set("brink.trigger", trigger.label());
-        if let Some(tenant) = what.tenant {
-            dispatch.set("brink.tenant", tenant.to_owned());
-        }
+        dispatch.set("cloudevents.event_id", event.id.clone());
         Self {
             tracer: tracer.clone(),
             dispatch,
@@ -49,21 +81,18 @@ impl Trace {
     }
 
     /// The invocation's span; `event` (what the guest will see) carries it.
-    pub(super) fn invoke(&mut self, what: &Traced<'_>, event: &mut CloudEvent) -> Span {
+    pub(super) fn invoke(&mut self, names: &TraceNames, event: &mut CloudEvent) -> Span {
         let mut span = self
             .dispatch
-            .child(format!("invoke {}", what.function), Kind::Internal);
-        span.set("brink.function", what.function.to_owned());
-        if let Some(version) = what.version {
-            span.set("brink.function.version", version.to_owned());
+            .child(Name::Of("invoke", names.function.clone()), Kind::Internal);
+        span.set("brink.function", &names.function);
+        if let Some(version) = &names.version {
+            span.set("brink.function.version", version);
         }
-        let short = what.digest.get(..19).unwrap_or(what.digest);
-        span.set("brink.function.digest", short.to_owned());
-        if let Some(tenant) = what.tenant {
-            span.set("brink.tenant", tenant.to_owned());
+        span.set("brink.function.digest", &names.digest);
+        if let Some(tenant) = &names.tenant {
+            span.set("brink.tenant", tenant);
         }
-        span.set("cloudevents.event_id", event.id.clone());
-        span.set("cloudevents.event_type", event.type_.clone());
         span.stamp(event);
         self.invoked = Some(span.parent());
         span
@@ -96,7 +125,7 @@ impl Trace {
     }
 
     /// A span for one output leaving the node.
-    pub(super) fn output(&self, name: String, kind: Kind, target: String) -> Span {
+    pub(super) fn output(&self, name: Name, kind: Kind, target: &Arc<str>) -> Span {
         let parent = self
             .invoked
             .clone()
@@ -113,23 +142,23 @@ impl Trace {
 }
 
 /// The receive span of an MQTT message, under the context its event
-/// carries; the event then carries the span's.
+/// carries; the event then carries the span's. Named `receive` alone: the
+/// topic names a device, and span names must stay few (OpenTelemetry's
+/// messaging conventions); the topic is an attribute.
 pub(crate) fn mqtt_receive(tracer: &Tracer, topic: &str, qos: u8, event: &mut CloudEvent) -> Span {
-    let mut span = tracer.span_for(format!("receive {topic}"), Kind::Consumer, event);
+    let mut span = tracer.span_for("receive", Kind::Consumer, event);
     span.set("messaging.system", "mqtt");
     span.set("messaging.destination.name", topic.to_owned());
     span.set("messaging.mqtt.qos", i64::from(qos));
-    span.set("cloudevents.event_id", event.id.clone());
     span.stamp(event);
     span
 }
 
 /// The receive span of an HTTP request's event.
 pub(crate) fn http_receive(tracer: &Tracer, route: &str, event: &mut CloudEvent) -> Span {
-    let mut span = tracer.span_for(format!("POST {route}"), Kind::Server, event);
+    let mut span = tracer.span_for(Name::Of("POST", Arc::from(route)), Kind::Server, event);
     span.set("http.request.method", "POST");
     span.set("http.route", route.to_owned());
-    span.set("cloudevents.event_id", event.id.clone());
     span.stamp(event);
     span
 }
@@ -145,7 +174,8 @@ pub(crate) fn uplink_deliver(
     events
         .iter_mut()
         .map(|(event, _)| {
-            let mut span = tracer.span_for(format!("deliver {uplink}"), Kind::Producer, event);
+            let name = Name::Of("deliver", Arc::from(uplink));
+            let mut span = tracer.span_for(name, Kind::Producer, event);
             span.set("brink.uplink", uplink.to_owned());
             span.set("cloudevents.event_id", event.id.clone());
             span.stamp(event);

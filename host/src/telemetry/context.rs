@@ -10,6 +10,10 @@ use crate::bindings::CloudEvent;
 /// The extension attributes the distributed-tracing extension names.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+/// The longest `tracestate` kept: W3C asks vendors to pass on at least 512
+/// characters, and a device's longer one would ride on every span and
+/// every event sent on; past it, the state is dropped (the trace goes on).
+const MAX_TRACESTATE: usize = 512;
 
 /// Where a span sits in a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +63,23 @@ impl SpanContext {
         })
     }
 
-    /// The `traceparent` value.
+    /// The `traceparent` value: one allocation, as it is made for every
+    /// event a traced node passes on.
     pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            u8::from(self.sampled)
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        for byte in self.trace_id {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 15)]));
+        }
+        out.push('-');
+        for byte in self.span_id {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 15)]));
+        }
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 }
 
@@ -77,7 +90,12 @@ pub fn of_event(event: &CloudEvent) -> Option<(SpanContext, Option<String>)> {
     for (name, value) in &event.extensions {
         match name.as_str() {
             TRACEPARENT => parent = SpanContext::parse(value),
-            TRACESTATE => state = Some(value.clone()),
+            TRACESTATE
+                if value.len() <= MAX_TRACESTATE
+                    && value.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+            {
+                state = Some(value.clone());
+            }
             _ => {}
         }
     }
@@ -177,6 +195,36 @@ mod tests {
         ] {
             assert_eq!(SpanContext::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_oversized_or_unprintable_tracestate_is_dropped_and_the_trace_goes_on()
+    -> anyhow::Result<()> {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let event = |state: String| crate::bindings::CloudEvent {
+            id: "1".into(),
+            source: "/s".into(),
+            type_: "t".into(),
+            specversion: "1.0".into(),
+            subject: None,
+            time: None,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: vec![
+                (TRACEPARENT.into(), header.into()),
+                (TRACESTATE.into(), state),
+            ],
+            data: None,
+        };
+        let kept = of_event(&event("k=v".into()));
+        assert_eq!(kept.and_then(|(_, s)| s).as_deref(), Some("k=v"));
+        for hostile in ["k=".to_owned() + &"v".repeat(600), "k=\nv".to_owned()] {
+            let (context, state) =
+                of_event(&event(hostile)).ok_or_else(|| anyhow::anyhow!("context lost"))?;
+            assert_eq!(context.header(), header);
+            assert_eq!(state, None);
+        }
+        Ok(())
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! bound, not this task, decides what is kept meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,26 +15,34 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Kind, SpanData, Stats, TelemetryConfig, Value};
 
-/// Spans per post: OTLP collectors take 4 MiB by default; 512 spans of a
+/// Spans per post: OTLP collectors take 4 MiB by default; 2048 spans of a
 /// few hundred bytes each stay far below it.
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 2048;
 /// How long a post may take before its batch counts as failed.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Inputs = (
-    mpsc::Receiver<SpanData>,
-    mpsc::Receiver<oneshot::Sender<()>>,
-);
+/// What the tracer and the exporter share: the span queue, flush requests,
+/// and how many spans wait, with the bell a sender rings when a batch is full.
+pub(super) struct Inputs {
+    pub(super) spans: mpsc::Receiver<Box<SpanData>>,
+    pub(super) flushes: mpsc::Receiver<oneshot::Sender<()>>,
+    pub(super) waiting: Arc<AtomicUsize>,
+    pub(super) batch_full: Arc<Notify>,
+}
 
+/// The task never waits on the queue itself: a receiver parked on it would
+/// be woken by every span (a wake-up per span, across threads, was most of
+/// what tracing cost). It sleeps until the interval ends or a batch is full,
+/// then takes what is queued.
 pub(super) async fn run(
     config: TelemetryConfig,
     client: reqwest::Client,
-    (mut spans, mut flushes): Inputs,
+    mut inputs: Inputs,
     stats: Arc<Stats>,
 ) {
     let exporter = Exporter {
@@ -46,54 +54,57 @@ pub(super) async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut next_post = Instant::now();
     loop {
-        let deadline = Instant::now() + config.export_interval;
+        let flush = tokio::select! {
+            biased;
+            done = inputs.flushes.recv() => done,
+            () = inputs.batch_full.notified() => None,
+            () = tokio::time::sleep(config.export_interval) => None,
+        };
         let mut closed = false;
-        let mut flush = None;
-        while batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            tokio::select! {
-                biased;
-                Some(done) = flushes.recv() => {
-                    flush = Some(done);
-                    break;
-                }
-                n = spans.recv_many(&mut batch, room) => {
-                    if n == 0 {
-                        closed = true;
-                        break;
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => break,
+        loop {
+            let taken = take(&mut inputs, &mut batch, &mut closed);
+            if batch.is_empty() {
+                break;
+            }
+            if flush.is_none() {
+                // After a failure, wait an interval before trying again.
+                tokio::time::sleep_until(next_post).await;
+            }
+            if !exporter.post(&mut batch).await {
+                next_post = Instant::now() + config.export_interval;
+            }
+            // A flush sends everything queued; otherwise one batch a turn.
+            if flush.is_none() || taken < MAX_BATCH {
+                break;
             }
         }
         if let Some(done) = flush {
-            // Everything queued before the flush, then the answer.
-            while let Ok(span) = spans.try_recv() {
-                batch.push(span);
-                if batch.len() == MAX_BATCH {
-                    exporter.post(&mut batch).await;
-                }
-            }
-            exporter.post(&mut batch).await;
             let _ = done.send(());
-            continue;
-        }
-        if batch.is_empty() {
-            if closed {
-                return;
-            }
-            continue;
-        }
-        // After a failure, wait an interval before trying again.
-        tokio::time::sleep_until(next_post).await;
-        if !exporter.post(&mut batch).await {
-            next_post = Instant::now() + config.export_interval;
         }
         if closed {
-            exporter.post(&mut batch).await;
             return;
         }
     }
+}
+
+/// Moves up to a batch of queued spans into `batch`; how many.
+fn take(inputs: &mut Inputs, batch: &mut Vec<Box<SpanData>>, closed: &mut bool) -> usize {
+    let mut taken = 0;
+    while batch.len() < MAX_BATCH {
+        match inputs.spans.try_recv() {
+            Ok(span) => {
+                batch.push(span);
+                taken += 1;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                *closed = true;
+                break;
+            }
+        }
+    }
+    inputs.waiting.fetch_sub(taken, Ordering::Relaxed);
+    taken
 }
 
 struct Exporter {
@@ -105,7 +116,7 @@ struct Exporter {
 
 impl Exporter {
     /// Posts and empties `batch`; true when the collector took it.
-    async fn post(&self, batch: &mut Vec<SpanData>) -> bool {
+    async fn post(&self, batch: &mut Vec<Box<SpanData>>) -> bool {
         if batch.is_empty() {
             return true;
         }
@@ -159,6 +170,7 @@ fn resource(config: &TelemetryConfig) -> Resource {
 fn key_value(key: &str, value: &Value) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s.to_string()),
+        Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
         Value::Int(n) => any_value::Value::IntValue(*n),
         Value::Bool(b) => any_value::Value::BoolValue(*b),
     };
@@ -170,7 +182,7 @@ fn key_value(key: &str, value: &Value) -> KeyValue {
 }
 
 /// One `ExportTraceServiceRequest` with `spans`, as protobuf.
-pub fn encode(resource: &Resource, spans: impl Iterator<Item = SpanData>) -> Vec<u8> {
+pub fn encode(resource: &Resource, spans: impl Iterator<Item = Box<SpanData>>) -> Vec<u8> {
     let spans = spans.map(to_proto).collect();
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -190,7 +202,7 @@ pub fn encode(resource: &Resource, spans: impl Iterator<Item = SpanData>) -> Vec
     request.encode_to_vec()
 }
 
-fn to_proto(s: SpanData) -> Span {
+fn to_proto(s: Box<SpanData>) -> Span {
     let kind = match s.kind {
         Kind::Internal => span::SpanKind::Internal,
         Kind::Server => span::SpanKind::Server,
@@ -214,7 +226,7 @@ fn to_proto(s: SpanData) -> Span {
         trace_state: s.state.unwrap_or_default(),
         parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
         flags: u32::from(s.context.sampled),
-        name: s.name.into_owned(),
+        name: s.name.render(),
         kind: kind as i32,
         start_time_unix_nano: s.start_ns,
         end_time_unix_nano: s.end_ns,

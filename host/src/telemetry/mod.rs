@@ -19,7 +19,7 @@ mod export;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -38,12 +38,50 @@ pub enum Kind {
     Consumer,
 }
 
+/// A span's name: a fixed word, or a word and what it acts on
+/// (`dispatch` + `filter`), joined only when the span is exported, so making
+/// a span formats nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Name {
+    Static(&'static str),
+    Of(&'static str, Arc<str>),
+}
+
+impl Name {
+    pub fn render(&self) -> String {
+        match self {
+            Self::Static(s) => (*s).to_owned(),
+            Self::Of(verb, what) => format!("{verb} {what}"),
+        }
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(s: &'static str) -> Self {
+        Self::Static(s)
+    }
+}
+
 /// An attribute's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(Cow<'static, str>),
+    /// Shared with the function's other spans: no copy per span.
+    Shared(Arc<str>),
     Int(i64),
     Bool(bool),
+}
+
+impl From<Arc<str>> for Value {
+    fn from(s: Arc<str>) -> Self {
+        Self::Shared(s)
+    }
+}
+
+impl From<&Arc<str>> for Value {
+    fn from(s: &Arc<str>) -> Self {
+        Self::Shared(s.clone())
+    }
 }
 
 impl From<&'static str> for Value {
@@ -70,17 +108,51 @@ impl From<bool> for Value {
     }
 }
 
+/// The most attributes a span keeps; the node's spans have up to eight.
+const MAX_ATTRIBUTES: usize = 8;
+
+/// A span's attributes, kept inline: one allocation fewer per span than a
+/// `Vec`, and spans are made for every step of every event.
+#[derive(Debug, Clone)]
+pub struct Attributes {
+    items: [(&'static str, Value); MAX_ATTRIBUTES],
+    len: usize,
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Self {
+            items: [const { ("", Value::Int(0)) }; MAX_ATTRIBUTES],
+            len: 0,
+        }
+    }
+}
+
+impl Attributes {
+    /// Adds one; past [`MAX_ATTRIBUTES`] it is left out.
+    pub fn push(&mut self, key: &'static str, value: Value) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = (key, value);
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, Value)> {
+        self.items.iter().take(self.len)
+    }
+}
+
 /// A finished span, as the exporter sends it.
 #[derive(Debug, Clone)]
 pub struct SpanData {
     pub context: SpanContext,
     pub parent: Option<[u8; 8]>,
     pub state: Option<String>,
-    pub name: Cow<'static, str>,
+    pub name: Name,
     pub kind: Kind,
     pub start_ns: u64,
     pub end_ns: u64,
-    pub attributes: Vec<(&'static str, Value)>,
+    pub attributes: Attributes,
     /// Set when the step failed: the status message.
     pub error: Option<String>,
 }
@@ -115,8 +187,12 @@ pub struct Tracer {
 
 #[derive(Debug)]
 struct Inner {
-    queue: mpsc::Sender<SpanData>,
+    queue: mpsc::Sender<Box<SpanData>>,
     flush: mpsc::Sender<oneshot::Sender<()>>,
+    /// Spans queued and not yet taken; the sender that makes it a full
+    /// batch rings `batch_full`.
+    waiting: Arc<AtomicUsize>,
+    batch_full: Arc<tokio::sync::Notify>,
     /// A new trace is recorded when its id's low 64 bits fall below this.
     sample_below: u64,
     stats: Arc<Stats>,
@@ -137,6 +213,8 @@ impl Tracer {
     pub fn start(config: TelemetryConfig, client: reqwest::Client) -> Self {
         let (queue, spans) = mpsc::channel(config.max_queue_spans);
         let (flush, flushes) = mpsc::channel(1);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let batch_full = Arc::new(tokio::sync::Notify::new());
         let stats = Arc::new(Stats::default());
         let ratio = config.sample_ratio.clamp(0.0, 1.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -145,11 +223,19 @@ impl Tracer {
         } else {
             (ratio * u64::MAX as f64) as u64
         };
-        tokio::spawn(export::run(config, client, (spans, flushes), stats.clone()));
+        let inputs = export::Inputs {
+            spans,
+            flushes,
+            waiting: waiting.clone(),
+            batch_full: batch_full.clone(),
+        };
+        tokio::spawn(export::run(config, client, inputs, stats.clone()));
         Self {
             inner: Arc::new(Inner {
                 queue,
                 flush,
+                waiting,
+                batch_full,
                 sample_below,
                 stats,
             }),
@@ -164,7 +250,7 @@ impl Tracer {
     /// or the root of a new trace.
     pub fn start_span(
         &self,
-        name: impl Into<Cow<'static, str>>,
+        name: impl Into<Name>,
         kind: Kind,
         parent: Option<(SpanContext, Option<String>)>,
     ) -> Span {
@@ -193,7 +279,7 @@ impl Tracer {
                 kind,
                 start_ns: now_ns(),
                 end_ns: 0,
-                attributes: Vec::with_capacity(6),
+                attributes: Attributes::default(),
                 error: None,
             })
         });
@@ -206,12 +292,7 @@ impl Tracer {
     }
 
     /// A span whose parent is the context `event` carries.
-    pub fn span_for(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-        kind: Kind,
-        event: &CloudEvent,
-    ) -> Span {
+    pub fn span_for(&self, name: impl Into<Name>, kind: Kind, event: &CloudEvent) -> Span {
         self.start_span(name, kind, context::of_event(event))
     }
 
@@ -223,12 +304,17 @@ impl Tracer {
         }
     }
 
-    fn finish(&self, span: SpanData) {
-        if self.inner.queue.try_send(span).is_err() {
-            self.inner
+    fn finish(&self, span: Box<SpanData>) {
+        let inner = &self.inner;
+        if inner.queue.try_send(span).is_err() {
+            inner
                 .stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if inner.waiting.fetch_add(1, Ordering::Relaxed) + 1 == export::MAX_BATCH {
+            inner.batch_full.notify_one();
         }
     }
 }
@@ -246,6 +332,8 @@ pub struct Span {
     context: SpanContext,
     state: Option<String>,
     /// `None` when the trace is not sampled: the context still travels on.
+    /// Boxed: a span is held across awaits, and every byte of it would be
+    /// copied with the futures that hold it.
     record: Option<Box<SpanData>>,
     tracer: Tracer,
 }
@@ -266,14 +354,14 @@ impl Span {
     }
 
     /// A span under this one.
-    pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: Kind) -> Span {
+    pub fn child(&self, name: impl Into<Name>, kind: Kind) -> Span {
         self.tracer
             .start_span(name, kind, Some((self.context, self.state.clone())))
     }
 
     pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
         if let Some(record) = &mut self.record {
-            record.attributes.push((key, value.into()));
+            record.attributes.push(key, value.into());
         }
     }
 
@@ -289,7 +377,7 @@ impl Drop for Span {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.end_ns = now_ns();
-            self.tracer.finish(*record);
+            self.tracer.finish(record);
         }
     }
 }
