@@ -8,17 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
-use prost::Message as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Kind, SpanData, Stats, TelemetryConfig, Value};
+use super::wire::Envelope;
+use super::{SpanData, Stats, TelemetryConfig};
 
 /// Spans per post: OTLP collectors take 4 MiB by default; 2048 spans of a
 /// few hundred bytes each stay far below it.
@@ -45,8 +41,9 @@ pub(super) async fn run(
     mut inputs: Inputs,
     stats: Arc<Stats>,
 ) {
-    let exporter = Exporter {
-        resource: resource(&config),
+    let mut exporter = Exporter {
+        envelope: Envelope::new(&resource(&config)),
+        scratch: Vec::new(),
         url: config.traces_url,
         client,
         stats,
@@ -87,7 +84,9 @@ pub(super) async fn run(
     }
 }
 
-/// Moves up to a batch of queued spans into `batch`; how many.
+/// Moves up to a batch of queued spans into `batch`; how many. The spans
+/// stay in the boxes they were queued in: unboxing would copy each.
+#[allow(clippy::vec_box)]
 fn take(inputs: &mut Inputs, batch: &mut Vec<Box<SpanData>>, closed: &mut bool) -> usize {
     let mut taken = 0;
     while batch.len() < MAX_BATCH {
@@ -108,7 +107,9 @@ fn take(inputs: &mut Inputs, batch: &mut Vec<Box<SpanData>>, closed: &mut bool) 
 }
 
 struct Exporter {
-    resource: Resource,
+    envelope: Envelope,
+    /// The spans' encoding, kept between posts.
+    scratch: Vec<u8>,
     url: String,
     client: reqwest::Client,
     stats: Arc<Stats>,
@@ -116,12 +117,16 @@ struct Exporter {
 
 impl Exporter {
     /// Posts and empties `batch`; true when the collector took it.
-    async fn post(&self, batch: &mut Vec<Box<SpanData>>) -> bool {
+    #[allow(clippy::vec_box)]
+    async fn post(&mut self, batch: &mut Vec<Box<SpanData>>) -> bool {
         if batch.is_empty() {
             return true;
         }
         let count = batch.len() as u64;
-        let body = encode(&self.resource, batch.drain(..));
+        let body = self
+            .envelope
+            .encode(batch.iter().map(|s| &**s), &mut self.scratch);
+        batch.clear();
         let sent = self
             .client
             .post(&self.url)
@@ -161,77 +166,14 @@ fn resource(config: &TelemetryConfig) -> Resource {
         attributes: config
             .resource
             .iter()
-            .map(|(k, v)| key_value(k, &Value::from(v.clone())))
+            .map(|(k, v)| KeyValue {
+                key: (*k).to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v.clone())),
+                }),
+                ..KeyValue::default()
+            })
             .collect(),
         ..Resource::default()
-    }
-}
-
-fn key_value(key: &str, value: &Value) -> KeyValue {
-    let value = match value {
-        Value::Str(s) => any_value::Value::StringValue(s.to_string()),
-        Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
-        Value::Int(n) => any_value::Value::IntValue(*n),
-        Value::Bool(b) => any_value::Value::BoolValue(*b),
-    };
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
-
-/// One `ExportTraceServiceRequest` with `spans`, as protobuf.
-pub fn encode(resource: &Resource, spans: impl Iterator<Item = Box<SpanData>>) -> Vec<u8> {
-    let spans = spans.map(to_proto).collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "brink".to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..InstrumentationScope::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    request.encode_to_vec()
-}
-
-fn to_proto(s: Box<SpanData>) -> Span {
-    let kind = match s.kind {
-        Kind::Internal => span::SpanKind::Internal,
-        Kind::Server => span::SpanKind::Server,
-        Kind::Client => span::SpanKind::Client,
-        Kind::Producer => span::SpanKind::Producer,
-        Kind::Consumer => span::SpanKind::Consumer,
-    };
-    let status = match s.error {
-        Some(message) => Status {
-            message,
-            code: status::StatusCode::Error as i32,
-        },
-        None => Status {
-            message: String::new(),
-            code: status::StatusCode::Ok as i32,
-        },
-    };
-    Span {
-        trace_id: s.context.trace_id.to_vec(),
-        span_id: s.context.span_id.to_vec(),
-        trace_state: s.state.unwrap_or_default(),
-        parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: u32::from(s.context.sampled),
-        name: s.name.render(),
-        kind: kind as i32,
-        start_time_unix_nano: s.start_ns,
-        end_time_unix_nano: s.end_ns,
-        attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-        status: Some(status),
-        ..Span::default()
     }
 }

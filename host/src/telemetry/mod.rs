@@ -16,6 +16,7 @@
 
 pub mod context;
 mod export;
+mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -160,3 +160,116 @@ async fn a_collector_that_is_down_or_refuses_costs_spans_never_a_wait() -> anyho
     assert_eq!(tracer.stats().exported.load(Ordering::Relaxed), 0);
     Ok(())
 }
+
+/// What opentelemetry-proto's types make of `s`: the reference the direct
+/// encoding is checked against.
+fn reference(s: &SpanData) -> opentelemetry_proto::tonic::trace::v1::Span {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
+    let value = |v: &Value| match v {
+        Value::Str(s) => any_value::Value::StringValue(s.to_string()),
+        Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
+        Value::Int(n) => any_value::Value::IntValue(*n),
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
+    };
+    let kind = match s.kind {
+        Kind::Internal => span::SpanKind::Internal,
+        Kind::Server => span::SpanKind::Server,
+        Kind::Client => span::SpanKind::Client,
+        Kind::Producer => span::SpanKind::Producer,
+        Kind::Consumer => span::SpanKind::Consumer,
+    };
+    let code = if s.error.is_some() {
+        status::StatusCode::Error
+    } else {
+        status::StatusCode::Ok
+    };
+    Span {
+        trace_id: s.context.trace_id.to_vec(),
+        span_id: s.context.span_id.to_vec(),
+        trace_state: s.state.clone().unwrap_or_default(),
+        parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        flags: u32::from(s.context.sampled),
+        name: s.name.render(),
+        kind: kind as i32,
+        start_time_unix_nano: s.start_ns,
+        end_time_unix_nano: s.end_ns,
+        attributes: s
+            .attributes
+            .iter()
+            .map(|(k, v)| KeyValue {
+                key: (*k).to_owned(),
+                value: Some(AnyValue {
+                    value: Some(value(v)),
+                }),
+                ..KeyValue::default()
+            })
+            .collect(),
+        status: Some(Status {
+            message: s.error.clone().unwrap_or_default(),
+            code: code as i32,
+        }),
+        ..Span::default()
+    }
+}
+
+#[test]
+fn the_direct_encoding_decodes_as_the_otlp_types_would_write_it() -> anyhow::Result<()> {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let span = |name: Name, kind, parent, state: Option<&str>, error: Option<&str>| {
+        let mut attributes = Attributes::default();
+        attributes.push("brink.function", Value::Shared(Arc::from("filter")));
+        attributes.push("messaging.mqtt.qos", Value::Int(1));
+        attributes.push("big", Value::Int(i64::MAX));
+        attributes.push("negative", Value::Int(-3));
+        attributes.push("warm", Value::Bool(true));
+        attributes.push("empty", Value::from(String::new()));
+        attributes.push("long", Value::from("é".repeat(300)));
+        SpanData {
+            context: SpanContext {
+                trace_id: context::trace_id(),
+                span_id: context::span_id(),
+                sampled: true,
+            },
+            parent,
+            state: state.map(str::to_owned),
+            name,
+            kind,
+            start_ns: 1_700_000_000_000_000_000,
+            end_ns: u64::MAX,
+            attributes,
+            error: error.map(str::to_owned),
+        }
+    };
+    let spans = [
+        span("receive".into(), Kind::Consumer, None, None, None),
+        span(
+            Name::Of("invoke", Arc::from("filter")),
+            Kind::Internal,
+            Some(context::span_id()),
+            Some("k=v"),
+            Some("trapped: wasm `unreachable`"),
+        ),
+        span("x".into(), Kind::Server, None, Some(""), Some("")),
+        span("p".into(), Kind::Producer, None, None, None),
+        span("c".into(), Kind::Client, None, None, None),
+    ];
+    let resource = Resource {
+        attributes: vec![],
+        ..Resource::default()
+    };
+    let mut scratch = vec![9; 40];
+    let envelope = wire::Envelope::new(&resource);
+    for _ in 0..2 {
+        let body = envelope.encode(spans.iter(), &mut scratch);
+        let request = ExportTraceServiceRequest::decode(body.as_slice())?;
+        let scope = &request.resource_spans[0].scope_spans[0];
+        assert_eq!(scope.scope.as_ref().map(|s| s.name.as_str()), Some("brink"));
+        let want: Vec<_> = spans.iter().map(reference).collect();
+        assert_eq!(scope.spans, want);
+    }
+    let empty = envelope.encode([].iter(), &mut scratch);
+    let request = ExportTraceServiceRequest::decode(empty.as_slice())?;
+    assert!(request.resource_spans[0].scope_spans[0].spans.is_empty());
+    Ok(())
+}
