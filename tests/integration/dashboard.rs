@@ -157,21 +157,43 @@ impl Browser {
             .unwrap_or_default())
     }
 
+    /// Sends `method` `/element/<id>/<what>` to the first element `css`
+    /// matches; `None` when none does. The dashboard redraws its tables
+    /// every second, so the element found may be gone by the time the
+    /// command reaches it ("stale element reference"): then it is found
+    /// again.
+    async fn on_first(
+        &self,
+        css: &str,
+        (method, what): (&str, &str),
+        body: Value,
+    ) -> anyhow::Result<Option<Value>> {
+        let mut tries = 0;
+        loop {
+            let Some(element) = self.all(css).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            let path = format!("/element/{element}/{what}");
+            match self.command(method, &path, body.clone()).await {
+                Ok(value) => return Ok(Some(value)),
+                Err(e) if tries < 10 && e.to_string().contains("stale element") => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn text(&self, css: &str) -> anyhow::Result<String> {
-        let Some(element) = self.all(css).await?.into_iter().next() else {
-            return Ok(String::new());
-        };
-        let text = self
-            .command("GET", &format!("/element/{element}/text"), Value::Null)
-            .await?;
-        Ok(text.as_str().unwrap_or_default().to_owned())
+        let text = self.on_first(css, ("GET", "text"), Value::Null).await?;
+        Ok(text
+            .and_then(|t| t.as_str().map(str::to_owned))
+            .unwrap_or_default())
     }
 
     async fn click(&self, css: &str) -> anyhow::Result<()> {
-        let element = self.element(css).await?;
-        self.command("POST", &format!("/element/{element}/click"), json!({}))
-            .await
+        self.on_first(css, ("POST", "click"), json!({}))
+            .await?
             .map(drop)
+            .ok_or_else(|| anyhow::anyhow!("no element {css}"))
     }
 
     async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
