@@ -488,7 +488,6 @@ impl Dispatcher {
             .ok_or_else(|| DispatchError::UnknownFunction(function.to_owned()))?;
         self.admit(function, &stage)?;
         stage.meters.event_in(&self.metrics, function, trigger);
-        let mut event = event;
         let mut trace = self
             .tracer
             .as_ref()
@@ -497,7 +496,7 @@ impl Dispatcher {
         let tap = stage.function.spec().logs.as_ref();
         let event_id = tap.map(|_| event.id.clone());
         let start = Instant::now();
-        let span = trace.as_mut().map(|t| t.invoke(&stage.names, &mut event));
+        let span = trace.as_mut().map(|t| t.invoke(&stage.names));
         // Boxed: a call's future (wasmtime's instantiate and call, the
         // deadline) is 4.3 KB, and held inline it made every future above
         // it as large, each copied whole when built, spawned and finished

@@ -50,8 +50,10 @@ impl SpanContext {
         if ![version, trace, span, flags].into_iter().all(lower_hex) {
             return None;
         }
-        let trace_id: [u8; 16] = hex::decode(trace).ok()?.try_into().ok()?;
-        let span_id: [u8; 8] = hex::decode(span).ok()?.try_into().ok()?;
+        let mut trace_id = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        hex::decode_to_slice(trace, &mut trace_id).ok()?;
+        hex::decode_to_slice(span, &mut span_id).ok()?;
         let flags = u8::from_str_radix(flags, 16).ok()?;
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
@@ -63,11 +65,19 @@ impl SpanContext {
         })
     }
 
-    /// The `traceparent` value: one allocation, as it is made for every
-    /// event a traced node passes on.
+    /// The `traceparent` value.
     pub fn header(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(55);
+        self.write_header(&mut out);
+        out
+    }
+
+    /// Writes the `traceparent` value into `out`, replacing what it held:
+    /// an event that already carries one is stamped in place, with no
+    /// allocation, as every event a traced node passes on is.
+    pub fn write_header(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.clear();
         out.push_str("00-");
         for byte in self.trace_id {
             out.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -79,7 +89,6 @@ impl SpanContext {
             out.push(char::from(HEX[usize::from(byte & 15)]));
         }
         out.push_str(if self.sampled { "-01" } else { "-00" });
-        out
     }
 }
 
@@ -103,13 +112,24 @@ pub fn of_event(event: &CloudEvent) -> Option<(SpanContext, Option<String>)> {
 }
 
 /// Puts `context` (and `state`) on `event`, replacing what it carried.
+/// A `traceparent` it already carries (a guest's output copied from its
+/// input, most often) is overwritten where it is.
 pub fn stamp(event: &mut CloudEvent, context: &SpanContext, state: Option<&str>) {
-    event
-        .extensions
-        .retain(|(name, _)| name != TRACEPARENT && name != TRACESTATE);
-    event
-        .extensions
-        .push((TRACEPARENT.to_owned(), context.header()));
+    let mut parent = None;
+    event.extensions.retain_mut(|(name, value)| match name.as_str() {
+        TRACEPARENT if parent.is_none() => {
+            context.write_header(value);
+            parent = Some(());
+            true
+        }
+        TRACEPARENT | TRACESTATE => false,
+        _ => true,
+    });
+    if parent.is_none() {
+        event
+            .extensions
+            .push((TRACEPARENT.to_owned(), context.header()));
+    }
     if let Some(state) = state {
         event
             .extensions
@@ -225,6 +245,59 @@ mod tests {
             assert_eq!(state, None);
         }
         Ok(())
+    }
+
+    #[test]
+    fn stamping_replaces_the_context_an_event_carried_and_keeps_the_rest() {
+        let context = SpanContext {
+            trace_id: trace_id(),
+            span_id: span_id(),
+            sampled: true,
+        };
+        let ext = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let mut event = crate::bindings::CloudEvent {
+            id: "1".into(),
+            source: "/s".into(),
+            type_: "t".into(),
+            specversion: "1.0".into(),
+            subject: None,
+            time: None,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: ext(&[
+                ("site", "a"),
+                (TRACEPARENT, "00-old"),
+                (TRACESTATE, "old=1"),
+                (TRACEPARENT, "00-twice"),
+                ("line", "2"),
+            ]),
+            data: None,
+        };
+        stamp(&mut event, &context, None);
+        let header = context.header();
+        assert_eq!(
+            event.extensions,
+            ext(&[("site", "a"), (TRACEPARENT, &header), ("line", "2")])
+        );
+        stamp(&mut event, &context, Some("k=v"));
+        assert_eq!(
+            event.extensions,
+            ext(&[
+                ("site", "a"),
+                (TRACEPARENT, &header),
+                ("line", "2"),
+                (TRACESTATE, "k=v"),
+            ])
+        );
+        event.extensions.clear();
+        stamp(&mut event, &context, None);
+        assert_eq!(event.extensions, ext(&[(TRACEPARENT, &header)]));
+        assert_eq!(of_event(&event), Some((context, None)));
     }
 
     #[test]
