@@ -116,15 +116,17 @@ pub fn of_event(event: &CloudEvent) -> Option<(SpanContext, Option<String>)> {
 /// input, most often) is overwritten where it is.
 pub fn stamp(event: &mut CloudEvent, context: &SpanContext, state: Option<&str>) {
     let mut parent = None;
-    event.extensions.retain_mut(|(name, value)| match name.as_str() {
-        TRACEPARENT if parent.is_none() => {
-            context.write_header(value);
-            parent = Some(());
-            true
-        }
-        TRACEPARENT | TRACESTATE => false,
-        _ => true,
-    });
+    event
+        .extensions
+        .retain_mut(|(name, value)| match name.as_str() {
+            TRACEPARENT if parent.is_none() => {
+                context.write_header(value);
+                parent = Some(());
+                true
+            }
+            TRACEPARENT | TRACESTATE => false,
+            _ => true,
+        });
     if parent.is_none() {
         event
             .extensions
