@@ -428,5 +428,22 @@ pub fn wire_size(event: &CloudEvent) -> usize {
         + data
 }
 
+/// An event with the required attributes and `extensions`, for tests.
+#[cfg(test)]
+pub(crate) fn test_event(extensions: Vec<(String, String)>) -> CloudEvent {
+    CloudEvent {
+        id: "1".into(),
+        source: "/s".into(),
+        type_: "t".into(),
+        specversion: "1.0".into(),
+        subject: None,
+        time: None,
+        datacontenttype: None,
+        dataschema: None,
+        extensions,
+        data: None,
+    }
+}
+
 #[cfg(test)]
 mod tests;

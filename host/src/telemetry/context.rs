@@ -223,20 +223,11 @@ mod tests {
     fn an_oversized_or_unprintable_tracestate_is_dropped_and_the_trace_goes_on()
     -> anyhow::Result<()> {
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let event = |state: String| crate::bindings::CloudEvent {
-            id: "1".into(),
-            source: "/s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: None,
-            dataschema: None,
-            extensions: vec![
+        let event = |state: String| {
+            crate::event::test_event(vec![
                 (TRACEPARENT.into(), header.into()),
                 (TRACESTATE.into(), state),
-            ],
-            data: None,
+            ])
         };
         let kept = of_event(&event("k=v".into()));
         assert_eq!(kept.and_then(|(_, s)| s).as_deref(), Some("k=v"));
@@ -262,24 +253,13 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect()
         };
-        let mut event = crate::bindings::CloudEvent {
-            id: "1".into(),
-            source: "/s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: None,
-            dataschema: None,
-            extensions: ext(&[
-                ("site", "a"),
-                (TRACEPARENT, "00-old"),
-                (TRACESTATE, "old=1"),
-                (TRACEPARENT, "00-twice"),
-                ("line", "2"),
-            ]),
-            data: None,
-        };
+        let mut event = crate::event::test_event(ext(&[
+            ("site", "a"),
+            (TRACEPARENT, "00-old"),
+            (TRACESTATE, "old=1"),
+            (TRACEPARENT, "00-twice"),
+            ("line", "2"),
+        ]));
         stamp(&mut event, &context, None);
         let header = context.header();
         assert_eq!(

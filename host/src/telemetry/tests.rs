@@ -67,18 +67,7 @@ async fn a_device_trace_is_continued_and_its_spans_reach_the_collector() -> anyh
     receive.set("messaging.destination.name", "sensors/t-1");
     let mut invoke = receive.child("invoke filter", Kind::Internal);
     invoke.fail("trapped");
-    let mut event = crate::bindings::CloudEvent {
-        id: "1".into(),
-        source: "/s".into(),
-        type_: "t".into(),
-        specversion: "1.0".into(),
-        subject: None,
-        time: None,
-        datacontenttype: None,
-        dataschema: None,
-        extensions: vec![("traceparent".into(), "00-bogus".into())],
-        data: None,
-    };
+    let mut event = crate::event::test_event(vec![("traceparent".into(), "00-bogus".into())]);
     invoke.stamp(&mut event);
     let carried = context::of_event(&event);
     assert_eq!(carried, Some((invoke.context(), Some("k=v".to_owned()))));
