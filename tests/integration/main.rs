@@ -19,6 +19,7 @@ mod node;
 mod outbox;
 mod parking;
 mod reuse;
+mod service;
 mod status;
 mod telemetry;
 mod tenancy;

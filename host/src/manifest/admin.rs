@@ -20,6 +20,12 @@ pub struct AdminSection {
     /// data directory's `operator-token` (readable only by its user): where
     /// tenants exist, a call without a token is never the operator's.
     pub token: Option<String>,
+    /// `token_file = "/run/credentials/brink.service/admin-token"`: the
+    /// token, read from this file at start instead of written here (a
+    /// Kubernetes Secret's mount, systemd's `LoadCredential=`), so the
+    /// manifest can be shared; relative to the manifest. Surrounding white
+    /// space is trimmed; an empty file is refused.
+    pub token_file: Option<PathBuf>,
     /// `[admin.jwt]`: also accept JWTs from an identity server.
     pub jwt: Option<JwtSection>,
 }
@@ -29,6 +35,7 @@ impl Default for AdminSection {
         Self {
             listen: default_admin_listen(),
             token: None,
+            token_file: None,
             jwt: None,
         }
     }
@@ -89,11 +96,17 @@ impl AdminSection {
                 }
             }
         }
-        if !self.listen.ip().is_loopback() && self.token.is_none() {
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(Invalid::at(
+                "admin.token_file",
+                "admin.token and admin.token_file are both set: keep one (token_file keeps the secret out of the manifest)",
+            ));
+        }
+        if !self.listen.ip().is_loopback() && self.token.is_none() && self.token_file.is_none() {
             return Err(Invalid::at(
                 "admin.listen",
                 format!(
-                    "admin.listen {} is not a loopback address: set admin.token, so that not anyone who can reach it can change this node's state",
+                    "admin.listen {} is not a loopback address: set admin.token or admin.token_file, so that not anyone who can reach it can change this node's state",
                     self.listen
                 ),
             ));

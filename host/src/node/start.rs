@@ -486,8 +486,13 @@ async fn open_registry(
         None => None,
     };
     // Where tenants exist, some credential must make the operator.
-    let operator_token = match (&manifest.admin.token, &tenants, &jwt) {
-        (Some(token), _, _) => Some(token.clone()),
+    let configured = match (&manifest.admin.token, &manifest.admin.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(api::auth::read_token_file(&base.join(file))?),
+        (None, None) => None,
+    };
+    let operator_token = match (configured, &tenants, &jwt) {
+        (Some(token), _, _) => Some(token),
         (None, Some(_), None) => Some(api::auth::generated_operator_token(data_dir)?),
         (None, _, _) => None,
     };

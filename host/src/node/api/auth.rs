@@ -30,6 +30,25 @@ use crate::manifest::JwtSection;
 use crate::node::problem::Problem;
 use crate::tenancy::{TenantError, TenantRecord, Tenants};
 
+/// The operator token from `[admin] token_file`, trimmed. A missing,
+/// unreadable or empty file stops the start: a node that cannot tell its
+/// operator apart must not serve the admin API.
+pub fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading admin.token_file {}: create it with the operator token, or point token_file at the secret's mount",
+            path.display()
+        )
+    })?;
+    let token = token.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "admin.token_file {} is empty: write the operator token into it",
+        path.display()
+    );
+    Ok(token.to_owned())
+}
+
 /// The operator token of a node with tenants and no configured operator
 /// credential: made at first start (32 random bytes), kept in
 /// `data_dir/operator-token` readable only by the node's user, and read
