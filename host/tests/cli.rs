@@ -1947,6 +1947,13 @@ fn status_names_the_machine_and_its_accelerators_and_prints_json_for_scripts() -
     let facts: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(facts["machine"]["arch"], std::env::consts::ARCH);
     assert!(facts["disk"]["free_bytes"].as_u64() > Some(0), "{facts}");
+    // Without [node], the node is named for its machine.
+    let id = facts["node"]["id"].as_str().unwrap_or_default();
+    assert!(!id.is_empty(), "{facts}");
+    assert!(
+        text.starts_with(&format!("node         {id}: brink ")),
+        "{text}"
+    );
     Ok(())
 }
 

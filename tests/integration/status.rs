@@ -14,6 +14,9 @@ async fn the_node_reports_its_machine_accelerators_and_a_gpu_model_fallen_back_t
     let text = format!(
         r#"brink_manifest_version = 1
 data_dir = {data:?}
+[node]
+id = "gw-plant3-07"
+labels = {{ site = "plant-3", line = "2" }}
 [http]
 listen = "127.0.0.1:0"
 [admin]
@@ -46,6 +49,8 @@ fallback = "cpu"
     .await?;
     assert_eq!(status, 200, "{facts}");
     assert_eq!(facts["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(facts["node"]["id"], "gw-plant3-07");
+    assert_eq!(facts["node"]["labels"]["site"], "plant-3");
     assert_eq!(facts["machine"]["arch"], std::env::consts::ARCH);
     assert!(facts["machine"]["cpus"].as_u64() >= Some(1), "{facts}");
     assert!(facts["disk"]["free_bytes"].as_u64() > Some(0), "{facts}");
@@ -106,6 +111,9 @@ fallback = "cpu"
         "{metrics}"
     );
     assert!(info.contains(&format!("gpus=\"{gpus}\"")), "{info}");
+    for label in ["node=\"gw-plant3-07\"", "site=\"plant-3\"", "line=\"2\""] {
+        assert!(info.contains(label), "{label} missing: {info}");
+    }
     assert!(info.ends_with(" 1"), "{info}");
     let placed = line("brink_model_placement{").unwrap_or_default();
     assert!(

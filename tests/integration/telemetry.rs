@@ -111,6 +111,8 @@ async fn one_mqtt_event_is_one_trace_from_the_device_through_two_functions_to_th
     let text = format!(
         r#"brink_manifest_version = 1
 data_dir = {data:?}
+[node]
+id = "gw-plant3-07"
 [http]
 listen = "127.0.0.1:0"
 [mqtt]
@@ -171,6 +173,8 @@ outputs = [{{ uplink = "cloud" }}]
         "{carried}"
     );
     assert_eq!(header("ce-tracestate"), "vendor=device");
+    // And says which node forwarded it.
+    assert_eq!(header("ce-brinknode"), "gw-plant3-07");
 
     let spans = lock(&spans).clone();
     let trace = hex(DEVICE_TRACE)?;

@@ -37,6 +37,21 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
+/// ` {site=plant-3, line=2}`, or nothing without labels.
+fn node_labels(labels: &Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!(" {{{}}}", pairs.join(", "))
+    }
+}
+
 /// The facts as labelled lines.
 fn lines(f: &Value) -> Vec<(&'static str, String)> {
     let m = &f["machine"];
@@ -45,7 +60,9 @@ fn lines(f: &Value) -> Vec<(&'static str, String)> {
         (
             "node",
             format!(
-                "brink {} on {} ({} {}), up {}h {:02}m since {}",
+                "{}{}: brink {} on {} ({} {}), up {}h {:02}m since {}",
+                text(&f["node"]["id"]),
+                node_labels(&f["node"]["labels"]),
                 text(&f["version"]),
                 m["hostname"].as_str().unwrap_or("?"),
                 text(&m["os"]),

@@ -22,6 +22,7 @@ mod http;
 mod kv;
 mod model;
 mod mqtt;
+mod node;
 mod registry;
 mod telemetry;
 pub mod topic;
@@ -42,6 +43,7 @@ pub use http::HttpSection;
 pub use kv::KvSection;
 pub use model::{BackendKind, Fallback, ModelSection, NnSection, Target};
 pub use mqtt::{MqttLink, MqttOutputMode, MqttProtocol, MqttSection};
+pub use node::{NodeSection, RESERVED_LABELS};
 pub use registry::RegistrySection;
 pub use telemetry::{Percent, TelemetrySection};
 pub(crate) use topic::{check_template, check_topic_filter};
@@ -96,6 +98,10 @@ pub struct Manifest {
     /// `[telemetry]`: traces of every event over OTLP (off by default).
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// `[node]`: this node's id and labels, carried by its metrics, traces
+    /// and the events it sends upstream.
+    #[serde(default)]
+    pub node: NodeSection,
     /// `sha256:<hex>` of the text this was parsed from (not a setting): the
     /// audit ledger's node-start record names the manifest by it.
     #[serde(skip)]
@@ -158,6 +164,7 @@ impl Manifest {
         }
         self.mqtt.check()?;
         self.telemetry.check()?;
+        self.node.check()?;
         error::check_name("app", &self.app)?;
         self.kv.check()?;
         if let Some(registry) = &self.registry {

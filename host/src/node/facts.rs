@@ -17,9 +17,17 @@ use crate::capability::{Meters, gauge_value};
 use crate::nn::devices::{self, Nvidia, OnnxRuntime};
 use crate::nn::{Models, NnConfig, Placement};
 
+/// Which node this is (`[node]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub id: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// The node's facts, read afresh at each call.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeFacts {
+    pub node: Identity,
     pub version: &'static str,
     pub started: String,
     pub uptime_s: u64,
@@ -72,12 +80,19 @@ struct Inner {
     data_dir: PathBuf,
     models: Option<Models>,
     audit_key: Option<String>,
+    identity: Identity,
 }
 
 impl Facts {
-    pub fn new(data_dir: &Path, models: Option<Models>, audit_key: Option<String>) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        models: Option<Models>,
+        audit_key: Option<String>,
+        identity: Identity,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                identity,
                 started: Instant::now(),
                 started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 data_dir: data_dir.to_owned(),
@@ -96,6 +111,7 @@ impl Facts {
             .as_ref()
             .map_or_else(NnConfig::default, |m| m.config().clone());
         NodeFacts {
+            node: inner.identity.clone(),
             version: env!("CARGO_PKG_VERSION"),
             started: inner.started_at.clone(),
             uptime_s: inner.started.elapsed().as_secs(),
@@ -174,19 +190,6 @@ fn disk(data_dir: &Path) -> Disk {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InfoLabels {
-    version: String,
-    os: String,
-    arch: String,
-    cpus: String,
-    cpu_model: String,
-    gpus: String,
-    gpu_models: String,
-    nvidia_driver: String,
-    onnxruntime_providers: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlacementLabels {
     model: String,
     backend: String,
@@ -208,7 +211,7 @@ struct NodeMeters {
 /// memory and free disk, read at each scrape.
 pub fn meters(registry: &mut Registry, facts: Facts) -> Box<dyn Meters> {
     let now = facts.collect();
-    let info = Family::<InfoLabels, Gauge>::default();
+    let info = Family::<Vec<(String, String)>, Gauge>::default();
     registry.register(
         "node_info",
         "The node's version, machine and accelerators, as labels (always 1)",
@@ -256,24 +259,44 @@ pub fn meters(registry: &mut Registry, facts: Facts) -> Box<dyn Meters> {
     })
 }
 
-fn info_labels(facts: &NodeFacts) -> InfoLabels {
+/// `brink_node_info`'s labels: the node's id, what it runs on, then its
+/// `[node.labels]` (whose names cannot take one of these: checked at load).
+fn info_labels(facts: &NodeFacts) -> Vec<(String, String)> {
     let nvidia = &facts.accelerators.nvidia;
-    InfoLabels {
-        version: facts.version.to_owned(),
-        os: facts.machine.os.to_owned(),
-        arch: facts.machine.arch.to_owned(),
-        cpus: facts.machine.cpus.to_string(),
-        cpu_model: facts.machine.cpu_model.clone().unwrap_or_default(),
-        gpus: nvidia.gpus.len().to_string(),
-        gpu_models: nvidia
-            .gpus
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        nvidia_driver: nvidia.driver_version.clone().unwrap_or_default(),
-        onnxruntime_providers: facts.accelerators.onnxruntime.providers.join(","),
-    }
+    let fixed = [
+        ("node", facts.node.id.clone()),
+        ("version", facts.version.to_owned()),
+        ("os", facts.machine.os.to_owned()),
+        ("arch", facts.machine.arch.to_owned()),
+        ("cpus", facts.machine.cpus.to_string()),
+        (
+            "cpu_model",
+            facts.machine.cpu_model.clone().unwrap_or_default(),
+        ),
+        ("gpus", nvidia.gpus.len().to_string()),
+        (
+            "gpu_models",
+            nvidia
+                .gpus
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (
+            "nvidia_driver",
+            nvidia.driver_version.clone().unwrap_or_default(),
+        ),
+        (
+            "onnxruntime_providers",
+            facts.accelerators.onnxruntime.providers.join(","),
+        ),
+    ];
+    fixed
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(facts.node.labels.clone())
+        .collect()
 }
 
 impl Meters for NodeMeters {

@@ -43,6 +43,10 @@ impl Node {
             &data_dir,
             models.clone(),
             state.audit.as_ref().map(|a| a.public_key().to_string()),
+            super::facts::Identity {
+                id: manifest.node.resolved_id(),
+                labels: manifest.node.labels.clone(),
+            },
         ));
         let loaded = load_functions(&manifest, base, engine, &state, models.as_ref()).await?;
         // 2. The broker, and 3. the uplinks.
@@ -238,12 +242,17 @@ fn start_tracer(manifest: &Manifest) -> anyhow::Result<Option<crate::telemetry::
         sample_ratio: section.sample_percent.map_or(1.0, |p| p.0 / 100.0),
         max_queue_spans: section.max_queue_spans.unwrap_or(8192),
         export_interval: Duration::from_millis(section.export_interval_ms.unwrap_or(1000)),
-        resource: vec![
+        resource: [
             ("service.name", "brink".to_owned()),
             ("service.version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("service.instance.id", manifest.node.resolved_id()),
             ("host.name", host),
             ("brink.app", manifest.app.clone()),
-        ],
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain((manifest.node.labels.iter()).map(|(k, v)| (format!("brink.node.{k}"), v.clone())))
+        .collect(),
     };
     tracing::info!(url = %config.traces_url, "telemetry: exporting spans over OTLP");
     let client = crate::telemetry::client().context("setting up the OTLP exporter")?;
@@ -608,6 +617,7 @@ fn start_forwarders(
     let Some(outbox) = &state.outbox else {
         return Ok((forwarders, connections, stop));
     };
+    let node: std::sync::Arc<str> = manifest.node.resolved_id().into();
     for (name, u) in &manifest.uplink {
         let (target, connection) = forward::Target::for_uplink(name, u, base, data_dir)?;
         connections.extend(connection);
@@ -615,7 +625,10 @@ fn start_forwarders(
             outbox.clone(),
             name.clone(),
             target,
-            forward::ForwardConfig::from_section(u),
+            forward::ForwardConfig {
+                node: Some(node.clone()),
+                ..forward::ForwardConfig::from_section(u)
+            },
             stop_rx.clone(),
             state.tracer.clone(),
         )?);

@@ -78,7 +78,13 @@ pub struct ForwardConfig {
     /// The largest event (CloudEvents JSON, in bytes) the uplink takes;
     /// larger ones are parked before sending (`max_event_kb`).
     pub max_event_bytes: Option<usize>,
+    /// The node's id (`[node] id`), put on every event sent upstream as the
+    /// `brinknode` extension, so the cloud knows which node forwarded it.
+    pub node: Option<std::sync::Arc<str>>,
 }
+
+/// The extension that names the node an event came through.
+pub const NODE_EXTENSION: &str = "brinknode";
 
 impl Default for ForwardConfig {
     fn default() -> Self {
@@ -88,6 +94,7 @@ impl Default for ForwardConfig {
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
             max_event_bytes: None,
+            node: None,
         }
     }
 }
@@ -304,6 +311,21 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Puts `node` on `event` as [`NODE_EXTENSION`], replacing what an earlier
+/// hop put there: the cloud hears of the node that sent it.
+fn name_node(event: &mut CloudEvent, node: &str) {
+    match event
+        .extensions
+        .iter_mut()
+        .find(|(name, _)| name == NODE_EXTENSION)
+    {
+        Some((_, value)) => node.clone_into(value),
+        None => event
+            .extensions
+            .push((NODE_EXTENSION.to_owned(), node.to_owned())),
+    }
+}
+
 /// A delay in [d/2, d], so a fleet of hosts does not retry in lockstep.
 fn jittered(d: Duration) -> Duration {
     let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -402,6 +424,11 @@ impl Forwarder {
             let Some((batch, mut events)) = self.sendable(batch).await else {
                 continue;
             };
+            if let Some(node) = &self.config.node {
+                for (event, _) in &mut events {
+                    name_node(event, node);
+                }
+            }
             let spans = self
                 .tracer
                 .as_ref()

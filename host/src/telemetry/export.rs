@@ -167,7 +167,7 @@ fn resource(config: &TelemetryConfig) -> Resource {
             .resource
             .iter()
             .map(|(k, v)| KeyValue {
-                key: (*k).to_owned(),
+                key: k.clone(),
                 value: Some(AnyValue {
                     value: Some(any_value::Value::StringValue(v.clone())),
                 }),

@@ -168,7 +168,7 @@ pub struct TelemetryConfig {
     pub max_queue_spans: usize,
     pub export_interval: Duration,
     /// The resource's attributes: `service.name`, `host.name`, …
-    pub resource: Vec<(&'static str, String)>,
+    pub resource: Vec<(String, String)>,
 }
 
 /// What the exporter did, for `/metrics`.

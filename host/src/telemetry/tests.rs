@@ -38,7 +38,7 @@ fn config(url: &str, ratio: f64, queue: usize) -> TelemetryConfig {
         sample_ratio: ratio,
         max_queue_spans: queue,
         export_interval: Duration::from_millis(50),
-        resource: vec![("service.name", "brink".to_owned())],
+        resource: vec![("service.name".to_owned(), "brink".to_owned())],
     }
 }
 
