@@ -1607,9 +1607,15 @@ fn mqtt_collector(port: u16, filter: &str) -> std::sync::Arc<std::sync::Mutex<Ve
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        // A structured event's id, else (binary mode: the
+                        // payload is the data) the topic's last level.
                         let id = serde_json::from_slice::<serde_json::Value>(&p.payload)
                             .ok()
-                            .and_then(|v| v["id"].as_str().map(str::to_owned));
+                            .and_then(|v| v["id"].as_str().map(str::to_owned))
+                            .or_else(|| {
+                                let topic = String::from_utf8_lossy(&p.topic);
+                                topic.rsplit('/').next().map(str::to_owned)
+                            });
                         if let (Some(id), Ok(mut sink)) = (id, sink.lock()) {
                             sink.push(id);
                         }
@@ -1989,5 +1995,169 @@ fn log_format_json_writes_one_object_per_record_for_log_shippers() -> anyhow::Re
     );
     let out = brink(&cache, &["--log-format", "yaml", "up", &path, "--check"])?;
     assert_eq!(out.status.code(), Some(2), "an unknown format is refused");
+    Ok(())
+}
+
+/// Publishes `n` QoS 1 events (ids `f0`, `f1`, …) to `in/<k>` with up to
+/// 100 in flight; the ids the broker acknowledged. A PUBACK is matched to
+/// its message through the packet id rumqttc gave it, in publish order.
+fn mqtt_burst(port: u16, n: usize) -> anyhow::Result<Vec<String>> {
+    use rumqttc::Outgoing;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut options = MqttOptions::new(format!("fleet-device-{port}"), "127.0.0.1", port);
+        options.set_outgoing_inflight_upper_limit(100);
+        let (client, mut events) = AsyncClient::new(options, 256);
+        let publisher = tokio::spawn(async move {
+            for k in 0..n {
+                let event = format!(
+                    r#"{{"specversion":"1.0","id":"f{k}","source":"/d","type":"t","datacontenttype":"application/json","data":{{"n":{k}}}}}"#
+                );
+                client
+                    .publish(format!("in/{k}"), QoS::AtLeastOnce, false, event)
+                    .await?;
+            }
+            anyhow::Ok(client)
+        });
+        let mut next = 0usize;
+        let mut in_flight = std::collections::HashMap::new();
+        let mut acked = Vec::with_capacity(n);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+        while acked.len() < n {
+            let event = tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .map_err(|_| anyhow::anyhow!("{} of {n} acknowledged in 180 s", acked.len()))?
+                .map_err(|e| anyhow::anyhow!("the device lost mosquitto: {e}"))?;
+            match event {
+                Event::Outgoing(Outgoing::Publish(pkid)) => {
+                    in_flight.insert(pkid, format!("f{next}"));
+                    next += 1;
+                }
+                Event::Incoming(Incoming::PubAck(ack)) => {
+                    acked.extend(in_flight.remove(&ack.pkid));
+                }
+                _ => {}
+            }
+        }
+        drop(publisher.await??);
+        Ok(acked)
+    })
+}
+
+/// `brink_events_in_total` of `function` on the node serving `http_port`.
+fn events_in(http_port: u16, function: &str) -> u64 {
+    let prefix = format!(r#"brink_events_in_total{{function="{function}",trigger="mqtt"}} "#);
+    http(http_port, "GET", "/metrics", "")
+        .ok()
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_nodes_share_one_mosquitto_and_a_sigkilled_one_loses_no_acknowledged_event()
+-> anyhow::Result<()> {
+    let broker = Mosquitto::start()?;
+    let arrived = mqtt_collector(broker.port, "out/#");
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let home = dir.path().join(format!("node-{i}"));
+        std::fs::create_dir_all(&home)?;
+        let http_port = free_port()?;
+        let manifest = home.join("brink.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"brink_manifest_version = 1
+data_dir = "state"
+[node]
+id = "node-{i}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+shared_group = "fleet"
+[function.relay]
+source = {echo:?}
+triggers = [{{ mqtt = "in/#" }}]
+outputs = [{{ mqtt = "out/{{id}}" }}]
+"#,
+                port = broker.port,
+                echo = artifacts::ECHO,
+            ),
+        )?;
+        let process = start_node(&manifest, &cache, http_port)?;
+        nodes.push((manifest, http_port, Some(process)));
+    }
+    let n = 30_000;
+    let started = std::time::Instant::now();
+    let producer = {
+        let port = broker.port;
+        std::thread::spawn(move || mqtt_burst(port, n))
+    };
+    // SIGKILL node 1 once a sixth of the events are through, mid-stream.
+    let count = |arrived: &std::sync::Mutex<Vec<String>>| arrived.lock().map_or(0, |a| a.len());
+    while count(&arrived) < n / 6 {
+        anyhow::ensure!(
+            started.elapsed().as_secs() < 120,
+            "the fleet stalled: {} arrived, handled {:?}",
+            count(&arrived),
+            nodes
+                .iter()
+                .map(|(_, port, _)| events_in(*port, "relay"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let handled_before_kill = events_in(nodes[1].1, "relay");
+    let killed_at = std::time::Instant::now();
+    drop(nodes[1].2.take()); // SIGKILL
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nodes[1].2 = Some(start_node(&nodes[1].0, &cache, nodes[1].1)?);
+    let back_after = killed_at.elapsed();
+    let acked = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the device thread panicked"))??;
+    assert_eq!(acked.len(), n, "every event was acknowledged by mosquitto");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (missing, duplicates) = loop {
+        let got = arrived.lock().map(|a| a.clone()).unwrap_or_default();
+        let (missing, duplicates) = missing_and_duplicates(&acked, &got);
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break (missing, duplicates);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never handled, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let shares: Vec<u64> = nodes
+        .iter()
+        .map(|(_, port, _)| events_in(*port, "relay"))
+        .collect();
+    // The figures BENCHMARKS.md records (cargo test ... -- --nocapture).
+    println!(
+        "fleet: 3 nodes, {n} QoS 1 events through mosquitto in {:.1} s; node-1 SIGKILLed after {handled_before_kill} events and serving again {} ms later; handled by node-0 {}, node-1 {} (after its restart), node-2 {}; 0 lost, {duplicates} handled twice",
+        killed_at.elapsed().as_secs_f64() + killed_at.duration_since(started).as_secs_f64(),
+        back_after.as_millis(),
+        shares[0],
+        shares[1],
+        shares[2]
+    );
+    assert!(
+        shares[0] > 0 && shares[2] > 0,
+        "the survivors shared the load: {shares:?}"
+    );
     Ok(())
 }
