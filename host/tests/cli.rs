@@ -2161,3 +2161,170 @@ outputs = [{{ mqtt = "out/{{id}}" }}]
     );
     Ok(())
 }
+
+/// A `brink up` node with a registry under `home/<name>`, its admin API on
+/// loopback with the operator token `operator-secret`; `trusted_keys` is
+/// its signature policy. Its URL and a token of its tenant `acme`.
+fn registry_node(
+    home: &Path,
+    name: &str,
+    trusted_keys: &str,
+) -> anyhow::Result<(NodeProcess, String, String)> {
+    let dir = home.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let (http_port, admin_port) = (free_port()?, free_port()?);
+    let manifest = dir.join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+data_dir = "state"
+[node]
+id = "{name}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "operator-secret"
+[registry]
+trusted_keys = [{trusted_keys}]
+"#
+        ),
+    )?;
+    let node = start_node(&manifest, &home.join("cache"), http_port)?;
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let token = ok(brink_as(
+        home,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--url",
+            &url,
+            "--token",
+            "operator-secret",
+        ],
+    )?)?;
+    Ok((node, url, token.trim().to_owned()))
+}
+
+/// The version `acme`'s `transform` runs on the node at `url`, if any.
+fn active_on(home: &Path, url: &str, token: &str) -> anyhow::Result<Option<String>> {
+    let listed = ok(brink_as(
+        home,
+        &["ls", "--json", "--url", url, "--token", token],
+    )?)?;
+    let listed: serde_json::Value = serde_json::from_str(&listed)?;
+    Ok(listed["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "transform")
+        .and_then(|f| f["active"].as_str().map(str::to_owned)))
+}
+
+#[test]
+fn a_fleet_deploy_activates_only_where_the_nodes_checks_passed_and_says_so_per_node()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path();
+    let key = home.join("release.key");
+    let public = ok(brink_as(
+        home,
+        &["keygen", "--out", &key.display().to_string()],
+    )?)?;
+    // One node takes unsigned versions; the other requires the release key.
+    let (_open, open_url, open_token) = registry_node(home, "open", "")?;
+    let (_strict, strict_url, strict_token) =
+        registry_node(home, "strict", &format!("{:?}", public.trim()))?;
+    let fleet = home.join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "[[node]]\nurl = {open_url:?}\ntoken = {open_token:?}\n\n[[node]]\nurl = {strict_url:?}\ntoken = {strict_token:?}\n"
+        ),
+    )?;
+    let wasm = home.join("transform.wasm");
+    std::fs::copy(artifacts::TRANSFORM, &wasm)?;
+    let wasm = wasm.display().to_string();
+    let fleet_arg = fleet.display().to_string();
+    let deploy = |version: &str, extra: &[&str]| {
+        let args = [
+            &[
+                "deploy",
+                &wasm,
+                "--name",
+                "transform",
+                "--version",
+                version,
+                "--fleet",
+                &fleet_arg,
+            ][..],
+            extra,
+        ]
+        .concat();
+        brink_as(home, &args)
+    };
+
+    let unsigned = deploy("1.0.0", &[])?;
+    // Each node's line on stdout, then one error.
+    assert_eq!(unsigned.status.code(), Some(1), "{}", stderr(&unsigned));
+    assert!(
+        stderr(&unsigned).ends_with("error: 1 of 2 nodes failed; the others run transform@1.0.0\n"),
+        "{}",
+        stderr(&unsigned)
+    );
+    let said = String::from_utf8(unsigned.stdout.clone())?;
+    let line = |url: &str| {
+        said.lines()
+            .find(|l| l.starts_with(url))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line(&open_url).contains("ok   deployed transform@1.0.0, active 1.0.0"),
+        "{said}"
+    );
+    assert!(
+        line(&strict_url).contains("FAIL refused, not activated")
+            && line(&strict_url).contains("signatures"),
+        "{said}"
+    );
+    assert_eq!(
+        active_on(home, &open_url, &open_token)?.as_deref(),
+        Some("1.0.0")
+    );
+    assert_eq!(active_on(home, &strict_url, &strict_token)?, None);
+
+    // Signed, it goes everywhere.
+    let signed = ok(deploy(
+        "1.1.0",
+        &["--sign-with", &key.display().to_string()],
+    )?)?;
+    assert_eq!(
+        signed
+            .lines()
+            .filter(|l| l.contains(" ok   deployed"))
+            .count(),
+        2,
+        "{signed}"
+    );
+    assert_eq!(
+        active_on(home, &open_url, &open_token)?.as_deref(),
+        Some("1.1.0")
+    );
+    assert_eq!(
+        active_on(home, &strict_url, &strict_token)?.as_deref(),
+        Some("1.1.0")
+    );
+
+    // A fleet file with a misspelt key, or no nodes, is refused before any upload.
+    std::fs::write(&fleet, "[[node]]\nadress = \"http://x\"\n")?;
+    assert_clean_failure(
+        &deploy("1.2.0", &[])?,
+        "fleet.toml, line 2: unknown field `adress`",
+    );
+    std::fs::write(&fleet, "")?;
+    assert_clean_failure(&deploy("1.2.0", &[])?, "missing field `node`");
+    Ok(())
+}

@@ -38,6 +38,13 @@ pub struct Remote {
 }
 
 impl NodeFlags {
+    /// The token these flags (or the environment) give, for a command that
+    /// names its nodes itself (`brink deploy --node`).
+    pub fn token(&self) -> Option<String> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        self.token.clone().or_else(|| env("BRINK_ADMIN_TOKEN"))
+    }
+
     /// The node these flags name: flags, then the environment (the old
     /// `BRINK_ADMIN_*` names too), then `brink login`'s file, then the
     /// default address.
@@ -151,7 +158,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
         brink_host::node::tls::install_default_provider();
         Ok(Self {
             client: reqwest::Client::builder()

@@ -45,6 +45,15 @@ pub struct DeployArgs {
     /// Store and compile it, but leave the active version running.
     #[arg(long)]
     pub no_activate: bool,
+    /// Deploy to each of these nodes' admin APIs (repeatable), with the same
+    /// token: the version is staged on every node first, then activated only
+    /// on those where the upload and the node's checks passed.
+    #[arg(long = "node", value_name = "URL")]
+    pub nodes: Vec<String>,
+    /// Deploy to the nodes a fleet file lists, each with its own token
+    /// (`[[node]] url = "…"`, `token = "…"`), as `--node` does.
+    #[arg(long, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -55,7 +64,7 @@ fn pair<'a>(text: &'a str, what: &str, kinds: &str) -> anyhow::Result<(&'a str, 
 }
 
 /// The spec `brink deploy`'s flags describe.
-fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
+pub(super) fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
     let mut triggers = Vec::new();
     for t in &args.triggers {
         let (kind, value) = pair(t, "--trigger", "http, event_type, mqtt")?;
@@ -106,6 +115,9 @@ fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
 
 /// `brink deploy`.
 pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
+    if !args.nodes.is_empty() || args.fleet.is_some() {
+        return super::fleet::deploy(args, component).await;
+    }
     let api = args.remote.client()?;
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;

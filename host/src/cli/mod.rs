@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod client;
 pub mod deploy;
+pub mod fleet;
 pub mod keys;
 pub mod kv;
 pub mod logging;

@@ -1,0 +1,185 @@
+//! `brink deploy --node URL...`: one signed version to many nodes, in two
+//! phases so a fleet never runs a version some of its nodes refused to
+//! check. First the version is uploaded and staged (published, not
+//! activated) on every node; then it is activated only where staging
+//! passed. Each node's outcome is reported; the command fails when any node
+//! did.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::deploy::{DeployArgs, spec_of};
+use super::keys::{read_key, read_signatures};
+
+/// A fleet file (`brink deploy --fleet fleet.toml`):
+///
+/// ```toml
+/// [[node]]
+/// url = "https://gw-plant3-07:7070"
+/// token = "brink_…"            # default: --token
+/// ```
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    node: Vec<FleetNode>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetNode {
+    url: String,
+    token: Option<String>,
+}
+
+/// Each node to deploy to, with its token: `--fleet`'s, then `--node`'s.
+fn nodes(args: &DeployArgs) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let token = args.remote.node.token();
+    let mut nodes = Vec::new();
+    if let Some(path) = &args.fleet {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the fleet file {}", path.display()))?;
+        let fleet: FleetFile = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            anyhow::anyhow!(
+                "{}, line {line}: {}; expected [[node]] tables with url and an optional token",
+                path.display(),
+                e.message().trim()
+            )
+        })?;
+        nodes.extend(
+            fleet
+                .node
+                .into_iter()
+                .map(|n| (n.url, n.token.or_else(|| token.clone()))),
+        );
+    }
+    nodes.extend(args.nodes.iter().map(|url| (url.clone(), token.clone())));
+    anyhow::ensure!(!nodes.is_empty(), "the fleet file lists no [[node]]");
+    Ok(nodes)
+}
+
+/// What happened on one node.
+struct Outcome {
+    node: String,
+    staged: Result<(), String>,
+    activated: Option<Result<String, String>>,
+}
+
+/// Uploads and stages `version` of `args.name` on one node.
+async fn stage(
+    api: &Client,
+    args: &DeployArgs,
+    bytes: Vec<u8>,
+    publish: &Value,
+) -> anyhow::Result<()> {
+    let uploaded = api.upload(bytes).await?;
+    anyhow::ensure!(
+        uploaded["digest"] == publish["digest"],
+        "the node stored digest {} for {}",
+        uploaded["digest"],
+        publish["digest"]
+    );
+    api.call_json(
+        reqwest::Method::POST,
+        &format!("/v1/functions/{}/versions", args.name),
+        Some(publish.clone()),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let digest = brink_registry::digest(&bytes);
+    let version = brink_registry::parse_version(&args.version)?.to_string();
+    let mut signatures = read_signatures(component)?;
+    if let Some(key) = &args.sign_with {
+        let signature = read_key(key)?.sign(&digest, &args.name, &version);
+        signatures.retain(|s| s.key != signature.key);
+        signatures.push(signature);
+    }
+    let publish = json!({
+        "version": version,
+        "digest": digest.to_string(),
+        "spec": spec_of(&args)?,
+        "signatures": signatures,
+        "activate": false,
+    });
+    let nodes = nodes(&args)?;
+    let mut outcomes = Vec::new();
+    for (node, token) in &nodes {
+        let staged = match Client::new(node, token.clone()) {
+            Ok(api) => stage(&api, &args, bytes.clone(), &publish).await,
+            Err(e) => Err(e),
+        };
+        outcomes.push(Outcome {
+            node: node.clone(),
+            staged: staged.map_err(|e| format!("{e:#}")),
+            activated: None,
+        });
+    }
+    if !args.no_activate {
+        for (outcome, (_, token)) in outcomes.iter_mut().zip(&nodes) {
+            if outcome.staged.is_ok() {
+                outcome.activated =
+                    Some(activate(&outcome.node, token.clone(), &args.name, &version).await);
+            }
+        }
+    }
+    report(&args, &version, &outcomes)
+}
+
+async fn activate(
+    node: &str,
+    token: Option<String>,
+    name: &str,
+    version: &str,
+) -> Result<String, String> {
+    let api = Client::new(node, token).map_err(|e| format!("{e:#}"))?;
+    let answer = api
+        .call_json(
+            reqwest::Method::POST,
+            &format!("/v1/functions/{name}/activate"),
+            Some(json!({ "version": version })),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(answer["active"].as_str().unwrap_or("-").to_owned())
+}
+
+/// One line (or JSON object) per node; an error when any node failed.
+fn report(args: &DeployArgs, version: &str, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for o in outcomes {
+        let (ok, text) = match (&o.staged, &o.activated) {
+            (Err(why), _) => (false, format!("refused, not activated: {why}")),
+            (Ok(()), None) => (true, format!("staged {}@{version}", args.name)),
+            (Ok(()), Some(Ok(active))) => (
+                true,
+                format!("deployed {}@{version}, active {active}", args.name),
+            ),
+            (Ok(()), Some(Err(why))) => (false, format!("staged, but activation failed: {why}")),
+        };
+        failed += usize::from(!ok);
+        if args.remote.json {
+            println!("{}", json!({ "node": o.node, "ok": ok, "result": text }));
+        } else {
+            println!("{:<32} {} {text}", o.node, if ok { "ok  " } else { "FAIL" });
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} nodes failed; the others {} {}@{version}",
+        outcomes.len(),
+        if args.no_activate { "staged" } else { "run" },
+        args.name
+    );
+    Ok(())
+}
