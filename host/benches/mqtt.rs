@@ -23,6 +23,7 @@
 //! `BRINK_BENCH_TRANSPORTS=in-process,tcp,mosquitto` to choose transports,
 //! `BRINK_BENCH_ONLY=telemetry` to run only the OTLP traces A/B
 //! (`BRINK_BENCH_TRACES=off|on|collector down` for one side of it),
+//! `BRINK_BENCH_ONLY=fleet` only 1, 2 and 3 nodes sharing one mosquitto,
 //! `BRINK_BENCH_SLOW=1` to print every paced output slower than 5 ms;
 //! `RUST_LOG=brink_host=debug` shows the node's log on stderr).
 
@@ -36,6 +37,8 @@ use brink_host::{Engine, EngineConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
 #[path = "common/telemetry_ab.rs"]
@@ -232,6 +235,8 @@ enum Transport {
     Tcp,
     /// An external mosquitto listening on this port.
     Mosquitto(u16),
+    /// The same, the node one of a fleet sharing `$share/bench/…`.
+    Shared(u16),
 }
 
 impl Transport {
@@ -240,6 +245,7 @@ impl Transport {
             Transport::InProcess => "embedded, in-process link",
             Transport::Tcp => "embedded, loopback TCP",
             Transport::Mosquitto(_) => "external mosquitto, loopback TCP",
+            Transport::Shared(_) => "external mosquitto, shared subscription",
         }
     }
 
@@ -255,6 +261,10 @@ impl Transport {
             // must not carry the last run's backlog into the next.
             Transport::Mosquitto(port) => format!(
                 "url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-node-{}\"",
+                uuid_like()
+            ),
+            Transport::Shared(port) => format!(
+                "url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-node-{}\"\nshared_group = \"bench\"",
                 uuid_like()
             ),
         }
@@ -321,7 +331,7 @@ instance_reuse = {instance_reuse}
     .await
     .unwrap();
     let port = match transport {
-        Transport::Mosquitto(port) => port,
+        Transport::Mosquitto(port) | Transport::Shared(port) => port,
         _ => v4,
     };
     (node, port)
@@ -467,6 +477,11 @@ fn main() {
     // `BRINK_BENCH_ONLY=fresh` or `=warm` runs one half (for profiling);
     // `=deadlines` runs only the deadlines A/B.
     let only = std::env::var("BRINK_BENCH_ONLY").unwrap_or_default();
+    // 1, 2 and 3 nodes sharing one mosquitto.
+    if only == "fleet" {
+        runtime.block_on(on_workers(fleet::run(n)));
+        return;
+    }
     let chosen = std::env::var("BRINK_BENCH_TRANSPORTS")
         .unwrap_or_else(|_| "in-process,tcp,mosquitto".to_owned());
     let mosquitto = if chosen.contains("mosquitto") {
