@@ -9,10 +9,6 @@ use super::mosquitto::Mosquitto;
 use super::{QoS, Transport, burst, median, start_node};
 
 pub async fn run(n: usize) {
-    let Some(broker) = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 0\n") else {
-        println!("mosquitto is not installed: the fleet bench is skipped (apt install mosquitto)");
-        return;
-    };
     let rounds: usize = std::env::var("BRINK_BENCH_AB_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -25,6 +21,14 @@ pub async fn run(n: usize) {
     for round in 0..rounds {
         for k in 0..counts.len() {
             let side = (round + k) % counts.len();
+            // A fresh broker each time: the last configuration's nodes
+            // leave persistent sessions in the group, which mosquitto goes
+            // on giving their share (queued for their return).
+            let Some(broker) = Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 0\n")
+            else {
+                println!("mosquitto is not installed: the fleet bench is skipped");
+                return;
+            };
             let mut nodes = Vec::new();
             for _ in 0..counts[side] {
                 nodes.push(
