@@ -113,12 +113,17 @@ pub(super) fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
     }))
 }
 
-/// `brink deploy`.
-pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
-    if !args.nodes.is_empty() || args.fleet.is_some() {
-        return super::fleet::deploy(args, component).await;
-    }
-    let api = args.remote.client()?;
+/// A version ready to send: its bytes, digest and signatures.
+pub(super) struct Prepared {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+    pub version: String,
+    pub signatures: Vec<brink_registry::Signature>,
+}
+
+/// Reads `component`, and signs it with `--sign-with` beside the
+/// signatures `brink sign` left next to it.
+pub(super) fn prepare(args: &DeployArgs, component: &Path) -> anyhow::Result<Prepared> {
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let digest = brink_registry::digest(&bytes);
@@ -129,6 +134,26 @@ pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
         signatures.retain(|s| s.key != signature.key);
         signatures.push(signature);
     }
+    Ok(Prepared {
+        bytes,
+        digest,
+        version,
+        signatures,
+    })
+}
+
+/// `brink deploy`.
+pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
+    if !args.nodes.is_empty() || args.fleet.is_some() {
+        return super::fleet::deploy(args, component).await;
+    }
+    let api = args.remote.client()?;
+    let Prepared {
+        bytes,
+        digest,
+        version,
+        signatures,
+    } = prepare(&args, component)?;
     let spec = spec_of(&args)?;
     let uploaded = api.upload(bytes).await?;
     let published = api

@@ -11,8 +11,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::deploy::{DeployArgs, spec_of};
-use super::keys::{read_key, read_signatures};
+use super::deploy::{DeployArgs, Prepared, prepare, spec_of};
 
 /// A fleet file (`brink deploy --fleet fleet.toml`):
 ///
@@ -95,19 +94,15 @@ async fn stage(
 }
 
 pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
-    let digest = brink_registry::digest(&bytes);
-    let version = brink_registry::parse_version(&args.version)?.to_string();
-    let mut signatures = read_signatures(component)?;
-    if let Some(key) = &args.sign_with {
-        let signature = read_key(key)?.sign(&digest, &args.name, &version);
-        signatures.retain(|s| s.key != signature.key);
-        signatures.push(signature);
-    }
+    let Prepared {
+        bytes,
+        digest,
+        version,
+        signatures,
+    } = prepare(&args, component)?;
     let publish = json!({
         "version": version,
-        "digest": digest.to_string(),
+        "digest": digest,
         "spec": spec_of(&args)?,
         "signatures": signatures,
         "activate": false,

@@ -162,18 +162,8 @@ mod tests {
 
     #[test]
     fn an_event_with_more_extensions_than_a_header_map_holds_is_refused_not_a_panic() {
-        let event = CloudEvent {
-            id: "1".into(),
-            source: "/s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: None,
-            dataschema: None,
-            extensions: (0..40_000).map(|i| (format!("x{i}"), "v".into())).collect(),
-            data: None,
-        };
+        let event =
+            crate::event::test_event((0..40_000).map(|i| (format!("x{i}"), "v".into())).collect());
         let err = encode_binary(&event).err().map(|e| e.to_string());
         assert!(
             err.as_deref()

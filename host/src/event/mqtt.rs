@@ -436,16 +436,9 @@ mod tests {
     #[test]
     fn mqtt_3_cannot_publish_binary_mode() -> anyhow::Result<()> {
         let event = CloudEvent {
-            id: "1".into(),
-            source: "/s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
             datacontenttype: Some("application/json".into()),
-            dataschema: None,
-            extensions: vec![],
             data: Some(b"{\"a\":1}".to_vec()),
+            ..crate::event::test_event(vec![])
         };
         let types = ExtTypes::default();
         assert!(encode(&event, &types, OutputMode::Binary, false).is_err());
