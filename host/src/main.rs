@@ -126,6 +126,8 @@ enum Command {
     Rollback {
         name: String,
         #[command(flatten)]
+        fleet: cli::fleet::FleetFlags,
+        #[command(flatten)]
         remote: client::Remote,
     },
     /// Activate a version (`1.2.3`, `^1.2`, `latest`) of a function.
@@ -382,8 +384,16 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
             }
             Command::Ls { remote } => deploy::ls(&remote).await,
             Command::Rm { name, remote } => deploy::change(&remote, &name, "rm", None).await,
-            Command::Rollback { name, remote } => {
-                deploy::change(&remote, &name, "rollback", None).await
+            Command::Rollback {
+                name,
+                fleet,
+                remote,
+            } => {
+                if fleet.any() {
+                    cli::fleet::rollback(&fleet, &remote, &name).await
+                } else {
+                    deploy::change(&remote, &name, "rollback", None).await
+                }
             }
             Command::Activate {
                 name,

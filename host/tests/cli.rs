@@ -2224,7 +2224,7 @@ fn active_on(home: &Path, url: &str, token: &str) -> anyhow::Result<Option<Strin
 }
 
 #[test]
-fn a_fleet_deploy_activates_only_where_the_nodes_checks_passed_and_says_so_per_node()
+fn a_fleet_deploy_activates_only_where_the_nodes_checks_passed_and_a_fleet_rollback_reports_each_node()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let home = dir.path();
@@ -2312,6 +2312,36 @@ fn a_fleet_deploy_activates_only_where_the_nodes_checks_passed_and_says_so_per_n
     assert_eq!(
         active_on(home, &open_url, &open_token)?.as_deref(),
         Some("1.1.0")
+    );
+    assert_eq!(
+        active_on(home, &strict_url, &strict_token)?.as_deref(),
+        Some("1.1.0")
+    );
+
+    // Rolled back across the fleet: the open node to 1.0.0; the strict one
+    // never ran another version, and says so.
+    let rolled = brink_as(home, &["rollback", "transform", "--fleet", &fleet_arg])?;
+    assert_eq!(rolled.status.code(), Some(1), "{}", stderr(&rolled));
+    let said = String::from_utf8(rolled.stdout.clone())?;
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with(&open_url) && l.contains("ok   transform: active 1.0.0")),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with(&strict_url) && l.contains("FAIL not rolled back")),
+        "{said}"
+    );
+    assert!(
+        stderr(&rolled)
+            .ends_with("error: 1 of 2 nodes failed to roll transform back; the others did\n"),
+        "{}",
+        stderr(&rolled)
+    );
+    assert_eq!(
+        active_on(home, &open_url, &open_token)?.as_deref(),
+        Some("1.0.0")
     );
     assert_eq!(
         active_on(home, &strict_url, &strict_token)?.as_deref(),

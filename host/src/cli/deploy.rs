@@ -45,15 +45,11 @@ pub struct DeployArgs {
     /// Store and compile it, but leave the active version running.
     #[arg(long)]
     pub no_activate: bool,
-    /// Deploy to each of these nodes' admin APIs (repeatable), with the same
-    /// token: the version is staged on every node first, then activated only
-    /// on those where the upload and the node's checks passed.
-    #[arg(long = "node", value_name = "URL")]
-    pub nodes: Vec<String>,
-    /// Deploy to the nodes a fleet file lists, each with its own token
-    /// (`[[node]] url = "…"`, `token = "…"`), as `--node` does.
-    #[arg(long, value_name = "FILE")]
-    pub fleet: Option<PathBuf>,
+    /// Deploy to many nodes: the version is staged on every node first,
+    /// then activated only on those where the upload and the node's checks
+    /// passed.
+    #[command(flatten)]
+    pub fleet: super::fleet::FleetFlags,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -144,7 +140,7 @@ pub(super) fn prepare(args: &DeployArgs, component: &Path) -> anyhow::Result<Pre
 
 /// `brink deploy`.
 pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
-    if !args.nodes.is_empty() || args.fleet.is_some() {
+    if args.fleet.any() {
         return super::fleet::deploy(args, component).await;
     }
     let api = args.remote.client()?;

@@ -1,9 +1,10 @@
-//! `brink deploy --node URL...`: one signed version to many nodes, in two
+//! `brink deploy --fleet FILE` (or `--node URL...`): one signed version to
+//! many nodes, in two
 //! phases so a fleet never runs a version some of its nodes refused to
 //! check. First the version is uploaded and staged (published, not
 //! activated) on every node; then it is activated only where staging
 //! passed. Each node's outcome is reported; the command fails when any node
-//! did.
+//! did. `brink rollback --fleet` rolls each node back the same way.
 
 use std::path::Path;
 
@@ -33,11 +34,34 @@ struct FleetNode {
     token: Option<String>,
 }
 
-/// Each node to deploy to, with its token: `--fleet`'s, then `--node`'s.
-fn nodes(args: &DeployArgs) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    let token = args.remote.node.token();
+/// Which nodes a fleet command acts on: `--fleet FILE`, `--node URL`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetFlags {
+    /// Act on each of these nodes' admin APIs (repeatable), with the same
+    /// token (`--token`).
+    #[arg(long = "node", value_name = "URL")]
+    pub nodes: Vec<String>,
+    /// Act on the nodes a fleet file lists, each with its own token
+    /// (`[[node]] url = "…"`, `token = "…"`).
+    #[arg(long, value_name = "FILE")]
+    pub fleet: Option<std::path::PathBuf>,
+}
+
+impl FleetFlags {
+    /// Whether any node was named: a fleet command, not a single-node one.
+    pub fn any(&self) -> bool {
+        !self.nodes.is_empty() || self.fleet.is_some()
+    }
+}
+
+/// Each node, with its token: `--fleet`'s, then `--node`'s; `token` is
+/// `--token`'s, for nodes given none.
+fn nodes(
+    flags: &FleetFlags,
+    token: Option<String>,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let mut nodes = Vec::new();
-    if let Some(path) = &args.fleet {
+    if let Some(path) = &flags.fleet {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the fleet file {}", path.display()))?;
         let fleet: FleetFile = toml::from_str(&text).map_err(|e| {
@@ -58,7 +82,7 @@ fn nodes(args: &DeployArgs) -> anyhow::Result<Vec<(String, Option<String>)>> {
                 .map(|n| (n.url, n.token.or_else(|| token.clone()))),
         );
     }
-    nodes.extend(args.nodes.iter().map(|url| (url.clone(), token.clone())));
+    nodes.extend(flags.nodes.iter().map(|url| (url.clone(), token.clone())));
     anyhow::ensure!(!nodes.is_empty(), "the fleet file lists no [[node]]");
     Ok(nodes)
 }
@@ -107,7 +131,7 @@ pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
         "signatures": signatures,
         "activate": false,
     });
-    let nodes = nodes(&args)?;
+    let nodes = nodes(&args.fleet, args.remote.node.token())?;
     let mut outcomes = Vec::new();
     for (node, token) in &nodes {
         let staged = match Client::new(node, token.clone()) {
@@ -149,6 +173,60 @@ async fn activate(
     Ok(answer["active"].as_str().unwrap_or("-").to_owned())
 }
 
+/// Prints a node's line (or JSON object).
+fn say(json: bool, node: &str, ok: bool, text: &str) {
+    if json {
+        println!("{}", json!({ "node": node, "ok": ok, "result": text }));
+    } else {
+        println!("{node:<32} {} {text}", if ok { "ok  " } else { "FAIL" });
+    }
+}
+
+/// `brink rollback NAME --fleet …`: each node back to its previous version,
+/// a line per node; fails when any node did.
+pub async fn rollback(
+    flags: &FleetFlags,
+    remote: &super::client::Remote,
+    name: &str,
+) -> anyhow::Result<()> {
+    let nodes = nodes(flags, remote.node.token())?;
+    let mut failed = 0;
+    for (node, token) in &nodes {
+        let rolled = match Client::new(node, token.clone()) {
+            Ok(api) => {
+                api.call_json(
+                    reqwest::Method::POST,
+                    &format!("/v1/functions/{name}/rollback"),
+                    None,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match rolled {
+            Ok(answer) => say(
+                remote.json,
+                node,
+                true,
+                &format!(
+                    "{name}: active {}",
+                    answer["active"].as_str().unwrap_or("-")
+                ),
+            ),
+            Err(e) => {
+                failed += 1;
+                say(remote.json, node, false, &format!("not rolled back: {e:#}"));
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} nodes failed to roll {name} back; the others did",
+        nodes.len()
+    );
+    Ok(())
+}
+
 /// One line (or JSON object) per node; an error when any node failed.
 fn report(args: &DeployArgs, version: &str, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let mut failed = 0;
@@ -163,11 +241,7 @@ fn report(args: &DeployArgs, version: &str, outcomes: &[Outcome]) -> anyhow::Res
             (Ok(()), Some(Err(why))) => (false, format!("staged, but activation failed: {why}")),
         };
         failed += usize::from(!ok);
-        if args.remote.json {
-            println!("{}", json!({ "node": o.node, "ok": ok, "result": text }));
-        } else {
-            println!("{:<32} {} {text}", o.node, if ok { "ok  " } else { "FAIL" });
-        }
+        say(args.remote.json, &o.node, ok, &text);
     }
     anyhow::ensure!(
         failed == 0,
