@@ -22,6 +22,10 @@ pub struct TelemetrySection {
     pub max_queue_spans: Option<usize>,
     /// `export_interval_ms = 1000`: the longest a span waits to be sent.
     pub export_interval_ms: Option<u64>,
+    /// `headers = { authorization = "Bearer …" }`: sent with every post, for
+    /// a collector or vendor endpoint that wants an API key.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// A percentage, 0 to 100; never NaN (checked), so it can be `Eq`.
@@ -57,6 +61,18 @@ impl TelemetrySection {
                 "telemetry.sample_percent",
                 format!("sample_percent = {p} is not between 0 and 100"),
             ));
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(Invalid::at(
+                    "telemetry.headers",
+                    format!(
+                        "telemetry.headers: {name:?} is not an HTTP header name with a printable value"
+                    ),
+                ));
+            }
         }
         super::error::above_zero(
             "telemetry.",

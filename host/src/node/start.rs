@@ -242,6 +242,7 @@ fn start_tracer(manifest: &Manifest) -> anyhow::Result<Option<crate::telemetry::
         sample_ratio: section.sample_percent.map_or(1.0, |p| p.0 / 100.0),
         max_queue_spans: section.max_queue_spans.unwrap_or(8192),
         export_interval: Duration::from_millis(section.export_interval_ms.unwrap_or(1000)),
+        headers: section.headers.clone().into_iter().collect(),
         resource: [
             ("service.name", "brink".to_owned()),
             ("service.version", env!("CARGO_PKG_VERSION").to_owned()),

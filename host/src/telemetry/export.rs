@@ -41,7 +41,18 @@ pub(super) async fn run(
     mut inputs: Inputs,
     stats: Arc<Stats>,
 ) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &config.headers {
+        // Checked when the manifest was read.
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     let mut exporter = Exporter {
+        headers,
         envelope: Envelope::new(&resource(&config)),
         scratch: Vec::new(),
         url: config.traces_url,
@@ -107,6 +118,7 @@ fn take(inputs: &mut Inputs, batch: &mut Vec<Box<SpanData>>, closed: &mut bool) 
 }
 
 struct Exporter {
+    headers: reqwest::header::HeaderMap,
     envelope: Envelope,
     /// The spans' encoding, kept between posts.
     scratch: Vec<u8>,
@@ -130,6 +142,7 @@ impl Exporter {
         let sent = self
             .client
             .post(&self.url)
+            .headers(self.headers.clone())
             .header("content-type", "application/x-protobuf")
             .timeout(POST_TIMEOUT)
             .body(body)

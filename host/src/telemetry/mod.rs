@@ -169,6 +169,8 @@ pub struct TelemetryConfig {
     pub export_interval: Duration,
     /// The resource's attributes: `service.name`, `host.name`, …
     pub resource: Vec<(String, String)>,
+    /// Sent with every post (`[telemetry] headers`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What the exporter did, for `/metrics`.

@@ -14,17 +14,23 @@ async fn collector(
     let keep = got.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let keep = keep.clone();
-            async move {
-                if let Ok(request) = ExportTraceServiceRequest::decode(body) {
-                    keep.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(request);
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    // The configured header travels with every post.
+                    if headers.get("x-api-key").map(|v| v.as_bytes()) != Some(&b"k-123"[..]) {
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    if let Ok(request) = ExportTraceServiceRequest::decode(body) {
+                        keep.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(request);
+                    }
+                    axum::http::StatusCode::from_u16(status).unwrap_or_default()
                 }
-                axum::http::StatusCode::from_u16(status).unwrap_or_default()
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -39,6 +45,7 @@ fn config(url: &str, ratio: f64, queue: usize) -> TelemetryConfig {
         max_queue_spans: queue,
         export_interval: Duration::from_millis(50),
         resource: vec![("service.name".to_owned(), "brink".to_owned())],
+        headers: vec![("x-api-key".to_owned(), "k-123".to_owned())],
     }
 }
 
