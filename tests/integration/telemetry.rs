@@ -243,3 +243,68 @@ fn hex(text: &str) -> anyhow::Result<Vec<u8>> {
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn an_http_request_continues_its_traceparent_header_and_its_answer_carries_the_trace()
+-> anyhow::Result<()> {
+    let (collector, spans) = otlp_receiver().await?;
+    let text = format!(
+        r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:0"
+[telemetry]
+otlp = "{collector}"
+export_interval_ms = 50
+[function.echo]
+source = {echo:?}
+triggers = [{{ http = "/readings" }}]
+"#,
+        echo = artifacts::ECHO,
+    );
+    let node = brink_tests::start_node(&text).await?;
+    let base = format!("http://{}", node.http_addr());
+    // Binary mode with no context of its own: the W3C header's counts.
+    let post = |path: &str, id: &str| {
+        brink_tests::http()
+            .post(format!("{base}{path}"))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "/plant/t-1")
+            .header("ce-type", "com.example.reading")
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{DEVICE_TRACE}-{DEVICE_SPAN}-01"))
+            .body(r#"{"value":35.5}"#)
+    };
+    let answer = post("/functions/echo", "e-1").send().await?;
+    assert_eq!(answer.status(), 200);
+    let carried = answer
+        .headers()
+        .get("ce-traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(post("/events/readings", "e-2").send().await?.status(), 202);
+    node.shutdown().await?;
+
+    let spans = lock(&spans).clone();
+    let child_of = |name: &str, parent: &[u8]| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.parent_span_id == parent)
+            .ok_or_else(|| anyhow::anyhow!("no {name} under its parent in {:?}", names(&spans)))
+    };
+    for (route, answered) in [("POST /functions/echo", true), ("POST /readings", false)] {
+        let receive = child_of(route, &hex(DEVICE_SPAN)?)?;
+        assert_eq!(receive.trace_id, hex(DEVICE_TRACE)?);
+        let dispatch = child_of("dispatch echo", &receive.span_id)?;
+        let invoke = child_of("invoke echo", &dispatch.span_id)?;
+        if answered {
+            // The answer is the invocation's output, with its context.
+            assert_eq!(
+                carried,
+                format!("00-{DEVICE_TRACE}-{}-01", to_hex(&invoke.span_id))
+            );
+        }
+    }
+    Ok(())
+}

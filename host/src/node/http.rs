@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::dispatch::{DispatchError, Dispatcher, TriggerKind};
 use super::problem::{body_problem, dispatch_problem, problem};
 use crate::bindings::CloudEvent;
-use crate::event::{self, EventError};
+use crate::event::{self, EventError, ExtTypes};
 
 #[derive(Clone)]
 struct AppState {
@@ -109,14 +109,16 @@ async fn deliver(
     };
     let mut delivered = 0;
     for (record, types) in events {
-        let (record, _receive) = received(&state.dispatcher, &path, &headers, record);
+        let receive = received(&state.dispatcher, &path, &headers, &record);
         let targets = state.dispatcher.http_targets(&path, &record.type_);
         for target in &targets {
-            if let Err(e) = state
-                .dispatcher
-                .dispatch(target, TriggerKind::Http, record.clone(), &types)
-                .await
-            {
+            let sent = dispatch_received(
+                &state.dispatcher,
+                receive.as_ref(),
+                (target, TriggerKind::Http),
+                (record.clone(), &types),
+            );
+            if let Err(e) = sent.await {
                 return dispatch_problem(&e);
             }
         }
@@ -134,28 +136,40 @@ async fn deliver(
     StatusCode::ACCEPTED.into_response()
 }
 
-/// `event` as the request delivered it, and its receive span where the
-/// node traces: a W3C `traceparent` header (and `tracestate`) stands for
-/// an event that carries no context of its own.
+/// The receive span of a request's event, where the node traces: under the
+/// context the event carries, else the request's W3C `traceparent` header
+/// (and `tracestate`). The event is left as it came.
 fn received(
     dispatcher: &Dispatcher,
     route: &str,
     headers: &HeaderMap,
-    mut event: CloudEvent,
-) -> (CloudEvent, Option<crate::telemetry::Span>) {
-    let Some(tracer) = dispatcher.tracer() else {
-        return (event, None);
-    };
-    if crate::telemetry::context::of_event(&event).is_none() {
-        for name in ["traceparent", "tracestate"] {
-            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                event.extensions.retain(|(n, _)| n != name);
-                event.extensions.push((name.to_owned(), value.to_owned()));
-            }
+    event: &CloudEvent,
+) -> Option<crate::telemetry::Span> {
+    use crate::telemetry::context;
+    let tracer = dispatcher.tracer()?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = context::of_event(event)
+        .or_else(|| context::parse(header(context::TRACEPARENT), header(context::TRACESTATE)));
+    Some(super::traced::http_receive(tracer, route, parent))
+}
+
+/// Dispatches `event` to `function`, under the receive span where there is
+/// one.
+async fn dispatch_received(
+    dispatcher: &Dispatcher,
+    receive: Option<&crate::telemetry::Span>,
+    (function, trigger): (&str, TriggerKind),
+    (event, types): (CloudEvent, &ExtTypes),
+) -> Result<Vec<CloudEvent>, DispatchError> {
+    let dispatch = dispatcher.dispatch(function, trigger, event, types);
+    match receive {
+        Some(span) => {
+            crate::telemetry::context::RECEIVED
+                .scope(span.parent(), dispatch)
+                .await
         }
+        None => dispatch.await,
     }
-    let span = super::traced::http_receive(tracer, route, &mut event);
-    (event, Some(span))
 }
 
 /// Invokes one of the manifest's functions (a tenant's are invoked through
@@ -198,11 +212,14 @@ pub(crate) async fn invoke_function(
         );
     }
     let (input, types) = events.remove(0);
-    let (input, _receive) = received(dispatcher, &format!("/functions/{name}"), headers, input);
-    let outputs = match dispatcher
-        .dispatch(name, TriggerKind::Invoke, input, &types)
-        .await
-    {
+    let receive = received(dispatcher, &format!("/functions/{name}"), headers, &input);
+    let sent = dispatch_received(
+        dispatcher,
+        receive.as_ref(),
+        (name, TriggerKind::Invoke),
+        (input, &types),
+    );
+    let outputs = match sent.await {
         Ok(outputs) => outputs,
         Err(e) => return dispatch_problem(&e),
     };

@@ -68,7 +68,15 @@ impl Trace {
         event: &CloudEvent,
     ) -> Self {
         let name = Name::Of("dispatch", names.function.clone());
-        let mut dispatch = tracer.span_for(name, Kind::Internal, event);
+        // Under the receive span, for an event a trigger received; under
+        // the context the event carries, for a pipeline stage's input (the
+        // upstream invocation stamped it).
+        let parent = match trigger {
+            TriggerKind::Function => None,
+            _ => crate::telemetry::context::received(),
+        }
+        .or_else(|| crate::telemetry::context::of_event(event));
+        let mut dispatch = tracer.start_span(name, Kind::Internal, parent);
         // The function and tenant are the invocation's attributes.
         dispatch.set("brink.trigger", trigger.label());
         dispatch.set("cloudevents.event_id", event.id.clone());
@@ -144,24 +152,29 @@ impl Trace {
 }
 
 /// The receive span of an MQTT message, under the context its event
-/// carries; the event then carries the span's. Named `receive` alone: the
-/// topic names a device, and span names must stay few (OpenTelemetry's
-/// messaging conventions); the topic is an attribute.
-pub(crate) fn mqtt_receive(tracer: &Tracer, topic: &str, qos: u8, event: &mut CloudEvent) -> Span {
+/// carries. The event is left as it came: the dispatches find the span in
+/// the task ([`crate::telemetry::context::RECEIVED`]). Named `receive`
+/// alone: the topic names a device, and span names must stay few
+/// (OpenTelemetry's messaging conventions); the topic is an attribute.
+pub(crate) fn mqtt_receive(tracer: &Tracer, topic: &str, qos: u8, event: &CloudEvent) -> Span {
     let mut span = tracer.span_for("receive", Kind::Consumer, event);
     span.set("messaging.system", "mqtt");
     span.set("messaging.destination.name", topic.to_owned());
     span.set("messaging.mqtt.qos", i64::from(qos));
-    span.stamp(event);
     span
 }
 
-/// The receive span of an HTTP request's event.
-pub(crate) fn http_receive(tracer: &Tracer, route: &str, event: &mut CloudEvent) -> Span {
-    let mut span = tracer.span_for(Name::Of("POST", Arc::from(route)), Kind::Server, event);
+/// The receive span of an HTTP request's event, under `parent`: the
+/// event's context, else the request's `traceparent` header.
+pub(crate) fn http_receive(
+    tracer: &Tracer,
+    route: &str,
+    parent: Option<crate::telemetry::context::Parent>,
+) -> Span {
+    let name = Name::Of("POST", Arc::from(route));
+    let mut span = tracer.start_span(name, Kind::Server, parent);
     span.set("http.request.method", "POST");
     span.set("http.route", route.to_owned());
-    span.stamp(event);
     span
 }
 

@@ -15,6 +15,21 @@ pub const TRACESTATE: &str = "tracestate";
 /// every event sent on; past it, the state is dropped (the trace goes on).
 const MAX_TRACESTATE: usize = 512;
 
+/// A span's context and the `tracestate` that goes with it.
+pub type Parent = (SpanContext, Option<String>);
+
+tokio::task_local! {
+    /// The trigger's receive span, for the dispatches of the event it
+    /// received: carried beside the event, not in it, so a guest sees the
+    /// event as it was sent and the node stamps nothing on the way in.
+    pub static RECEIVED: Parent;
+}
+
+/// The receive span's context, in a task the trigger scoped with it.
+pub fn received() -> Option<Parent> {
+    RECEIVED.try_with(Clone::clone).ok()
+}
+
 /// Where a span sits in a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanContext {
@@ -93,22 +108,26 @@ impl SpanContext {
 }
 
 /// The context an event carries, and its `tracestate`.
-pub fn of_event(event: &CloudEvent) -> Option<(SpanContext, Option<String>)> {
-    let mut parent = None;
-    let mut state = None;
-    for (name, value) in &event.extensions {
-        match name.as_str() {
-            TRACEPARENT => parent = SpanContext::parse(value),
-            TRACESTATE
-                if value.len() <= MAX_TRACESTATE
-                    && value.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
-            {
-                state = Some(value.clone());
-            }
-            _ => {}
-        }
-    }
-    parent.map(|p| (p, state))
+pub fn of_event(event: &CloudEvent) -> Option<Parent> {
+    let value = |wanted: &str| {
+        event
+            .extensions
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, value)| value.as_str())
+    };
+    parse(value(TRACEPARENT), value(TRACESTATE))
+}
+
+/// The context `traceparent` and `tracestate` values name (an event's
+/// attributes, or an HTTP request's headers). An oversized or unprintable
+/// `tracestate` is dropped; the trace goes on.
+pub fn parse(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Parent> {
+    let parent = SpanContext::parse(traceparent?)?;
+    let state = tracestate
+        .filter(|v| v.len() <= MAX_TRACESTATE && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .map(str::to_owned);
+    Some((parent, state))
 }
 
 /// Puts `context` (and `state`) on `event`, replacing what it carried.

@@ -24,6 +24,8 @@ pub(super) struct TriggerCtx {
 
 pub(super) struct Job {
     pub(super) event: (CloudEvent, ExtTypes),
+    /// The receive span, where the node traces.
+    pub(super) parent: Option<crate::telemetry::context::Parent>,
     pub(super) done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -33,7 +35,15 @@ pub(super) async fn ordered_worker(
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(job) = jobs.recv().await {
-        let result = trigger.deliver(&function, job.event).await;
+        let deliver = trigger.deliver(&function, job.event);
+        let result = match job.parent {
+            Some(parent) => {
+                crate::telemetry::context::RECEIVED
+                    .scope(parent, deliver)
+                    .await
+            }
+            None => deliver.await,
+        };
         let _ = job.done.send(result);
     }
 }

@@ -115,6 +115,7 @@ impl Subscriber {
         &self,
         targets: Vec<String>,
         event: &(CloudEvent, ExtTypes),
+        parent: Option<&crate::telemetry::context::Parent>,
     ) -> (Vec<oneshot::Receiver<Result<(), String>>>, Vec<String>) {
         let mut waits = Vec::new();
         let mut concurrent = Vec::new();
@@ -124,6 +125,7 @@ impl Subscriber {
                     let (done, wait) = oneshot::channel();
                     let job = Job {
                         event: event.clone(),
+                        parent: parent.cloned(),
                         done,
                     };
                     if worker.send(job).is_ok() {
@@ -162,13 +164,13 @@ impl Subscriber {
             &trigger.plain,
         );
         let (event, receive) = match decoded {
-            Ok((mut event, types, carried)) => {
+            Ok((event, types, carried)) => {
                 if carried == Carried::Plain {
                     tracing::trace!(topic = %message.topic, "wrapped a plain payload");
                 }
                 let receive = trigger.dispatcher.tracer().map(|tracer| {
                     let qos = message.raw.qos();
-                    crate::node::traced::mqtt_receive(tracer, &message.topic, qos, &mut event)
+                    crate::node::traced::mqtt_receive(tracer, &message.topic, qos, &event)
                 });
                 ((event, types), receive)
             }
@@ -186,8 +188,9 @@ impl Subscriber {
                 return;
             }
         };
-        let (waits, concurrent) = self.queue_ordered(targets, &event);
-        tokio::spawn(async move {
+        let parent = receive.as_ref().map(crate::telemetry::Span::parent);
+        let (waits, concurrent) = self.queue_ordered(targets, &event, parent.as_ref());
+        let work = async move {
             let mut delivered = true;
             for function in &concurrent {
                 // Each function's retries run on their own; all must end before the ack.
@@ -207,7 +210,17 @@ impl Subscriber {
             acks.complete(seq, delivered.then_some(message.raw));
             drop(permit);
             drop(receive);
-        });
+        };
+        // Traced, the dispatches find the receive span in the task; not
+        // traced, the task is spawned as it is, with no wrapper to poll.
+        match parent {
+            Some(parent) => {
+                tokio::spawn(crate::telemetry::context::RECEIVED.scope(parent, work));
+            }
+            None => {
+                tokio::spawn(work);
+            }
+        }
     }
 }
 
