@@ -211,15 +211,23 @@ impl Subscriber {
             drop(permit);
             drop(receive);
         };
-        // Traced, the dispatches find the receive span in the task; not
-        // traced, the task is spawned as it is, with no wrapper to poll.
-        match parent {
-            Some(parent) => {
-                tokio::spawn(crate::telemetry::context::RECEIVED.scope(parent, work));
-            }
-            None => {
-                tokio::spawn(work);
-            }
+        spawn_received(parent, work);
+    }
+}
+
+/// Spawns a message's work. Traced, its dispatches find the receive span in
+/// the task; not traced, the task is spawned as it is, with no wrapper to
+/// poll.
+fn spawn_received(
+    parent: Option<crate::telemetry::context::Parent>,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    match parent {
+        Some(parent) => {
+            tokio::spawn(crate::telemetry::context::RECEIVED.scope(parent, work));
+        }
+        None => {
+            tokio::spawn(work);
         }
     }
 }
