@@ -20,6 +20,7 @@ pub mod kv;
 pub mod manifest;
 pub mod nn;
 pub mod node;
+pub mod oci;
 pub mod outbox;
 pub mod plan;
 pub mod sched;

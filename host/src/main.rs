@@ -103,12 +103,34 @@ enum Command {
         #[arg(long)]
         version: String,
     },
-    /// Check a token against a node's admin API and save both for the commands below.
+    /// Check a token against a node's admin API and save both for the
+    /// commands below; or, for `oci://<registry>`, check a registry login
+    /// and store it in the docker config file.
     Login {
+        /// The node's admin API, or `oci://<registry>`.
         url: String,
         #[arg(long, env = "BRINK_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
+        /// The registry user (`oci://` only).
+        #[arg(long, short)]
+        username: Option<String>,
+        /// Read the registry password from standard input (`oci://` only).
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        registry: cli::oci::RegistryFlags,
     },
+    /// Remove a registry's credentials from the docker config file.
+    Logout {
+        /// `oci://<registry>`.
+        registry: String,
+        #[command(flatten)]
+        flags: cli::oci::RegistryFlags,
+    },
+    /// Push a component, its name, version and signatures to an OCI registry.
+    Push(cli::oci::PushArgs),
+    /// Pull a component and its signatures from an OCI registry.
+    Pull(cli::oci::PullArgs),
     /// Upload, publish and activate a function version on a running node.
     Deploy(deploy::DeployArgs),
     /// The calling tenant's functions: active version, versions, previous.
@@ -336,7 +358,8 @@ fn main() -> ExitCode {
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
-        let text = cause.to_string();
+        // Some causes quote a server's answer, newline and all.
+        let text = cause.to_string().trim().replace(['\r', '\n'], " ");
         if line.contains(text.as_str()) {
             continue;
         }
@@ -357,31 +380,27 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
     let runtime = cli::runtime()?;
     runtime.block_on(async move {
         match command {
-            Command::Login { url, token } => client::login(&url, &token).await,
-            Command::Deploy(args) => {
-                let source = args.source.clone();
-                let component = if source.is_dir() {
-                    let mut built = tokio::task::spawn_blocking(move || {
-                        builder::build(&BuildRequest {
-                            manifest_path: source.join("Cargo.toml"),
-                            target_dir: None,
-                            release: true,
-                        })
-                    })
-                    .await??;
-                    if built.len() != 1 {
-                        bail!(
-                            "{} builds {} components; deploy one .wasm",
-                            args.source.display(),
-                            built.len()
-                        );
-                    }
-                    built.remove(0).path
+            Command::Login {
+                url,
+                token,
+                username,
+                password_stdin,
+                registry,
+            } => {
+                if url.starts_with("oci://") {
+                    cli::oci::login(&url, username, password_stdin, &registry).await
                 } else {
-                    source
-                };
-                deploy::deploy(args, &component).await
+                    let token = token.context("pass --token (or set BRINK_TOKEN)")?;
+                    client::login(&url, &token).await
+                }
             }
+            Command::Logout { registry, flags } => cli::oci::logout(&registry, &flags),
+            Command::Push(args) => {
+                let component = deploy::component_of(&args.source).await?;
+                cli::oci::push(args, &component).await
+            }
+            Command::Pull(args) => cli::oci::pull(args).await,
+            Command::Deploy(args) => deploy::deploy(args).await,
             Command::Ls { remote } => deploy::ls(&remote).await,
             Command::Rm { name, remote } => deploy::change(&remote, &name, "rm", None).await,
             Command::Rollback {

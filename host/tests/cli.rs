@@ -2170,6 +2170,16 @@ fn registry_node(
     name: &str,
     trusted_keys: &str,
 ) -> anyhow::Result<(NodeProcess, String, String)> {
+    registry_node_with(home, name, trusted_keys, "")
+}
+
+/// [`registry_node`] with more of the manifest (`[registry.oci]`).
+fn registry_node_with(
+    home: &Path,
+    name: &str,
+    trusted_keys: &str,
+    more: &str,
+) -> anyhow::Result<(NodeProcess, String, String)> {
     let dir = home.join(name);
     std::fs::create_dir_all(&dir)?;
     let (http_port, admin_port) = (free_port()?, free_port()?);
@@ -2188,6 +2198,7 @@ listen = "127.0.0.1:{admin_port}"
 token = "operator-secret"
 [registry]
 trusted_keys = [{trusted_keys}]
+{more}
 "#
         ),
     )?;
@@ -2356,5 +2367,368 @@ fn a_fleet_deploy_activates_only_where_the_nodes_checks_passed_and_a_fleet_rollb
     );
     std::fs::write(&fleet, "")?;
     assert_clean_failure(&deploy("1.2.0", &[])?, "missing field `node`");
+    Ok(())
+}
+
+/// A distribution registry (Debian's `docker-registry`, 2.8) on loopback,
+/// with its storage under `dir`; killed when dropped.
+struct OciRegistry {
+    child: std::process::Child,
+    host: String,
+    storage: PathBuf,
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a registry with `http` (the YAML under `http:` past `addr`) and
+/// `auth` sections; `None` where docker-registry is not installed, unless
+/// `BRINK_REQUIRE_REGISTRY` says it must be (`scripts/test` sets it).
+fn oci_registry(dir: &Path, http: &str, auth: &str) -> anyhow::Result<Option<OciRegistry>> {
+    let installed = Command::new("docker-registry")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        anyhow::ensure!(
+            std::env::var_os("BRINK_REQUIRE_REGISTRY").is_none(),
+            "docker-registry is not installed (apt-get install docker-registry)"
+        );
+        eprintln!("skipped: docker-registry is not installed");
+        return Ok(None);
+    }
+    let port = free_port()?;
+    let storage = dir.join("storage");
+    let config = dir.join("registry.yml");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http}{auth}",
+            storage.display()
+        ),
+    )?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let registry = OciRegistry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        storage,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(&registry.host).is_err() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "docker-registry not listening in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(Some(registry))
+}
+
+/// Overwrites one byte of every stored blob of `digest`, as a registry
+/// whose disk or operator cannot be trusted would serve it.
+fn tamper_blob(storage: &Path, digest: &str) -> anyhow::Result<()> {
+    let hex = digest.trim_start_matches("sha256:");
+    let path = storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&path)?;
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn a_component_pushed_to_an_oci_registry_is_pulled_by_digest_checked_and_deployed()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path();
+    let Some(registry) = oci_registry(&home.join("registry"), "", "")? else {
+        return Ok(());
+    };
+    let repo = format!("oci://{}/acme/transform", registry.host);
+    let key = home.join("release.key");
+    let public = ok(brink_as(
+        home,
+        &["keygen", "--out", &key.display().to_string()],
+    )?)?;
+    let wasm = home.join("transform.wasm");
+    std::fs::copy(artifacts::TRANSFORM, &wasm)?;
+    let wasm = wasm.display().to_string();
+    let push = |tag: &str, version: &str, extra: &[&str]| {
+        let reference = format!("{repo}:{tag}");
+        let args = [
+            &[
+                "push",
+                &wasm,
+                &reference,
+                "--version",
+                version,
+                "--plain-http",
+            ][..],
+            extra,
+        ]
+        .concat();
+        brink_as(home, &args)
+    };
+
+    // Pushed signed: the answer is the reference pinned to the manifest.
+    let pinned = ok(push(
+        "1.0.0",
+        "1.0.0",
+        &["--sign-with", &key.display().to_string()],
+    )?)?;
+    assert!(
+        pinned.trim().starts_with(&format!("{repo}@sha256:")),
+        "{pinned}"
+    );
+    ok(push("unsigned", "1.1.0", &[])?)?;
+
+    // Pulled back: the same bytes, the signature beside them.
+    let out = home.join("pulled.wasm");
+    ok(brink_as(
+        home,
+        &[
+            "pull",
+            pinned.trim(),
+            "--plain-http",
+            "-o",
+            &out.display().to_string(),
+        ],
+    )?)?;
+    assert_eq!(std::fs::read(&out)?, std::fs::read(&wasm)?);
+    let sigs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("pulled.wasm.sigs.json"))?)?;
+    assert_eq!(sigs[0]["key"].as_str(), Some(public.trim()));
+    // Without --plain-http the CLI speaks TLS, and says where it failed.
+    let tls = brink_as(home, &["pull", pinned.trim(), "-o", "x.wasm"])?;
+    assert_clean_failure(&tls, "reading the manifest of");
+
+    // A node that requires the release key and pulls from this registry.
+    let oci = format!(
+        "[registry.oci]\nregistries = [{host:?}]\nplain_http = [{host:?}]",
+        host = registry.host
+    );
+    let (_strict, url, token) =
+        registry_node_with(home, "strict", &format!("{:?}", public.trim()), &oci)?;
+    let deploy = |reference: &str, node: (&str, &str)| {
+        brink_as(
+            home,
+            &[
+                "deploy",
+                reference,
+                "--plain-http",
+                "--url",
+                node.0,
+                "--token",
+                node.1,
+            ],
+        )
+    };
+    // Name and version come from the artifact; the node pulls by digest.
+    let deployed = ok(deploy(&format!("{repo}:1.0.0"), (&url, &token))?)?;
+    assert!(deployed.contains("deployed transform@1.0.0"), "{deployed}");
+    assert_eq!(active_on(home, &url, &token)?.as_deref(), Some("1.0.0"));
+    let invoked = ok(brink_as(
+        home,
+        &[
+            "invoke",
+            "transform",
+            "--data",
+            r#"{"device": "t-1", "value": 20}"#,
+            "--url",
+            &url,
+            "--token",
+            &token,
+        ],
+    )?)?;
+    assert!(invoked.contains("68"), "{invoked}");
+
+    // Unsigned: pulled, then refused by the same policy as an upload.
+    let unsigned = deploy(&format!("{repo}:unsigned"), (&url, &token))?;
+    assert_clean_failure(&unsigned, "signature");
+    assert_eq!(active_on(home, &url, &token)?.as_deref(), Some("1.0.0"));
+
+    // A node that lists no registries pulls from none; nor from one it does not list.
+    let (_closed, closed_url, closed_token) = registry_node(home, "closed", "")?;
+    let closed = deploy(&format!("{repo}:1.0.0"), (&closed_url, &closed_token))?;
+    assert_clean_failure(&closed, "pulls from no OCI registry");
+    // The same registry by another name is one the node does not list.
+    let port = registry.host.rsplit(':').next().unwrap_or_default();
+    let elsewhere = deploy(
+        &format!("oci://localhost:{port}/acme/transform:1.0.0"),
+        (&url, &token),
+    )?;
+    assert_clean_failure(&elsewhere, &format!("does not pull from localhost:{port}"));
+
+    // The registry's copy of the layer tampered with: refused on pull and on deploy.
+    let digest = brink_registry_digest(&std::fs::read(&wasm)?);
+    tamper_blob(&registry.storage, &digest)?;
+    let pulled = brink_as(
+        home,
+        &["pull", pinned.trim(), "--plain-http", "-o", "t.wasm"],
+    )?;
+    assert_clean_failure(&pulled, "damaged or tampered with");
+    assert!(!home.join("t.wasm").exists());
+    let (_fresh, fresh_url, fresh_token) =
+        registry_node_with(home, "fresh", &format!("{:?}", public.trim()), &oci)?;
+    let tampered = deploy(pinned.trim(), (&fresh_url, &fresh_token))?;
+    assert_clean_failure(&tampered, "damaged or tampered with");
+    let listed = ok(brink_as(
+        home,
+        &["ls", "--json", "--url", &fresh_url, "--token", &fresh_token],
+    )?)?;
+    assert!(!listed.contains("transform"), "{listed}");
+    Ok(())
+}
+
+/// `sha256:<hex>` of `bytes`, as the registry and Brink name blobs.
+fn brink_registry_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[test]
+fn a_registry_login_is_checked_then_used_and_tls_trusts_only_the_given_ca() -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir()?;
+    let home = dir.path();
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &ca, &ca_key)?;
+    let pki = home.join("pki");
+    std::fs::create_dir_all(&pki)?;
+    std::fs::write(pki.join("ca.pem"), ca.pem())?;
+    std::fs::write(pki.join("server.pem"), cert.pem())?;
+    std::fs::write(pki.join("server.key"), key.serialize_pem())?;
+    // bcrypt of "s3cret-pass" at cost 4 (the registry reads only bcrypt).
+    std::fs::write(
+        pki.join("htpasswd"),
+        "ci:$2b$04$hvhaj1yBP3My6YEONDAziOBZBT5dD9sIjEHYXR5P6foCr74.tYWOK\n",
+    )?;
+    let tls = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        pki.join("server.pem").display(),
+        pki.join("server.key").display()
+    );
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: brink-test\n    path: {}\n",
+        pki.join("htpasswd").display()
+    );
+    let Some(registry) = oci_registry(&home.join("registry"), &tls, &auth)? else {
+        return Ok(());
+    };
+    let ca_file = pki.join("ca.pem").display().to_string();
+    let config = home.join("docker").join("config.json");
+    let config_arg = config.display().to_string();
+    let login = |password: &str| -> anyhow::Result<Output> {
+        let mut child = brink_command(
+            home,
+            &[
+                "login",
+                &format!("oci://{}", registry.host),
+                "--username",
+                "ci",
+                "--password-stdin",
+                "--ca-file",
+                &ca_file,
+                "--registry-config",
+                &config_arg,
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+            .write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    };
+    let wrong = login("guess")?;
+    assert_clean_failure(&wrong, "refused the credentials");
+    assert!(!config.exists(), "a refused login was stored");
+    ok(login("s3cret-pass")?)?;
+    assert!(std::fs::read_to_string(&config)?.contains(&registry.host));
+
+    let reference = format!("oci://{}/acme/transform:1.0.0", registry.host);
+    let push = |extra: &[&str]| {
+        let args = [
+            &[
+                "push",
+                artifacts::TRANSFORM,
+                &reference,
+                "--name",
+                "transform",
+                "--version",
+                "1.0.0",
+            ][..],
+            extra,
+        ]
+        .concat();
+        brink_as(home, &args)
+    };
+    // The system's CAs do not include the test CA.
+    let untrusted = push(&["--registry-config", &config_arg])?;
+    assert_clean_failure(&untrusted, "UnknownIssuer");
+    // Trusted, but without the stored login: the registry says no.
+    let anonymous = push(&[
+        "--ca-file",
+        &ca_file,
+        "--registry-config",
+        &home.join("none.json").display().to_string(),
+    ])?;
+    assert_clean_failure(&anonymous, "refused access; sign in with `brink login");
+    ok(push(&[
+        "--ca-file",
+        &ca_file,
+        "--registry-config",
+        &config_arg,
+    ])?)?;
+    ok(brink_as(
+        home,
+        &[
+            "pull",
+            &reference,
+            "--ca-file",
+            &ca_file,
+            "--registry-config",
+            &config_arg,
+            "-o",
+            &home.join("p.wasm").display().to_string(),
+        ],
+    )?)?;
+    assert_eq!(
+        std::fs::read(home.join("p.wasm"))?,
+        std::fs::read(artifacts::TRANSFORM)?
+    );
+    ok(brink_as(
+        home,
+        &[
+            "logout",
+            &format!("oci://{}", registry.host),
+            "--registry-config",
+            &config_arg,
+        ],
+    )?)?;
+    assert!(!std::fs::read_to_string(&config)?.contains(&registry.host));
     Ok(())
 }

@@ -13,12 +13,15 @@ use super::keys::{read_key, read_signatures};
 /// `brink deploy`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// A component (`.wasm`), or a function crate to build first.
+    /// A component (`.wasm`), a function crate to build first, or
+    /// `oci://<registry>/<repository>:<tag>`, which the node pulls by digest.
     pub source: PathBuf,
+    /// The function's name [default for oci://: the artifact's].
     #[arg(long)]
-    pub name: String,
+    pub name: Option<String>,
+    /// The version [default for oci://: the artifact's].
     #[arg(long)]
-    pub version: String,
+    pub version: Option<String>,
     /// `http:/t/<tenant>/path`, `mqtt:t/<tenant>/sensors/+` or
     /// `event_type:com.example.*` (repeatable).
     #[arg(long = "trigger")]
@@ -50,6 +53,10 @@ pub struct DeployArgs {
     /// passed.
     #[command(flatten)]
     pub fleet: super::fleet::FleetFlags,
+    /// How the CLI reads an `oci://` source's manifest (the node pulls with
+    /// its own `[registry.oci]` settings).
+    #[command(flatten)]
+    pub registry: super::oci::RegistryFlags,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -109,57 +116,135 @@ pub(super) fn spec_of(args: &DeployArgs) -> anyhow::Result<Value> {
     }))
 }
 
-/// A version ready to send: its bytes, digest and signatures.
+/// A version ready to send: its name, version, digest and signatures, and
+/// how each node gets the bytes.
 pub(super) struct Prepared {
-    pub bytes: Vec<u8>,
-    pub digest: String,
+    pub name: String,
     pub version: String,
+    pub digest: String,
     pub signatures: Vec<brink_registry::Signature>,
+    pub source: Source,
 }
 
-/// Reads `component`, and signs it with `--sign-with` beside the
-/// signatures `brink sign` left next to it.
-pub(super) fn prepare(args: &DeployArgs, component: &Path) -> anyhow::Result<Prepared> {
-    let bytes =
-        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
-    let digest = brink_registry::digest(&bytes);
-    let version = brink_registry::parse_version(&args.version)?.to_string();
-    let mut signatures = read_signatures(component)?;
+/// How a node gets a version's bytes.
+pub(super) enum Source {
+    /// Uploaded by the CLI.
+    Upload(Vec<u8>),
+    /// Pulled by the node itself, from this pinned reference.
+    Pull(String),
+}
+
+/// The component `source` names: the file itself, or the one a function
+/// crate builds.
+pub async fn component_of(source: &Path) -> anyhow::Result<PathBuf> {
+    if !source.is_dir() {
+        return Ok(source.to_owned());
+    }
+    let manifest_path = source.join("Cargo.toml");
+    let mut built = tokio::task::spawn_blocking(move || {
+        brink_host::builder::build(&brink_host::builder::BuildRequest {
+            manifest_path,
+            target_dir: None,
+            release: true,
+        })
+    })
+    .await??;
+    if built.len() != 1 {
+        bail!(
+            "{} builds {} components; name one .wasm",
+            source.display(),
+            built.len()
+        );
+    }
+    Ok(built.remove(0).path)
+}
+
+/// Reads (or builds) the component, or the `oci://` artifact's manifest,
+/// and signs it with `--sign-with` beside the signatures that came with it.
+pub(super) async fn prepare(args: &DeployArgs) -> anyhow::Result<Prepared> {
+    let text = args.source.to_string_lossy();
+    let (name, version, digest, mut signatures, source) = if text.starts_with("oci://") {
+        let resolved = super::oci::resolve(&text, &args.registry).await?;
+        let name = args.name.clone().or(resolved.name).context(
+            "the artifact names no function (no dev.brink.function.name annotation): pass --name",
+        )?;
+        let version = args.version.clone().or(resolved.version).context(
+            "the artifact names no version (no org.opencontainers.image.version annotation): pass --version",
+        )?;
+        let source = Source::Pull(resolved.reference.to_string());
+        (name, version, resolved.digest, resolved.signatures, source)
+    } else {
+        let component = component_of(&args.source).await?;
+        let bytes = std::fs::read(&component)
+            .with_context(|| format!("reading {}", component.display()))?;
+        let (Some(name), Some(version)) = (args.name.clone(), args.version.clone()) else {
+            bail!("pass --name and --version: a component file carries neither");
+        };
+        let digest = brink_registry::digest(&bytes);
+        let signatures = read_signatures(&component)?;
+        (name, version, digest, signatures, Source::Upload(bytes))
+    };
+    let version = brink_registry::parse_version(&version)?.to_string();
     if let Some(key) = &args.sign_with {
-        let signature = read_key(key)?.sign(&digest, &args.name, &version);
+        let signature = read_key(key)?.sign(&digest, &name, &version);
         signatures.retain(|s| s.key != signature.key);
         signatures.push(signature);
     }
     Ok(Prepared {
-        bytes,
-        digest,
+        name,
         version,
+        digest,
         signatures,
+        source,
     })
 }
 
+/// Gets `prepared`'s bytes onto the node behind `api`: uploaded, or pulled
+/// by the node; either way the node must hold exactly `prepared.digest`.
+pub(super) async fn send(api: &super::client::Client, prepared: &Prepared) -> anyhow::Result<()> {
+    let stored = match &prepared.source {
+        Source::Upload(bytes) => api.upload(bytes.clone()).await?,
+        Source::Pull(reference) => {
+            api.call_json(
+                reqwest::Method::POST,
+                "/v1/pulls",
+                Some(json!({ "reference": reference })),
+            )
+            .await?
+        }
+    };
+    anyhow::ensure!(
+        stored["digest"].as_str() == Some(prepared.digest.as_str()),
+        "the node stored digest {} for {}",
+        stored["digest"],
+        prepared.digest
+    );
+    Ok(())
+}
+
 /// `brink deploy`.
-pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let prepared = prepare(&args).await?;
     if args.fleet.any() {
-        return super::fleet::deploy(args, component).await;
+        return super::fleet::deploy(args, prepared).await;
     }
     let api = args.remote.client()?;
+    send(&api, &prepared).await?;
     let Prepared {
-        bytes,
-        digest,
+        name,
         version,
+        digest,
         signatures,
-    } = prepare(&args, component)?;
-    let spec = spec_of(&args)?;
-    let uploaded = api.upload(bytes).await?;
+        ..
+    } = prepared;
     let published = api
         .call_json(
             reqwest::Method::POST,
-            &format!("/v1/functions/{}/versions", args.name),
+            &format!("/v1/functions/{name}/versions"),
             Some(json!({
                 "version": version,
-                "digest": uploaded["digest"],
-                "spec": spec,
+                "digest": digest,
+                "spec": spec_of(&args)?,
                 "signatures": signatures,
                 "activate": !args.no_activate,
             })),
@@ -169,12 +254,11 @@ pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
         println!("{published}");
     } else if args.no_activate {
         println!(
-            "staged {}@{version} ({digest}); active: {}",
-            args.name,
+            "staged {name}@{version} ({digest}); active: {}",
             published["active"].as_str().unwrap_or("none")
         );
     } else {
-        println!("deployed {}@{version} ({digest})", args.name);
+        println!("deployed {name}@{version} ({digest})");
     }
     Ok(())
 }

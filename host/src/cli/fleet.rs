@@ -6,13 +6,11 @@
 //! passed. Each node's outcome is reported; the command fails when any node
 //! did. `brink rollback --fleet` rolls each node back the same way.
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::deploy::{DeployArgs, Prepared, prepare, spec_of};
+use super::deploy::{DeployArgs, Prepared, send, spec_of};
 
 /// A fleet file (`brink deploy --fleet fleet.toml`):
 ///
@@ -94,48 +92,31 @@ struct Outcome {
     activated: Option<Result<String, String>>,
 }
 
-/// Uploads and stages `version` of `args.name` on one node.
-async fn stage(
-    api: &Client,
-    args: &DeployArgs,
-    bytes: Vec<u8>,
-    publish: &Value,
-) -> anyhow::Result<()> {
-    let uploaded = api.upload(bytes).await?;
-    anyhow::ensure!(
-        uploaded["digest"] == publish["digest"],
-        "the node stored digest {} for {}",
-        uploaded["digest"],
-        publish["digest"]
-    );
+/// Sends and stages `prepared` on one node.
+async fn stage(api: &Client, prepared: &Prepared, publish: &Value) -> anyhow::Result<()> {
+    send(api, prepared).await?;
     api.call_json(
         reqwest::Method::POST,
-        &format!("/v1/functions/{}/versions", args.name),
+        &format!("/v1/functions/{}/versions", prepared.name),
         Some(publish.clone()),
     )
     .await?;
     Ok(())
 }
 
-pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
-    let Prepared {
-        bytes,
-        digest,
-        version,
-        signatures,
-    } = prepare(&args, component)?;
+pub(super) async fn deploy(args: DeployArgs, prepared: Prepared) -> anyhow::Result<()> {
     let publish = json!({
-        "version": version,
-        "digest": digest,
+        "version": prepared.version,
+        "digest": prepared.digest,
         "spec": spec_of(&args)?,
-        "signatures": signatures,
+        "signatures": prepared.signatures,
         "activate": false,
     });
     let nodes = nodes(&args.fleet, args.remote.node.token())?;
     let mut outcomes = Vec::new();
     for (node, token) in &nodes {
         let staged = match Client::new(node, token.clone()) {
-            Ok(api) => stage(&api, &args, bytes.clone(), &publish).await,
+            Ok(api) => stage(&api, &prepared, &publish).await,
             Err(e) => Err(e),
         };
         outcomes.push(Outcome {
@@ -144,15 +125,16 @@ pub async fn deploy(args: DeployArgs, component: &Path) -> anyhow::Result<()> {
             activated: None,
         });
     }
+    let (name, version) = (&prepared.name, &prepared.version);
     if !args.no_activate {
         for (outcome, (_, token)) in outcomes.iter_mut().zip(&nodes) {
             if outcome.staged.is_ok() {
                 outcome.activated =
-                    Some(activate(&outcome.node, token.clone(), &args.name, &version).await);
+                    Some(activate(&outcome.node, token.clone(), name, version).await);
             }
         }
     }
-    report(&args, &version, &outcomes)
+    report(&args, name, version, &outcomes)
 }
 
 async fn activate(
@@ -228,16 +210,20 @@ pub async fn rollback(
 }
 
 /// One line (or JSON object) per node; an error when any node failed.
-fn report(args: &DeployArgs, version: &str, outcomes: &[Outcome]) -> anyhow::Result<()> {
+fn report(
+    args: &DeployArgs,
+    name: &str,
+    version: &str,
+    outcomes: &[Outcome],
+) -> anyhow::Result<()> {
     let mut failed = 0;
     for o in outcomes {
         let (ok, text) = match (&o.staged, &o.activated) {
             (Err(why), _) => (false, format!("refused, not activated: {why}")),
-            (Ok(()), None) => (true, format!("staged {}@{version}", args.name)),
-            (Ok(()), Some(Ok(active))) => (
-                true,
-                format!("deployed {}@{version}, active {active}", args.name),
-            ),
+            (Ok(()), None) => (true, format!("staged {name}@{version}")),
+            (Ok(()), Some(Ok(active))) => {
+                (true, format!("deployed {name}@{version}, active {active}"))
+            }
             (Ok(()), Some(Err(why))) => (false, format!("staged, but activation failed: {why}")),
         };
         failed += usize::from(!ok);
@@ -245,10 +231,9 @@ fn report(args: &DeployArgs, version: &str, outcomes: &[Outcome]) -> anyhow::Res
     }
     anyhow::ensure!(
         failed == 0,
-        "{failed} of {} nodes failed; the others {} {}@{version}",
+        "{failed} of {} nodes failed; the others {} {name}@{version}",
         outcomes.len(),
         if args.no_activate { "staged" } else { "run" },
-        args.name
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod kv;
 pub mod logging;
 pub mod logs;
+pub mod oci;
 pub mod outbox;
 pub mod run;
 pub mod status;

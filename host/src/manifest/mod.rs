@@ -168,7 +168,7 @@ impl Manifest {
         error::check_name("app", &self.app)?;
         self.kv.check()?;
         if let Some(registry) = &self.registry {
-            registry.policy()?;
+            registry.check()?;
         }
         self.admin.check()?;
         for (name, uplink) in &self.uplink {

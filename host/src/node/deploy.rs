@@ -117,6 +117,8 @@ pub struct DeployContext {
     /// The MQTT subscriber, when tenants may use MQTT (`[registry] mqtt`).
     pub mqtt: Option<super::mqtt::Subscriptions>,
     pub policy: TrustPolicy,
+    /// The OCI registries tenants may deploy from (`[registry.oci]`).
+    pub pulls: Option<crate::oci::Puller>,
     /// Turns true when the node stops; live log tails end then, so they do
     /// not hold the admin listener open.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -522,6 +522,19 @@ async fn open_registry(
             .filter(|_| link.tenants_use_mqtt)
             .map(mqtt::Mqtt::subscriptions),
         policy: registry.policy().map_err(anyhow::Error::msg)?,
+        pulls: registry
+            .oci
+            .as_ref()
+            .map(|oci| {
+                let settings = crate::oci::Settings {
+                    plain_http: oci.plain_http.clone(),
+                    ca_file: oci.ca_file.as_ref().map(|f| base.join(f)),
+                    auth_file: oci.auth_file.as_ref().map(|f| base.join(f)),
+                };
+                crate::oci::Puller::new(oci.registries.clone(), &settings)
+            })
+            .transpose()
+            .context("setting up [registry.oci]")?,
         shutdown: shutdown.subscribe(),
     };
     let deployer = deploy::Deployer::open(&data_dir.join("registry"), tenants, context)

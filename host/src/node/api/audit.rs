@@ -37,6 +37,7 @@ pub(crate) fn noted(mut response: Response, target: Option<String>, detail: Stri
 fn action_of(method: &Method, route: &str, params: &[&str]) -> Option<String> {
     let action = match (method.as_str(), route) {
         ("POST", "/v1/uploads") => "component.upload",
+        ("POST", "/v1/pulls") => "component.pull",
         ("POST", "/v1/functions/{name}/versions") => "function.publish",
         ("DELETE", "/v1/functions/{name}") => "function.rm",
         ("POST", "/v1/functions/{name}/activate") => "function.activate",

@@ -10,6 +10,7 @@ mod functions;
 mod logs;
 mod node;
 pub mod openapi;
+mod pulls;
 pub mod state;
 mod stats;
 mod tenants;
@@ -104,6 +105,7 @@ fn deploy_router(deployer: Deployer, auth: auth::Auth, max_component_bytes: usiz
             "/v1/uploads",
             post(upload).layer(DefaultBodyLimit::max(max_component_bytes)),
         )
+        .route("/v1/pulls", post(pulls::pull))
         .route("/v1/functions", get(list_functions))
         .route(
             "/v1/functions/{name}",

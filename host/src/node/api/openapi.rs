@@ -11,6 +11,16 @@ pub(super) async fn openapi_document() -> Response {
         .into_response()
 }
 
+/// The security scheme and the problem schema every route shares.
+fn components() -> serde_json::Value {
+    serde_json::json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "The operator token, a tenant token (`brink_…`), or a JWT from the identity server `[admin.jwt]` names"}},
+        "schemas": {"Problem": {"type": "object", "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"}}}}
+    })
+}
+
 /// The admin API's OpenAPI 3.1 document: every route the admin listener serves.
 pub fn openapi() -> serde_json::Value {
     let problem = serde_json::json!({"description": "An RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
@@ -42,15 +52,11 @@ pub fn openapi() -> serde_json::Value {
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Brink admin API", "version": "1"},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "The operator token, a tenant token (`brink_…`), or a JWT from the identity server `[admin.jwt]` names"}},
-            "schemas": {"Problem": {"type": "object", "properties": {
-                "type": {"type": "string"}, "title": {"type": "string"},
-                "status": {"type": "integer"}, "detail": {"type": "string"}}}}
-        },
+        "components": components(),
         "paths": {
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/uploads": {"post": op("Upload a component (raw bytes, application/wasm); answers its digest", "201")},
+            "/v1/pulls": {"post": op("Pull a component from an OCI registry [registry.oci] allows ({\"reference\": \"oci://…\"}); answers its digest and the manifest's name, version and signatures", "201")},
             "/v1/functions": {"get": op("The calling tenant's functions", "200")},
             "/v1/functions/{name}": {
                 "get": with(op("A function: active version, earlier ones, every version", "200"), &[&name]),
