@@ -144,7 +144,8 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
-    /// Make the previously active version active again.
+    /// End a function's canary; without one, make the previously active
+    /// version active again.
     Rollback {
         name: String,
         #[command(flatten)]
@@ -152,10 +153,22 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
-    /// Activate a version (`1.2.3`, `^1.2`, `latest`) of a function.
+    /// Activate a version (`1.2.3`, `^1.2`, `latest`) of a function; with
+    /// `--weight`, as a canary beside the active version.
     Activate {
         name: String,
         version: String,
+        /// 1 to 99: send this percentage of the events (picked by event id,
+        /// so a retried event lands on the same version) to VERSION, the
+        /// rest to the active one, until `brink promote` or `brink rollback`.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        weight: Option<u8>,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Make a function's canary its active version.
+    Promote {
+        name: String,
         #[command(flatten)]
         remote: client::Remote,
     },
@@ -417,8 +430,12 @@ fn remote_command(command: Command) -> anyhow::Result<()> {
             Command::Activate {
                 name,
                 version,
+                weight,
                 remote,
-            } => deploy::change(&remote, &name, "activate", Some(&version)).await,
+            } => deploy::change_with(&remote, &name, "activate", Some(&version), weight).await,
+            Command::Promote { name, remote } => {
+                deploy::change(&remote, &name, "promote", None).await
+            }
             Command::Invoke {
                 name,
                 data,

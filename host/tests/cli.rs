@@ -2560,6 +2560,53 @@ fn a_component_pushed_to_an_oci_registry_is_pulled_by_digest_checked_and_deploye
     assert_clean_failure(&unsigned, "signature");
     assert_eq!(active_on(home, &url, &token)?.as_deref(), Some("1.0.0"));
 
+    // A signed 1.1.0 staged from the registry, run as a canary, promoted.
+    let key_arg = key.display().to_string();
+    ok(push("1.1.0", "1.1.0", &["--sign-with", &key_arg])?)?;
+    let staged = brink_as(
+        home,
+        &[
+            "deploy",
+            &format!("{repo}:1.1.0"),
+            "--plain-http",
+            "--no-activate",
+            "--url",
+            &url,
+            "--token",
+            &token,
+        ],
+    )?;
+    assert!(ok(staged)?.contains("staged transform@1.1.0"));
+    let remote = ["--url", url.as_str(), "--token", token.as_str()];
+    let canary = ok(brink_as(
+        home,
+        &[
+            &["activate", "transform", "1.1.0", "--weight", "20"][..],
+            &remote,
+        ]
+        .concat(),
+    )?)?;
+    assert_eq!(
+        canary.trim(),
+        "transform: active 1.0.0, canary 1.1.0 at 20%"
+    );
+    let zero = brink_as(
+        home,
+        &[
+            &["activate", "transform", "1.1.0", "--weight", "0"][..],
+            &remote,
+        ]
+        .concat(),
+    )?;
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    let promoted = ok(brink_as(
+        home,
+        &[&["promote", "transform"][..], &remote].concat(),
+    )?)?;
+    assert_eq!(promoted.trim(), "transform: active 1.1.0");
+    let again = brink_as(home, &[&["promote", "transform"][..], &remote].concat())?;
+    assert_clean_failure(&again, "no canary to promote");
+
     // A node that lists no registries pulls from none; nor from one it does not list.
     let (_closed, closed_url, closed_token) = registry_node(home, "closed", "")?;
     let closed = deploy(&format!("{repo}:1.0.0"), (&closed_url, &closed_token))?;

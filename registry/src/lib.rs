@@ -13,6 +13,7 @@
 //! Namespaces are opaque strings (the host uses tenant ids); nothing in one
 //! namespace names anything in another.
 
+mod canary;
 pub mod signing;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub use canary::Canary;
 pub use signing::{PolicyError, PublicKey, SecretKey, Signature, TrustPolicy};
 
 /// Why a registry call failed.
@@ -77,6 +79,8 @@ pub enum RegistryError {
     NothingToRollBackTo { name: String },
     #[error("`{name}@{version}` is active; activate another version or remove the function")]
     VersionActive { name: String, version: String },
+    #[error("{0}")]
+    Canary(String),
     #[error("registry storage: {0}")]
     Io(#[from] std::io::Error),
     #[error("registry metadata store: {0}")]
@@ -127,6 +131,10 @@ pub struct Deployment {
     /// Earlier active versions, oldest first; rollback returns to the last.
     #[serde(default)]
     pub previous: Vec<String>,
+    /// A version that takes a share of the events beside the active one,
+    /// until it is promoted or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 /// What garbage collection removed.
@@ -438,7 +446,14 @@ impl Registry {
         let record = self.version(namespace, name, version)?;
         let k = key(&[namespace, name]);
         let mut deployment = self.deployment(namespace, name)?;
+        // Activating a version outright ends any canary.
+        let had_canary = deployment.canary.take().is_some();
         if deployment.active.as_deref() == Some(record.version.as_str()) {
+            if had_canary {
+                self.deployments
+                    .insert(k, serde_json::to_vec(&deployment)?)?;
+                self.db.flush()?;
+            }
             return Ok(deployment);
         }
         if let Some(old) = deployment.active.take() {
@@ -463,6 +478,7 @@ impl Registry {
         };
         // The version we leave stays available to activate, but is no rollback target.
         deployment.active = Some(back);
+        deployment.canary = None;
         self.deployments
             .insert(key(&[namespace, name]), serde_json::to_vec(&deployment)?)?;
         self.db.flush()?;
@@ -487,7 +503,10 @@ impl Registry {
     pub fn remove_version(&self, namespace: &str, name: &str, version: &str) -> Result<()> {
         let record = self.version(namespace, name, version)?;
         let mut deployment = self.deployment(namespace, name)?;
-        if deployment.active.as_deref() == Some(record.version.as_str()) {
+        let canary = deployment.canary.as_ref().map(|c| c.version.as_str());
+        if deployment.active.as_deref() == Some(record.version.as_str())
+            || canary == Some(record.version.as_str())
+        {
             return Err(RegistryError::VersionActive {
                 name: name.to_owned(),
                 version: record.version,

@@ -2,6 +2,7 @@
 //! End-to-end tests of the host with real components built from `functions/`.
 
 mod audit;
+mod canary;
 mod dashboard;
 mod deploy;
 mod edges;

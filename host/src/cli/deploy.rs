@@ -314,29 +314,34 @@ pub async fn change(
     action: &str,
     version: Option<&str>,
 ) -> anyhow::Result<()> {
+    change_with(remote, name, action, version, None).await
+}
+
+/// `brink rm|rollback|promote|activate [--weight]`: one call, one line.
+pub async fn change_with(
+    remote: &Remote,
+    name: &str,
+    action: &str,
+    version: Option<&str>,
+    weight: Option<u8>,
+) -> anyhow::Result<()> {
     let api = remote.client()?;
+    let path = format!("/v1/functions/{name}");
     let answer = match action {
-        "rm" => {
-            api.call_json(
-                reqwest::Method::DELETE,
-                &format!("/v1/functions/{name}"),
-                None,
-            )
-            .await?
-        }
-        "rollback" => {
-            api.call_json(
-                reqwest::Method::POST,
-                &format!("/v1/functions/{name}/rollback"),
-                None,
-            )
-            .await?
+        "rm" => api.call_json(reqwest::Method::DELETE, &path, None).await?,
+        "rollback" | "promote" => {
+            api.call_json(reqwest::Method::POST, &format!("{path}/{action}"), None)
+                .await?
         }
         _ => {
+            let mut body = json!({ "version": version.unwrap_or("latest") });
+            if let Some(weight) = weight {
+                body["weight"] = json!(weight);
+            }
             api.call_json(
                 reqwest::Method::POST,
-                &format!("/v1/functions/{name}/activate"),
-                Some(json!({ "version": version.unwrap_or("latest") })),
+                &format!("{path}/activate"),
+                Some(body),
             )
             .await?
         }
@@ -346,8 +351,15 @@ pub async fn change(
     } else if action == "rm" {
         println!("removed {name}");
     } else {
+        let canary = match (
+            answer["canary"]["version"].as_str(),
+            answer["canary"]["weight"].as_u64(),
+        ) {
+            (Some(v), Some(w)) => format!(", canary {v} at {w}%"),
+            _ => String::new(),
+        };
         println!(
-            "{name}: active {}",
+            "{name}: active {}{canary}",
             answer["active"].as_str().unwrap_or("-")
         );
     }

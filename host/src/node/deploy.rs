@@ -157,6 +157,9 @@ pub(crate) struct FunctionView {
     /// Why the active version is not running (it could not be restored).
     #[serde(skip_serializing_if = "Option::is_none")]
     not_loaded: Option<String>,
+    /// A version taking a share of the events beside the active one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<brink_registry::Canary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +171,9 @@ pub(crate) struct VersionView {
     signed_by: Vec<String>,
     annotations: BTreeMap<String, String>,
     spec: serde_json::Value,
+    /// Invocations of this version since the node started, and how many failed.
+    invocations: u64,
+    errors: u64,
 }
 
 impl From<VersionRecord> for VersionView {
@@ -180,6 +186,8 @@ impl From<VersionRecord> for VersionView {
             signed_by: v.signatures.into_iter().map(|s| s.key).collect(),
             annotations: v.annotations,
             spec: v.spec,
+            invocations: 0,
+            errors: 0,
         }
     }
 }
@@ -268,6 +276,11 @@ impl Deployer {
                 tracing::error!(tenant = tenant.id, "quotas not applied: {}", e.detail);
             }
         }
+        self.restore_active().await?;
+        super::canary::restore(self).await
+    }
+
+    async fn restore_active(&self) -> anyhow::Result<()> {
         for record in self.inner.registry.active()? {
             let tenant = match self.inner.tenants.get(&record.namespace) {
                 Ok(t) => t,
@@ -367,6 +380,23 @@ impl Deployer {
             .node
             .dispatcher
             .install(&key, route, Some(self.handle(tenant)));
+    }
+
+    /// Routes `canary`'s share of `name`'s events to `route`; false when
+    /// `name` does not run (its active version was not restored).
+    pub(crate) fn install_canary(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        route: Route,
+        canary: brink_registry::Canary,
+    ) -> bool {
+        self.inner.node.dispatcher.install_canary(
+            &route_name(&tenant.id, name),
+            route,
+            Some(self.handle(tenant)),
+            canary,
+        )
     }
 
     /// Checks `spec` against the tenant's namespace and grants.
@@ -583,17 +613,31 @@ impl Deployer {
         if versions.is_empty() && deployment.active.is_none() {
             return Err(RegistryError::NoFunction(name.to_owned()).into());
         }
+        let key = route_name(tenant, name);
+        let metrics = self.inner.node.dispatcher.metrics();
+        let versions = versions
+            .into_iter()
+            .map(|record| {
+                let (invocations, errors) = metrics.version_usage(&key, &record.version);
+                VersionView {
+                    invocations,
+                    errors,
+                    ..VersionView::from(record)
+                }
+            })
+            .collect();
         Ok(FunctionView {
             name: name.to_owned(),
             active: deployment.active,
             previous: deployment.previous,
-            versions: versions.into_iter().map(VersionView::from).collect(),
+            canary: deployment.canary,
+            versions,
             not_loaded: self
                 .inner
                 .not_loaded
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get(&route_name(tenant, name))
+                .get(&key)
                 .cloned(),
         })
     }

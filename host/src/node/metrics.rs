@@ -43,6 +43,13 @@ pub struct Usage {
     pub inference_seconds: f64,
 }
 
+/// A deployed function's version: a canary's figures beside the active's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionVersion {
+    pub function: String,
+    pub version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FunctionError {
     pub function: String,
@@ -69,6 +76,8 @@ pub struct Metrics {
     tenant_invocations: Family<TenantLabel, Counter>,
     tenant_seconds: Family<TenantLabel, Counter<f64, AtomicU64>>,
     tenant_inference: Family<TenantLabel, Counter<f64, AtomicU64>>,
+    version_invocations: Family<FunctionVersion, Counter>,
+    version_errors: Family<FunctionVersion, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -173,7 +182,21 @@ impl Default for Metrics {
             "Time a tenant's inferences took, queueing for the model included",
             Family::default(),
         );
+        let version_invocations = registered(
+            r,
+            "function_version_invocations",
+            "Invocations of a deployed function, by version (a canary beside the active one)",
+            Family::default(),
+        );
+        let version_errors = registered(
+            r,
+            "function_version_errors",
+            "Failed invocations of a deployed function, by version",
+            Family::default(),
+        );
         Self {
+            version_invocations,
+            version_errors,
             tenant_invocations,
             tenant_seconds,
             tenant_inference,
@@ -203,6 +226,7 @@ pub struct FunctionMeters {
     events_out: OnceLock<Counter>,
     latency: OnceLock<Histogram>,
     tenant: OnceLock<(Counter, Counter<f64, AtomicU64>)>,
+    version: OnceLock<(Counter, Counter)>,
 }
 
 impl FunctionMeters {
@@ -231,6 +255,24 @@ impl FunctionMeters {
                     .clone()
             })
             .inc_by(n);
+    }
+
+    /// Counts one invocation of `version` of `function`, and whether it failed.
+    pub fn version_invoked(&self, metrics: &Metrics, function: &str, version: &str, ok: bool) {
+        let (invocations, errors) = self.version.get_or_init(|| {
+            let label = FunctionVersion {
+                function: function.to_owned(),
+                version: version.to_owned(),
+            };
+            (
+                metrics.version_invocations.get_or_create(&label).clone(),
+                metrics.version_errors.get_or_create(&label).clone(),
+            )
+        });
+        invocations.inc();
+        if !ok {
+            errors.inc();
+        }
     }
 
     /// Records one invocation of `function` that took `elapsed`, and bills
@@ -267,6 +309,19 @@ impl FunctionMeters {
 }
 
 impl Metrics {
+    /// Invocations and failures of `version` of `function` since the node started.
+    pub fn version_usage(&self, function: &str, version: &str) -> (u64, u64) {
+        let label = FunctionVersion {
+            function: function.to_owned(),
+            version: version.to_owned(),
+        };
+        // `get`, not `get_or_create`: reading must not add a series per version.
+        (
+            self.version_invocations.get(&label).map_or(0, |c| c.get()),
+            self.version_errors.get(&label).map_or(0, |c| c.get()),
+        )
+    }
+
     /// What `tenant` has used since the node started.
     pub fn usage(&self, tenant: &str) -> Usage {
         let label = TenantLabel {

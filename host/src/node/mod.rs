@@ -2,6 +2,7 @@
 //! its triggers receive.
 
 pub mod api;
+mod canary;
 pub mod deploy;
 pub mod dispatch;
 pub mod facts;

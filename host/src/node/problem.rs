@@ -147,6 +147,7 @@ impl From<RegistryError> for Problem {
             RegistryError::NothingToRollBackTo { .. } => {
                 (StatusCode::CONFLICT, "Nothing to roll back to")
             }
+            RegistryError::Canary(_) => (StatusCode::CONFLICT, "Canary refused"),
             RegistryError::InvalidName(_)
             | RegistryError::InvalidVersion(..)
             | RegistryError::InvalidRequirement(..)

@@ -42,6 +42,7 @@ fn action_of(method: &Method, route: &str, params: &[&str]) -> Option<String> {
         ("DELETE", "/v1/functions/{name}") => "function.rm",
         ("POST", "/v1/functions/{name}/activate") => "function.activate",
         ("POST", "/v1/functions/{name}/rollback") => "function.rollback",
+        ("POST", "/v1/functions/{name}/promote") => "function.promote",
         ("POST", "/v1/tenants") => "tenant.create",
         ("PATCH", "/v1/tenants/{id}") => "tenant.update",
         ("DELETE", "/v1/tenants/{id}") => "tenant.delete",

@@ -11,6 +11,7 @@ use super::audit::noted;
 use super::auth::{Principal, operator, principal};
 use super::{Answer, PublishRequest, json, json_body, tenant_of};
 use crate::engine::check_header;
+use crate::node::canary;
 use crate::node::deploy::Deployer;
 use crate::node::http::invoke_function;
 use crate::node::problem::Problem;
@@ -165,6 +166,9 @@ pub(super) async fn remove_function(
 struct ActivateRequest {
     /// `1.2.3`, `^1.2` or `latest`.
     version: String,
+    /// 1 to 99: make it a canary that takes this percentage of the events
+    /// (picked by event id) beside the active version.
+    weight: Option<u8>,
 }
 
 pub(super) async fn activate(
@@ -175,6 +179,14 @@ pub(super) async fn activate(
 ) -> Answer {
     let tenant = tenant_of(&deployer, &extensions)?;
     let request: ActivateRequest = json_body(&body)?;
+    if let Some(weight) = request.weight {
+        let view = canary::start(&deployer, &tenant, &name, &request.version, weight).await?;
+        return Ok(noted(
+            json(StatusCode::OK, &view)?,
+            Some(format!("{name}@{}", request.version)),
+            format!("canary at {weight}%"),
+        ));
+    }
     let _one = deployer.deploys().lock().await;
     deployer.check_function_quota(&tenant, &name)?;
     let record = deployer
@@ -198,6 +210,14 @@ pub(super) async fn rollback(
     let tenant = tenant_of(&deployer, &extensions)?;
     let _one = deployer.deploys().lock().await;
     deployer.view(&tenant.id, &name)?;
+    // During a canary, rolling back ends it: the active version stays.
+    if let Some(ended) = canary::end(&deployer, &tenant, &name)? {
+        return Ok(noted(
+            json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)?,
+            Some(format!("{name}@{}", ended.version)),
+            "canary ended".to_owned(),
+        ));
+    }
     let deployment = deployer.registry().deployment(&tenant.id, &name)?;
     let Some(back) = deployment.previous.last() else {
         return Err(RegistryError::NothingToRollBackTo { name }.into());
@@ -217,6 +237,20 @@ pub(super) async fn rollback(
         json(StatusCode::OK, &deployer.view(&tenant.id, &name)?)?,
         Some(format!("{name}@{}", record.version)),
         record.digest,
+    ))
+}
+
+pub(super) async fn promote(
+    State(deployer): State<Deployer>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Answer {
+    let tenant = tenant_of(&deployer, &extensions)?;
+    let (view, version) = canary::promote(&deployer, &tenant, &name).await?;
+    Ok(noted(
+        json(StatusCode::OK, &view)?,
+        Some(format!("{name}@{version}")),
+        "canary promoted".to_owned(),
     ))
 }
 

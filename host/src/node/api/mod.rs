@@ -114,6 +114,7 @@ fn deploy_router(deployer: Deployer, auth: auth::Auth, max_component_bytes: usiz
         .route("/v1/functions/{name}/versions", post(publish))
         .route("/v1/functions/{name}/activate", post(activate))
         .route("/v1/functions/{name}/rollback", post(rollback))
+        .route("/v1/functions/{name}/promote", post(promote))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/logs", get(logs))
         .route("/v1/usage", get(usage))

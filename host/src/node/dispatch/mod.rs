@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
+
+mod canary;
+mod tenant;
+
+pub use tenant::Tenant;
 
 use super::metrics::{FunctionError, FunctionLabel, FunctionMeters, Metrics};
 use super::traced::{Trace, TraceNames};
@@ -100,6 +105,8 @@ struct Stage {
     waiting: AtomicUsize,
     max_waiting: usize,
     meters: FunctionMeters,
+    /// The deployed version; none for the manifest's functions.
+    version: Option<String>,
 }
 
 /// Where function outputs that leave the node go.
@@ -142,73 +149,9 @@ pub enum Admission {
     Wait,
 }
 
-/// A tenant's share of the node, as the dispatcher enforces and meters it.
-#[derive(Debug)]
-pub struct Tenant {
-    pub id: String,
-    /// Invocations per second across the tenant's functions (0: unlimited).
-    pub max_invocations_per_s: u32,
-    /// MQTT topic prefixes its functions may be triggered from: its own
-    /// `t/<tenant>/` and those the operator granted.
-    pub topics: Vec<String>,
-    bucket: Mutex<TokenBucket>,
-    /// Invocations of its functions running at once: its share of the pool.
-    pub max_concurrency: u32,
-    slots: Semaphore,
-}
-
-impl Tenant {
-    /// A tenant confined to its own topics, `t/<id>/`.
-    pub fn new(id: impl Into<String>, max_invocations_per_s: u32) -> Self {
-        let id = id.into();
-        Self {
-            topics: vec![crate::tenancy::names::tenant_topic_prefix(&id)],
-            id,
-            max_invocations_per_s,
-            bucket: Mutex::new(TokenBucket {
-                tokens: f64::from(max_invocations_per_s),
-                at: Instant::now(),
-            }),
-            max_concurrency: u32::MAX,
-            slots: Semaphore::new(Semaphore::MAX_PERMITS),
-        }
-    }
-
-    /// The tenant with at most `n` invocations running at once.
-    pub fn with_concurrency(mut self, n: u32) -> Self {
-        self.max_concurrency = n.max(1);
-        self.slots = Semaphore::new((n.max(1) as usize).min(Semaphore::MAX_PERMITS));
-        self
-    }
-
-    /// Takes one invocation from the tenant's budget; false when it is spent.
-    fn admit(&self) -> bool {
-        let rate = f64::from(self.max_invocations_per_s);
-        if rate == 0.0 {
-            return true;
-        }
-        let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        // One second's worth of burst.
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
-
 type Stages = Arc<BTreeMap<String, Arc<Stage>>>;
+
+use canary::Canaries;
 
 /// The routing table of a running node. Functions deployed at run time are
 /// swapped in atomically: an event runs on the stage it found when it
@@ -216,6 +159,10 @@ type Stages = Arc<BTreeMap<String, Arc<Stage>>>;
 #[derive(Clone)]
 pub struct Dispatcher {
     stages: Arc<RwLock<Stages>>,
+    /// Canaries by function; `canary_count` lets the common case, no
+    /// canary anywhere, skip this table with one atomic load.
+    canaries: Arc<RwLock<Canaries>>,
+    canary_count: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     sink: Arc<dyn Sink>,
     /// Spans of every dispatch, invocation and output (`[telemetry]`).
@@ -269,6 +216,7 @@ fn stage(route: Route, tenant: Option<Arc<Tenant>>) -> Arc<Stage> {
         waiting: AtomicUsize::new(0),
         max_waiting: concurrency as usize * QUEUE_PER_SLOT,
         meters: FunctionMeters::default(),
+        version: route.version,
     })
 }
 
@@ -310,6 +258,8 @@ impl Dispatcher {
             .collect();
         Self {
             stages: Arc::new(RwLock::new(Arc::new(stages))),
+            canaries: Arc::default(),
+            canary_count: Arc::default(),
             metrics,
             sink,
             tracer: None,
@@ -327,14 +277,19 @@ impl Dispatcher {
     /// before; events already running finish where they started.
     pub fn install(&self, name: &str, route: Route, tenant: Option<Arc<Tenant>>) {
         let stage = stage(route, tenant);
-        let mut stages = self.stages.write().unwrap_or_else(PoisonError::into_inner);
-        let mut next = BTreeMap::clone(&stages);
-        next.insert(name.to_owned(), stage);
-        *stages = Arc::new(next);
+        {
+            let mut stages = self.stages.write().unwrap_or_else(PoisonError::into_inner);
+            let mut next = BTreeMap::clone(&stages);
+            next.insert(name.to_owned(), stage);
+            *stages = Arc::new(next);
+        }
+        // A version installed outright takes every event.
+        self.end_canary(name);
     }
 
     /// Stops routing to `name`; events already running finish. Whether it was routed.
     pub fn uninstall(&self, name: &str) -> bool {
+        self.end_canary(name);
         let mut stages = self.stages.write().unwrap_or_else(PoisonError::into_inner);
         if !stages.contains_key(name) {
             return false;
@@ -479,13 +434,16 @@ impl Dispatcher {
     ) -> Result<Vec<CloudEvent>, DispatchError> {
         // Under the read lock, not through a snapshot: two atomic updates of
         // the table's shared count fewer per event.
-        let stage = self
-            .stages
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(function)
-            .cloned()
-            .ok_or_else(|| DispatchError::UnknownFunction(function.to_owned()))?;
+        let stage = match self.canary_stage(function, &event.id) {
+            Some(canary) => canary,
+            None => self
+                .stages
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(function)
+                .cloned()
+                .ok_or_else(|| DispatchError::UnknownFunction(function.to_owned()))?,
+        };
         self.admit(function, &stage)?;
         stage.meters.event_in(&self.metrics, function, trigger);
         let mut trace = self
@@ -504,6 +462,11 @@ impl Dispatcher {
         let (mut result, instance) = Box::pin(stage.function.invoke_reporting(event)).await;
         drop(permit);
         self.observe(function, &stage, start.elapsed());
+        if let Some(version) = &stage.version {
+            stage
+                .meters
+                .version_invoked(&self.metrics, function, version, result.is_ok());
+        }
         if let Some(span) = span {
             Trace::invoked(span, &mut result, instance);
         }
