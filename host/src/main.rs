@@ -242,6 +242,15 @@ struct UpArgs {
     /// without serving anything, then exit: 0 when all is well.
     #[arg(long, conflicts_with_all = ["tail", "simulate"])]
     check: bool,
+    /// Take this node out of its shared group for good: resume its broker
+    /// session, unsubscribe, handle the messages the session held until
+    /// none has come for `--quiet-ms`, then end the session and exit. What
+    /// the broker had queued for it is handled, not dropped.
+    #[arg(long, conflicts_with_all = ["tail", "simulate", "check"])]
+    retire: bool,
+    /// How long a retiring node waits with no message before it is done.
+    #[arg(long, default_value_t = 3000, requires = "retire")]
+    quiet_ms: u64,
     /// Function instances that may exist at once, warm ones included (the
     /// instance pool). Each reserves 8 GiB of address space, not memory;
     /// lower it where address space is short (39-bit ARM64 kernels, tools
@@ -487,6 +496,15 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        if args.retire {
+            return retire(
+                manifest,
+                &base,
+                &engine,
+                Duration::from_millis(args.quiet_ms),
+            )
+            .await;
+        }
         let routes = routes(&manifest);
         let node = brink_host::node::Node::start(manifest, &base, &engine).await?;
         print_routes(&routes, &node);
@@ -518,6 +536,31 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// `brink up --retire`.
+async fn retire(
+    mut manifest: brink_host::manifest::Manifest,
+    base: &std::path::Path,
+    engine: &Engine,
+    quiet: Duration,
+) -> anyhow::Result<()> {
+    if manifest.mqtt.url.is_none() {
+        bail!(
+            "--retire ends a node's session at an external broker ([mqtt] url); the embedded \
+             broker's sessions live and end with this node"
+        );
+    }
+    manifest.mqtt.retire = true;
+    let node = brink_host::node::Node::start(manifest, base, engine).await?;
+    let broker = node.mqtt_broker().unwrap_or("the broker").to_owned();
+    let client = node
+        .mqtt_settings()
+        .map(|s| s.client_id.clone())
+        .unwrap_or_default();
+    let handled = node.retire(quiet).await?;
+    println!("retired {client} at {broker}: handled {handled} queued messages, session ended");
+    Ok(())
 }
 
 /// Each function's triggers, as `brink up` lists them once the node is ready.

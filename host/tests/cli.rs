@@ -2002,6 +2002,11 @@ fn log_format_json_writes_one_object_per_record_for_log_shippers() -> anyhow::Re
 /// 100 in flight; the ids the broker acknowledged. A PUBACK is matched to
 /// its message through the packet id rumqttc gave it, in publish order.
 fn mqtt_burst(port: u16, n: usize) -> anyhow::Result<Vec<String>> {
+    mqtt_burst_from(port, 0, n)
+}
+
+/// [`mqtt_burst`] of the events `f<first>` to `f<first + n - 1>`.
+fn mqtt_burst_from(port: u16, first: usize, n: usize) -> anyhow::Result<Vec<String>> {
     use rumqttc::Outgoing;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
@@ -2009,11 +2014,12 @@ fn mqtt_burst(port: u16, n: usize) -> anyhow::Result<Vec<String>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut options = MqttOptions::new(format!("fleet-device-{port}"), "127.0.0.1", port);
+        let mut options =
+            MqttOptions::new(format!("fleet-device-{port}-{first}"), "127.0.0.1", port);
         options.set_outgoing_inflight_upper_limit(100);
         let (client, mut events) = AsyncClient::new(options, 256);
         let publisher = tokio::spawn(async move {
-            for k in 0..n {
+            for k in first..first + n {
                 let event = format!(
                     r#"{{"specversion":"1.0","id":"f{k}","source":"/d","type":"t","datacontenttype":"application/json","data":{{"n":{k}}}}}"#
                 );
@@ -2034,7 +2040,7 @@ fn mqtt_burst(port: u16, n: usize) -> anyhow::Result<Vec<String>> {
                 .map_err(|e| anyhow::anyhow!("the device lost mosquitto: {e}"))?;
             match event {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
-                    in_flight.insert(pkid, format!("f{next}"));
+                    in_flight.insert(pkid, format!("f{}", first + next));
                     next += 1;
                 }
                 Event::Incoming(Incoming::PubAck(ack)) => {
@@ -2777,5 +2783,145 @@ fn a_registry_login_is_checked_then_used_and_tls_trusts_only_the_given_ca() -> a
         ],
     )?)?;
     assert!(!std::fs::read_to_string(&config)?.contains(&registry.host));
+    Ok(())
+}
+
+/// A `brink up` manifest of a `relay` node in the shared group `fleet` on
+/// the mosquitto at `port`, serving HTTP on `http_port`.
+fn fleet_manifest(home: &Path, id: &str, port: u16, http_port: u16) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(home)?;
+    let manifest = home.join("brink.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"brink_manifest_version = 1
+data_dir = "state"
+[node]
+id = "{id}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+shared_group = "fleet"
+[function.relay]
+source = {echo:?}
+triggers = [{{ mqtt = "in/#" }}]
+outputs = [{{ mqtt = "out/{{id}}" }}]
+"#,
+            echo = artifacts::ECHO,
+        ),
+    )?;
+    Ok(manifest)
+}
+
+/// Whether the broker at `port` holds a session for `client_id` (MQTT 5,
+/// connecting without clean start).
+fn session_present(port: u16, client_id: &str) -> anyhow::Result<bool> {
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_clean_start(false);
+        let (client, mut events) = AsyncClient::new(options, 16);
+        let present = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                if let Event::Incoming(Incoming::ConnAck(ack)) = events.poll().await? {
+                    return anyhow::Ok(ack.session_present);
+                }
+            }
+        })
+        .await??;
+        let _ = client.disconnect().await;
+        Ok(present)
+    })
+}
+
+/// Waits until every one of `acked` arrived, or `seconds` passed; the missing.
+fn wait_arrived(
+    acked: &[String],
+    arrived: &std::sync::Mutex<Vec<String>>,
+    seconds: u64,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let got = arrived.lock().map(|a| a.clone()).unwrap_or_default();
+        let (missing, _) = missing_and_duplicates(acked, &got);
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            return missing;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_retired_node_hands_over_what_its_session_held_and_the_broker_queues_nothing_more_for_it()
+-> anyhow::Result<()> {
+    let broker = Mosquitto::start()?;
+    let arrived = mqtt_collector(broker.port, "out/#");
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (a_port, b_port) = (free_port()?, free_port()?);
+    let a = fleet_manifest(&dir.path().join("a"), "node-a", broker.port, a_port)?;
+    let b = fleet_manifest(&dir.path().join("b"), "node-b", broker.port, b_port)?;
+    let node_a = start_node(&a, &cache, a_port)?;
+    let _node_b = start_node(&b, &cache, b_port)?;
+    // Node a dies and never comes back: its session stays at the broker,
+    // which goes on queueing a's share of the group's messages.
+    drop(node_a);
+    let first = mqtt_burst_from(broker.port, 0, 2_000)?;
+    let held = wait_arrived(&first, &arrived, 5);
+    assert!(
+        !held.is_empty(),
+        "the dead node's session held none of the messages"
+    );
+
+    // Retired: a's session is resumed, its messages handled, the session ended.
+    let retire = brink(
+        &cache,
+        &[
+            "up",
+            &a.display().to_string(),
+            "--retire",
+            "--quiet-ms",
+            "1000",
+        ],
+    )?;
+    let said = String::from_utf8_lossy(&retire.stdout).into_owned();
+    assert!(retire.status.success(), "{}", stderr(&retire));
+    assert!(
+        said.starts_with("retired brink-") && said.contains("session ended"),
+        "{said}"
+    );
+    let missing = wait_arrived(&first, &arrived, 30);
+    assert!(
+        missing.is_empty(),
+        "{} of the held messages were lost",
+        missing.len()
+    );
+
+    // Nothing more is queued for a: node b takes every new message.
+    let second = mqtt_burst_from(broker.port, 2_000, 2_000)?;
+    let missing = wait_arrived(&second, &arrived, 30);
+    assert!(
+        missing.is_empty(),
+        "{} messages were queued for the retired node",
+        missing.len()
+    );
+    assert!(events_in(b_port, "relay") as usize >= 4_000 - held.len());
+
+    // And the broker keeps no session for a's client id.
+    let id = std::fs::read_to_string(dir.path().join("a/state/node-id"))?;
+    assert!(!session_present(
+        broker.port,
+        &format!("brink-{}", id.trim())
+    )?);
+
+    // With the embedded broker there is no session to retire.
+    let embedded = dir.path().join("embedded.toml");
+    std::fs::write(&embedded, "brink_manifest_version = 1\n")?;
+    let refused = brink(&cache, &["up", &embedded.display().to_string(), "--retire"])?;
+    assert_clean_failure(&refused, "external broker");
     Ok(())
 }

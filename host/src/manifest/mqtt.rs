@@ -59,6 +59,11 @@ pub struct MqttSection {
     /// listeners of the node's own, the path an external broker takes; it
     /// is there to compare and to diagnose. Only for the embedded broker.
     pub link: Option<MqttLink>,
+    /// Not a setting: `brink up --retire` sets it. The node resumes its
+    /// broker session, unsubscribes, handles what the session held, then
+    /// ends the session ([`crate::node::Node::retire`]).
+    #[serde(skip)]
+    pub retire: bool,
 }
 
 impl Default for MqttSection {
@@ -79,6 +84,7 @@ impl Default for MqttSection {
             plain_event_type: default_plain_event_type(),
             max_retries: default_max_retries(),
             link: None,
+            retire: false,
         }
     }
 }

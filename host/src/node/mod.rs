@@ -127,6 +127,35 @@ impl Node {
 
     /// Stops accepting, lets in-flight requests and messages finish (MQTT
     /// messages are acknowledged), then returns.
+    /// `brink up --retire`: the node started with `[mqtt] retire`, so it
+    /// resumed its session and unsubscribed. Waits until it has received
+    /// nothing for `quiet` and handles nothing, stops (acknowledging what
+    /// it handled), then ends its broker session, so the broker queues
+    /// nothing more for a node that will not come back. Returns how many
+    /// messages it received.
+    pub async fn retire(self, quiet: std::time::Duration) -> anyhow::Result<u64> {
+        let (Some(mqtt), Some(settings)) = (&self.mqtt, self.mqtt_settings.clone()) else {
+            anyhow::bail!("this node has no MQTT subscriber, so no broker session to retire");
+        };
+        let step = std::time::Duration::from_millis(100);
+        let mut last = mqtt.activity().0;
+        let mut still = std::time::Duration::ZERO;
+        while still < quiet {
+            tokio::time::sleep(step).await;
+            let (received, idle) = mqtt.activity();
+            if received == last && idle {
+                still += step;
+            } else {
+                (last, still) = (received, std::time::Duration::ZERO);
+            }
+        }
+        self.shutdown().await?;
+        mqtt::end_session(&settings)
+            .await
+            .context("ending the broker session")?;
+        Ok(last)
+    }
+
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let mut mqtt = self.mqtt;

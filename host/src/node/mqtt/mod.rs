@@ -144,6 +144,10 @@ pub struct Mqtt {
     subscriptions: Subscriptions,
     /// Taken by the subscriber when it starts.
     sync_requests: Option<mpsc::UnboundedReceiver<SyncRequest>>,
+    /// The subscriber's messages received and its free slots, to tell
+    /// when a retiring node has handled what its session held.
+    received: Arc<std::sync::atomic::AtomicU64>,
+    inflight: Arc<Semaphore>,
 }
 
 impl Mqtt {
@@ -169,6 +173,8 @@ impl Mqtt {
             broker: settings.broker(),
             subscriptions: Subscriptions { requests },
             sync_requests: Some(sync_requests),
+            received: Arc::default(),
+            inflight: Arc::new(Semaphore::new(usize::from(client::INFLIGHT))),
         })
     }
 
@@ -207,19 +213,31 @@ impl Mqtt {
         let connection = Connection::new(&settings, "", true);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = self.stop_subscriber.subscribe();
+        let (received, inflight) = (self.received.clone(), self.inflight.clone());
         self.subscriber = Some(tokio::spawn(run_subscriber(
             connection,
             Subscriber {
                 trigger,
                 ordered: Mutex::new(BTreeMap::new()),
                 shared_group: settings.shared_group.clone(),
-                inflight: Arc::new(Semaphore::new(usize::from(client::INFLIGHT))),
+                inflight,
+                received,
+                retiring: settings.retire,
             },
             requests,
             stop,
             Some(ready_tx),
         )));
         wait_ready(ready_rx, &settings, "subscriber").await
+    }
+
+    /// Messages the subscriber received so far, and whether it is handling
+    /// none now.
+    pub fn activity(&self) -> (u64, bool) {
+        (
+            self.received.load(std::sync::atomic::Ordering::SeqCst),
+            self.inflight.available_permits() == usize::from(client::INFLIGHT),
+        )
     }
 
     /// Stops reading, lets in-flight messages finish and be acknowledged,
@@ -243,6 +261,40 @@ impl Mqtt {
         }
         tracing::info!(broker = %self.broker, "MQTT disconnected");
     }
+}
+
+/// Ends the node's broker session: a connection with its client id that
+/// starts clean (the broker drops the session and what it queued) and
+/// keeps nothing after it disconnects. For a node leaving its group for
+/// good, once the session's messages were handled ([`crate::node::Node::retire`]).
+pub async fn end_session(settings: &Settings) -> anyhow::Result<()> {
+    let mut options = settings.connect_options("", false);
+    options.persistent = false;
+    let (client, mut eventloop) = client::connect(&options);
+    let connected = tokio::time::timeout(FIRST_CONNECT, async {
+        loop {
+            if let Polled::Connected { .. } = eventloop.poll().await? {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await;
+    match connected {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e).context(format!("connecting to {}", settings.broker())),
+        Err(_) => bail!("the broker at {} did not answer in time", settings.broker()),
+    }
+    client.disconnect().await?;
+    // Until the DISCONNECT has gone out (or the broker closed the socket).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(polled) = eventloop.poll().await {
+            if let Polled::Disconnected = polled {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 /// Resolves once `stop` says true (holding no borrow of it afterwards).

@@ -31,6 +31,9 @@ pub struct Settings {
     /// The embedded broker reached in-process (`[mqtt] link`), instead of
     /// over `host`:`port`.
     pub local: Option<rumqttd::local::LocalLinks>,
+    /// `brink up --retire`: unsubscribe at connect, so the session only
+    /// hands over what it holds.
+    pub retire: bool,
 }
 
 impl Settings {
@@ -111,6 +114,7 @@ impl Settings {
             max_retries: section.max_retries,
             tls,
             local: None,
+            retire: section.retire,
         })
     }
 

@@ -25,6 +25,12 @@ pub(super) struct Subscriber {
     pub(super) shared_group: Option<String>,
     /// Messages being handled; reading stops while none is free.
     pub(super) inflight: Arc<Semaphore>,
+    /// Messages received since the start (a retiring node waits for it to
+    /// stop moving).
+    pub(super) received: Arc<std::sync::atomic::AtomicU64>,
+    /// `brink up --retire`: subscribe to nothing, and unsubscribe what the
+    /// session holds.
+    pub(super) retiring: bool,
 }
 
 /// What the subscriber has asked the broker for on its current connection.
@@ -40,6 +46,14 @@ pub(super) struct Subscribed {
 impl Subscriber {
     /// The filters the functions want now, as subscribed.
     pub(super) fn wanted(&self) -> std::collections::BTreeSet<String> {
+        if self.retiring {
+            return std::collections::BTreeSet::new();
+        }
+        self.filters()
+    }
+
+    /// Every filter the functions have, as subscribed.
+    fn filters(&self) -> std::collections::BTreeSet<String> {
         self.trigger
             .dispatcher
             .mqtt_filters()
@@ -297,6 +311,12 @@ impl Subscriber {
         if session_present {
             subscribed.filters = previous;
         }
+        // Retiring: the session holds the filters of the node's last run,
+        // which this process never subscribed to; they go, so the broker
+        // sends the group's new messages to the other members.
+        if self.retiring {
+            subscribed.filters.extend(self.filters());
+        }
         self.resubscribe(client, subscribed, waiting).await;
         // A kept session already holds the subscriptions, and the broker may
         // send its whole backlog before the SUBACK: the node is ready now, not
@@ -410,6 +430,9 @@ pub(super) async fn run_subscriber(
                     _ = stopped(&mut stop) => break,
                 };
                 let Ok(permit) = permit else { return };
+                subscriber
+                    .received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 subscriber.handle(acks.clone(), *message, permit);
             }
             _ => {}
