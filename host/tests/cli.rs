@@ -2075,30 +2075,12 @@ fn three_nodes_share_one_mosquitto_and_a_sigkilled_one_loses_no_acknowledged_eve
     let cache = dir.path().join("cache");
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let home = dir.path().join(format!("node-{i}"));
-        std::fs::create_dir_all(&home)?;
         let http_port = free_port()?;
-        let manifest = home.join("brink.toml");
-        std::fs::write(
-            &manifest,
-            format!(
-                r#"brink_manifest_version = 1
-data_dir = "state"
-[node]
-id = "node-{i}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-shared_group = "fleet"
-[function.relay]
-source = {echo:?}
-triggers = [{{ mqtt = "in/#" }}]
-outputs = [{{ mqtt = "out/{{id}}" }}]
-"#,
-                port = broker.port,
-                echo = artifacts::ECHO,
-            ),
+        let manifest = fleet_manifest(
+            &dir.path().join(format!("node-{i}")),
+            &format!("node-{i}"),
+            broker.port,
+            http_port,
         )?;
         let process = start_node(&manifest, &cache, http_port)?;
         nodes.push((manifest, http_port, Some(process)));
@@ -2543,7 +2525,12 @@ fn a_component_pushed_to_an_oci_registry_is_pulled_by_digest_checked_and_deploye
         )
     };
     // Name and version come from the artifact; the node pulls by digest.
+    let took = std::time::Instant::now();
     let deployed = ok(deploy(&format!("{repo}:1.0.0"), (&url, &token))?)?;
+    println!(
+        "oci: deploy oci:// (manifest read, node pull, checks, compile, activate) {} ms",
+        took.elapsed().as_millis()
+    );
     assert!(deployed.contains("deployed transform@1.0.0"), "{deployed}");
     assert_eq!(active_on(home, &url, &token)?.as_deref(), Some("1.0.0"));
     let invoked = ok(brink_as(
