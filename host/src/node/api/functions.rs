@@ -19,6 +19,21 @@ use crate::node::problem::{body_problem, dispatch_problem};
 use crate::tenancy::names::{kv_namespace, route_name};
 use brink_registry::{NewVersion, RegistryError, VersionRecord};
 
+/// Stores `bytes` (already checked to be a component) in the registry as
+/// `tenant`'s upload, which it may then publish; their digest.
+pub(super) async fn store_upload<B: AsRef<[u8]> + Send + 'static>(
+    deployer: &Deployer,
+    tenant: &str,
+    bytes: B,
+) -> Result<String, Problem> {
+    let inner = deployer.clone();
+    let digest = tokio::task::spawn_blocking(move || inner.registry().put_blob(bytes.as_ref()))
+        .await
+        .map_err(Problem::internal)??;
+    deployer.tenants().record_upload(tenant, &digest)?;
+    Ok(digest)
+}
+
 pub(super) async fn upload(
     State(deployer): State<Deployer>,
     extensions: axum::http::Extensions,
@@ -36,11 +51,7 @@ pub(super) async fn upload(
     })?;
     check_header(&body, "the upload").map_err(|e| Problem::invalid(format!("{e:#}")))?;
     let size = body.len();
-    let inner = deployer.clone();
-    let digest = tokio::task::spawn_blocking(move || inner.registry().put_blob(&body))
-        .await
-        .map_err(Problem::internal)??;
-    deployer.tenants().record_upload(&tenant.id, &digest)?;
+    let digest = store_upload(&deployer, &tenant.id, body).await?;
     let answer = json(
         StatusCode::CREATED,
         &serde_json::json!({ "digest": digest, "size": size }),

@@ -56,12 +56,7 @@ pub(super) async fn pull(
     check_header(&artifact.bytes, "the pulled component")
         .map_err(|e| Problem::invalid(format!("{pinned}: {e:#}")))?;
     let size = artifact.bytes.len();
-    let inner = deployer.clone();
-    let bytes = artifact.bytes;
-    let digest = tokio::task::spawn_blocking(move || inner.registry().put_blob(&bytes))
-        .await
-        .map_err(Problem::internal)??;
-    deployer.tenants().record_upload(&tenant.id, &digest)?;
+    let digest = super::functions::store_upload(&deployer, &tenant.id, artifact.bytes).await?;
     let answer = json(
         StatusCode::CREATED,
         &serde_json::json!({
