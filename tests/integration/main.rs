@@ -17,6 +17,7 @@ mod mqtt_delivery;
 mod mqtt_link;
 mod nn;
 mod node;
+mod other_hosts;
 mod outbox;
 mod parking;
 mod reuse;

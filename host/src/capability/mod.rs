@@ -73,7 +73,7 @@ pub const CAPABILITIES: &[Capability] = &[
         name: "config",
         grant: None,
         how_to_grant: None,
-        interfaces: &[],
+        interfaces: config::INTERFACES,
         edge: Some(config::INTERFACE),
         add_to_linker: config::add_to_linker,
     },
@@ -229,6 +229,7 @@ pub fn check_imports<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::GRANT_KV as GRANT_KV_NAME;
 
     #[test]
     fn base_wasi_and_the_contract_need_no_grant() {
@@ -240,6 +241,24 @@ mod tests {
             "brink:edge/config@0.1.0",
         ];
         assert!(check_imports("f", imports, &none).is_ok());
+    }
+
+    #[test]
+    fn other_hosts_versions_need_the_same_grants_as_ours() {
+        let none = BTreeSet::new();
+        let kv = BTreeSet::from([GRANT_KV_NAME.to_owned()]);
+        let config = ["wasi:config/store@0.2.0-draft-2024-09-27"];
+        assert!(check_imports("f", config, &none).is_ok());
+        for import in [
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/atomics@0.2.0-draft",
+        ] {
+            assert!(check_imports("f", [import], &none).is_err(), "{import}");
+            assert!(check_imports("f", [import], &kv).is_ok(), "{import}");
+        }
+        // A version no capability links is refused, granted or not.
+        assert!(check_imports("f", ["wasi:keyvalue/store@0.2.0-draft3"], &kv).is_err());
+        assert!(check_imports("f", ["wasi:config/store@0.2.0-rc.1"], &none).is_err());
     }
 
     #[test]

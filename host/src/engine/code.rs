@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::bindings::FunctionPre;
+use crate::bindings::RuntimePre;
 use crate::state::HostState;
 
 /// One component, compiled and linked.
 pub(super) struct Code {
-    pub(super) pre: FunctionPre<HostState>,
+    pub(super) pre: RuntimePre<HostState>,
     /// Its imports, checked against each function's grants.
     pub(super) imports: Vec<String>,
 }

@@ -13,7 +13,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::instance::{Instance, Parts};
 use super::spec::FunctionSpec;
 use super::{EPOCH_TICK, IDLE_LIFETIME};
-use crate::bindings::{CloudEvent, FunctionPre};
+use crate::bindings::{CloudEvent, RuntimePre};
 use crate::cache::Compiled;
 use crate::capability;
 use crate::capability::log::LogCtx;
@@ -34,7 +34,7 @@ pub(super) struct FunctionInner {
     pub(super) config: Arc<BTreeMap<String, String>>,
     pub(super) digest: String,
     pub(super) compiled: Compiled,
-    pub(super) pre: FunctionPre<HostState>,
+    pub(super) pre: RuntimePre<HostState>,
     /// Keeps the shared code alive while this function exists.
     pub(super) _code: Arc<super::code::Code>,
     pub(super) engine: wasmtime::Engine,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use super::function::{Function, arm_deadline, classify, with_timeout};
-use crate::bindings::{CloudEvent, Function as FunctionBindings};
+use crate::bindings::{CloudEvent, Runtime as FunctionBindings};
 use crate::capability::wasi::GuestOutput;
 use crate::error::InvokeError;
 use crate::event;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::InstanceAllocationStrategy;
 use wasmtime::component::Linker;
 
-use crate::bindings::FunctionPre;
+use crate::bindings::RuntimePre;
 use crate::cache::{self, CompileCache, Compiled};
 use crate::capability;
 use crate::error::LoadError;
@@ -267,7 +267,7 @@ impl Engine {
                 function: function.to_owned(),
                 reason: format!("{e:#}"),
             })?;
-        let pre = FunctionPre::new(pre).map_err(|e| LoadError::MissingExport {
+        let pre = RuntimePre::new(pre).map_err(|e| LoadError::MissingExport {
             function: function.to_owned(),
             reason: format!("{e:#}"),
         })?;

@@ -1,4 +1,5 @@
-//! `brink:edge/config`: the configuration values of the function's spec.
+//! `brink:edge/config`, and the standard `wasi:config/store`: the
+//! configuration values of the function's spec.
 //!
 //! The smallest capability, and the shape of every one: its WIT glue in
 //! `wit.rs`, its hooks here, one `HostState` field (`config`) built in
@@ -27,6 +28,9 @@ pub const INTERFACE: EdgeInterface = EdgeInterface {
     since: "0.1.0",
 };
 
+/// The standard interface it provides beside the contract's.
+pub const INTERFACES: &[&str] = &["wasi:config/store@0.2.0-draft-2024-09-27"];
+
 /// What every instance of a function reads: its spec's values, shared.
 pub type Prepared = Arc<BTreeMap<String, String>>;
 
@@ -50,5 +54,13 @@ impl ConfigCtx {
     /// The value of `key`, if the spec sets it.
     pub fn get(&self, key: &str) -> Option<String> {
         self.values.get(key).cloned()
+    }
+
+    /// Every value the spec sets, in key order.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }

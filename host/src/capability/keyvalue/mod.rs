@@ -1,11 +1,14 @@
 //! Key-value state: the standard `wasi:keyvalue@0.2.0-draft2` (store,
-//! atomics, batch) and `brink:edge/kv` (TTL, prefix listing), on [`Kv`].
+//! atomics, batch), the `0.2.0-draft` that wasmtime's and wasmCloud's
+//! components import ([`draft`]), and `brink:edge/kv` (TTL, prefix
+//! listing), all on [`Kv`].
 //!
 //! A function opens only the buckets its spec grants; any other name gets
 //! `access-denied`. Every failure (a limit, a quota, a bad counter, the
 //! store itself) reaches the guest as `error::other` with its reason; none
 //! traps it.
 
+mod draft;
 mod meters;
 
 pub use meters::meters;
@@ -17,18 +20,21 @@ use std::time::Duration;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::bindings::brink::edge::kv;
-use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+use crate::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::kv::{Bucket, Kv, KvError, Observed};
 use crate::state::HostState;
 
 /// The grant that allows these interfaces; given by `kv = [...]` in a spec.
 pub const GRANT: &str = crate::contract::GRANT_KV;
 
-/// The interfaces this capability provides.
+/// The interfaces this capability provides, both drafts.
 pub const INTERFACES: &[&str] = &[
     "wasi:keyvalue/store@0.2.0-draft2",
     "wasi:keyvalue/atomics@0.2.0-draft2",
     "wasi:keyvalue/batch@0.2.0-draft2",
+    draft::INTERFACES[0],
+    draft::INTERFACES[1],
+    draft::INTERFACES[2],
 ];
 
 /// The contract's own key-value interface, from 0.1.1 on.
@@ -142,26 +148,39 @@ impl KvView<'_> {
 
     /// Runs a write, marking the instance dirty when it went through.
     fn write<T>(&mut self, result: Result<T, KvError>) -> KvResult<T> {
+        Ok(self.wrote(result).map_err(to_wit))
+    }
+
+    /// Marks the instance dirty when a write went through.
+    fn wrote<T>(&mut self, result: Result<T, KvError>) -> Result<T, KvError> {
         if result.is_ok() {
             self.ctx.dirty = true;
         }
-        Ok(result.map_err(to_wit))
+        result
+    }
+
+    /// Opens `identifier` if the spec grants it, in either draft.
+    fn open_bucket(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<BucketHandle>, KvError>> {
+        let Some(access) = &self.ctx.access else {
+            return Ok(Err(KvError::AccessDenied(identifier)));
+        };
+        if !access.buckets.contains(&identifier) {
+            tracing::debug!(bucket = identifier, "refused an ungranted bucket");
+            return Ok(Err(KvError::AccessDenied(identifier)));
+        }
+        match access.kv.bucket(&access.namespace, &identifier) {
+            Ok(bucket) => Ok(Ok(self.table.push(BucketHandle(bucket))?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 }
 
 impl store::Host for KvView<'_> {
     fn open(&mut self, identifier: String) -> KvResult<Resource<BucketHandle>> {
-        let Some(access) = &self.ctx.access else {
-            return Ok(Err(store::Error::AccessDenied));
-        };
-        if !access.buckets.contains(&identifier) {
-            tracing::debug!(bucket = identifier, "refused an ungranted bucket");
-            return Ok(Err(store::Error::AccessDenied));
-        }
-        match access.kv.bucket(&access.namespace, &identifier) {
-            Ok(bucket) => Ok(Ok(self.table.push(BucketHandle(bucket))?)),
-            Err(e) => Ok(Err(to_wit(e))),
-        }
+        Ok(self.open_bucket(identifier)?.map_err(to_wit))
     }
 }
 
@@ -341,8 +360,9 @@ fn view(s: &mut HostState) -> KvView<'_> {
     }
 }
 
-/// Links `wasi:keyvalue` and `brink:edge/kv`.
+/// Links both drafts of `wasi:keyvalue` and `brink:edge/kv`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    draft::add_to_linker(linker)?;
     store::add_to_linker::<HostState, KeyValue>(linker, view)?;
     atomics::add_to_linker::<HostState, KeyValue>(linker, view)?;
     batch::add_to_linker::<HostState, KeyValue>(linker, view)?;
