@@ -37,29 +37,71 @@ fn engine(cache_dir: Option<&Path>) -> Engine {
 }
 
 fn engine_with(cache_dir: Option<&Path>, deadlines: bool) -> Engine {
+    engine_for(cache_dir, deadlines, false)
+}
+
+fn engine_for(cache_dir: Option<&Path>, deadlines: bool, all_concurrent: bool) -> Engine {
     Engine::new(EngineConfig {
         max_instances: 16,
         max_memory_bytes: 64 << 20,
         cache_dir: cache_dir.map(Path::to_owned),
         deadlines,
+        all_concurrent,
         ..EngineConfig::default()
     })
     .unwrap()
 }
 
-fn invoke(c: &mut Criterion) {
-    calls(c, "invoke", true);
-    // What deadlines add to a call: the same calls on an engine without
-    // them (no epoch checks compiled in, no deadline armed per call).
-    calls(c, "invoke-no-deadlines", false);
+/// `BRINK_BENCH_ONLY_ECHO=1` keeps to `invoke/echo/*` and the P3 groups, for
+/// `benches/p3-cost.sh`, which compares builds with and without WASI 0.3.
+fn only_echo() -> bool {
+    std::env::var("BRINK_BENCH_ONLY_ECHO").is_ok_and(|v| v == "1")
 }
 
-fn calls(c: &mut Criterion, group: &str, deadlines: bool) {
+fn invoke(c: &mut Criterion) {
+    calls(c, "invoke", engine_with(None, true));
+    if only_echo() {
+        return;
+    }
+    // What deadlines add to a call: the same calls on an engine without
+    // them (no epoch checks compiled in, no deadline armed per call).
+    calls(c, "invoke-no-deadlines", engine_with(None, false));
+}
+
+/// WASI 0.3: the P3 fixture on its concurrent engine, and what that engine
+/// would cost the P2 `echo` if it ran every component (ADR 0018).
+#[cfg(feature = "p3")]
+fn p3(c: &mut Criterion) {
+    calls(c, "invoke-all-concurrent", engine_for(None, true, true));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let engine = engine_with(None, deadlines);
+    let engine = engine(None);
+    let p3 = engine
+        .load_file(FunctionSpec::new("p3"), Path::new(artifacts::FIXTURE_P3))
+        .unwrap();
+    let event = reading(31.5);
+    let mut group = c.benchmark_group("invoke-p3");
+    group.bench_function("p3-echo/fresh-instance", |b| {
+        b.iter(|| rt.block_on(p3.invoke(event.clone())).unwrap())
+    });
+    let mut instance = rt.block_on(p3.instantiate("bench")).unwrap();
+    group.bench_function("p3-echo/warm-instance", |b| {
+        b.iter(|| rt.block_on(instance.call(event.clone())).unwrap())
+    });
+    group.finish();
+    load_one(c, "load-p3", artifacts::FIXTURE_P3);
+}
+
+#[cfg(not(feature = "p3"))]
+fn p3(_: &mut Criterion) {}
+
+fn calls(c: &mut Criterion, group: &str, engine: Engine) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut filter_spec = FunctionSpec::new("filter");
     filter_spec.config.insert("threshold".into(), "30".into());
     let functions = [
@@ -80,6 +122,9 @@ fn calls(c: &mut Criterion, group: &str, deadlines: bool) {
 
     let mut group = c.benchmark_group(group);
     for (name, function) in &functions {
+        if only_echo() && *name != "echo" {
+            continue;
+        }
         group.bench_function(format!("{name}/fresh-instance"), |b| {
             b.iter(|| rt.block_on(function.invoke(event.clone())).unwrap())
         });
@@ -92,29 +137,36 @@ fn calls(c: &mut Criterion, group: &str, deadlines: bool) {
 }
 
 fn load(c: &mut Criterion) {
-    let bytes = std::fs::read(artifacts::FILTER).unwrap();
+    if !only_echo() {
+        load_one(c, "load-filter", artifacts::FILTER);
+    }
+}
+
+/// Loading the component at `path` cold (compiled) and warm (from the cache).
+fn load_one(c: &mut Criterion, group: &str, path: &str) {
+    let bytes = std::fs::read(path).unwrap();
     let uncached = engine(None);
     let dir = tempfile::tempdir().unwrap();
     let cached = engine(Some(dir.path()));
     cached
-        .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+        .load(FunctionSpec::new("bench"), &bytes, path)
         .unwrap();
 
-    let mut group = c.benchmark_group("load-filter");
+    let mut group = c.benchmark_group(group);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     group.bench_function("compile", |b| {
         b.iter(|| {
             uncached
-                .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+                .load(FunctionSpec::new("bench"), &bytes, path)
                 .unwrap()
         })
     });
     group.bench_function("from-cache", |b| {
         b.iter(|| {
             cached
-                .load(FunctionSpec::new("filter"), &bytes, "filter.wasm")
+                .load(FunctionSpec::new("bench"), &bytes, path)
                 .unwrap()
         })
     });
@@ -124,7 +176,7 @@ fn load(c: &mut Criterion) {
 /// A fresh `echo` per event under each way of resetting pooled slots, the
 /// defaults first (`BRINK_BENCH_TUNING=0` skips the group).
 fn tuning(c: &mut Criterion) {
-    if std::env::var("BRINK_BENCH_TUNING").is_ok_and(|v| v == "0") {
+    if only_echo() || std::env::var("BRINK_BENCH_TUNING").is_ok_and(|v| v == "0") {
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -208,5 +260,5 @@ fn tuning(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, invoke, tuning, load);
+criterion_group!(benches, invoke, p3, tuning, load);
 criterion_main!(benches);

@@ -1,23 +1,12 @@
 //! Host bindings for the `brink:edge` contract, generated once for the crate.
 
 wasmtime::component::bindgen!({
-    // The host's world: the contract's `function` world, plus the standard
-    // interfaces at the versions other hosts' components import, so a
-    // component built for wasmtime, wasmCloud or Spin runs unchanged. It is
-    // not part of the contract: guests build against `brink:edge/function`.
-    inline: "
-        package brink:host;
-
-        world runtime {
-            include brink:edge/function@0.1.2;
-            import wasi:keyvalue/store@0.2.0-draft;
-            import wasi:keyvalue/atomics@0.2.0-draft;
-            import wasi:keyvalue/batch@0.2.0-draft;
-            import wasi:config/store@0.2.0-draft-2024-09-27;
-        }
-    ",
+    // The host's world (`wit/host/host.wit`): the contract's `function`
+    // world plus the standard interfaces at the versions other hosts'
+    // components import. The contract is pushed first; the host package's
+    // dependencies resolve against it.
     world: "brink:host/runtime",
-    path: "../wit",
+    path: ["../wit", "../wit/host"],
     // Host functions return `wasmtime::Result`: an `Err` is a host bug and
     // traps the instance; guest-visible failures live in the WIT types.
     imports: {

@@ -19,6 +19,7 @@ mod nn;
 mod node;
 mod other_hosts;
 mod outbox;
+mod p3;
 mod parking;
 mod reuse;
 mod service;

@@ -16,7 +16,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 use super::log::LogTap;
 use crate::state::HostState;
 
-/// The interface prefixes this capability provides (any 0.2.x version).
+/// The interface prefixes this capability provides (any 0.2.x version, and
+/// 0.3.x on the concurrent engine).
 ///
 /// `wasi:filesystem` is linked because Rust's std imports it even when a
 /// function never touches a file; with no preopened directory it reaches nothing.
@@ -38,6 +39,19 @@ const TAIL_LINES: usize = 8;
 /// import check keeps from every function: none is granted the network).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)
+}
+
+/// Links WASI 0.3 beside 0.2, for the concurrent engine only (its
+/// `wasi:sockets` is linked, and refused by the import check, like 0.2's).
+#[cfg(feature = "p3")]
+pub fn add_p3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p3::add_to_linker(linker)
+}
+
+/// Nothing to link in a host built without WASI 0.3.
+#[cfg(not(feature = "p3"))]
+pub fn add_p3_to_linker(_: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    Ok(())
 }
 
 /// The WASI context for one instance, and its stdout and stderr captures.

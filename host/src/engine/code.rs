@@ -7,7 +7,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use wasmtime::component::Component;
+
+use super::flavour::{Flavour, Runtime};
 use crate::bindings::RuntimePre;
+use crate::error::LoadError;
 use crate::state::HostState;
 
 /// One component, compiled and linked.
@@ -15,6 +19,41 @@ pub(super) struct Code {
     pub(super) pre: RuntimePre<HostState>,
     /// Its imports, checked against each function's grants.
     pub(super) imports: Vec<String>,
+    /// The engine it was compiled for, and which one that is.
+    pub(super) engine: wasmtime::Engine,
+    pub(super) flavour: Flavour,
+}
+
+impl Code {
+    /// Links `component`, compiled on `runtime`, as `function`.
+    pub(super) fn link(
+        runtime: &Runtime,
+        function: &str,
+        component: Component,
+    ) -> Result<Self, LoadError> {
+        let imports = component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                function: function.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = RuntimePre::new(pre).map_err(|e| LoadError::MissingExport {
+            function: function.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok(Self {
+            pre,
+            imports,
+            engine: runtime.engine.clone(),
+            flavour: runtime.flavour,
+        })
+    }
 }
 
 /// The live code by component digest. Entries are weak: the code goes when

@@ -38,6 +38,8 @@ pub(super) struct FunctionInner {
     /// Keeps the shared code alive while this function exists.
     pub(super) _code: Arc<super::code::Code>,
     pub(super) engine: wasmtime::Engine,
+    /// Which of the engine's configurations runs it.
+    pub(super) flavour: super::Flavour,
     /// Warm instances waiting for the next event, most recently used last.
     pub(super) warm: Mutex<Vec<Idle>>,
     pub(super) idle: Arc<AtomicUsize>,
@@ -109,6 +111,11 @@ impl Function {
     /// The component's sha256.
     pub fn digest(&self) -> &str {
         &self.inner.digest
+    }
+
+    /// Which engine configuration runs it: slim (WASI 0.2) or concurrent (0.3).
+    pub fn flavour(&self) -> super::Flavour {
+        self.inner.flavour
     }
 
     /// Whether loading compiled the component or found it in the cache, and how long it took.

@@ -3,24 +3,22 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::InstanceAllocationStrategy;
-use wasmtime::component::Linker;
-
-use crate::bindings::RuntimePre;
-use crate::cache::{self, CompileCache, Compiled};
+use crate::cache::{self, Compiled};
 use crate::capability;
 use crate::error::LoadError;
-use crate::state::HostState;
 
 mod code;
+mod flavour;
 mod function;
 mod instance;
 mod pool;
 mod spec;
 
+pub use flavour::Flavour;
+use flavour::Runtime;
 use function::FunctionInner;
 pub use function::{Function, Instantiated};
 pub use instance::Instance;
@@ -59,6 +57,10 @@ pub struct EngineConfig {
     /// what deadlines cost, since a guest that never returns then holds
     /// its slot and thread for good.
     pub deadlines: bool,
+    /// Runs every component on the concurrent (WASI 0.3) engine. Always off
+    /// in the node; on only so benchmarks can measure what that engine
+    /// costs a WASI 0.2 call, the reason it is not the only one.
+    pub all_concurrent: bool,
     /// How pooled slots are reset between instances.
     pub pool: PoolTuning,
 }
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             cache_dir: cache::default_dir(),
             cpu_slots: None,
             deadlines: true,
+            all_concurrent: false,
             pool: PoolTuning::default(),
         }
     }
@@ -102,12 +105,13 @@ impl Default for Limits {
     }
 }
 
-/// The wasmtime engine, the shared linker and the compile cache.
+/// The wasmtime engines (slim for WASI 0.2, concurrent for 0.3), their
+/// linkers and the compile cache.
 #[derive(Clone)]
 pub struct Engine {
-    engine: wasmtime::Engine,
-    linker: Arc<Linker<HostState>>,
-    cache: CompileCache,
+    slim: Runtime,
+    /// Made on the first component that needs it.
+    concurrent: Arc<OnceLock<Runtime>>,
     config: EngineConfig,
     /// Warm instances kept idle across all functions, each holding a pool slot.
     idle: Arc<AtomicUsize>,
@@ -128,18 +132,10 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
-        let pool = pool::allocation(&config)?;
-        let mut code = wasmtime::Config::new();
-        code.wasm_component_model(true)
-            .epoch_interruption(config.deadlines);
-        let mut wasm = code.clone();
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&wasm)?;
-
-        let mut linker = Linker::new(&engine);
-        capability::add_to_linker(&mut linker)?;
-
-        let weak = engine.weak();
+        let slim = Runtime::new(&config, Flavour::Slim)?;
+        let concurrent: Arc<OnceLock<Runtime>> = Arc::default();
+        let weak = slim.engine.weak();
+        let ticked = concurrent.clone();
         let gate = match config.cpu_slots {
             Some(slots) => crate::sched::CpuGate::new(slots),
             None => crate::sched::CpuGate::for_this_machine(),
@@ -150,6 +146,9 @@ impl Engine {
             .spawn(move || {
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
+                    if let Some(concurrent) = ticked.get() {
+                        concurrent.engine.increment_epoch();
+                    }
                     drop(engine);
                     reaper.reap();
                     std::thread::sleep(EPOCH_TICK);
@@ -157,9 +156,8 @@ impl Engine {
             })?;
 
         Ok(Self {
-            engine,
-            linker: Arc::new(linker),
-            cache: CompileCache::new(config.cache_dir.clone(), code),
+            slim,
+            concurrent,
             code: code::CodeTable::default(),
             config,
             idle: Arc::new(AtomicUsize::new(0)),
@@ -215,7 +213,7 @@ impl Engine {
             code.imports.iter().map(String::as_str),
             &spec.grants,
         )?;
-        log_compiled(&function, &digest, compiled);
+        log_compiled(&function, &digest, compiled, code.flavour);
         let group = Arc::from(function.split('/').next().unwrap_or_default());
         Ok(Function {
             inner: Arc::new(FunctionInner {
@@ -225,8 +223,9 @@ impl Engine {
                 digest,
                 compiled,
                 pre: code.pre.clone(),
+                engine: code.engine.clone(),
+                flavour: code.flavour,
                 _code: code,
-                engine: self.engine.clone(),
                 warm: Mutex::new(Vec::new()),
                 idle: self.idle.clone(),
                 // Half the pool at most, so idle instances never starve a
@@ -240,7 +239,24 @@ impl Engine {
         })
     }
 
-    /// Compiles `bytes` (or loads them from the cache) and links them.
+    /// The runtime of `flavour`, made on first use.
+    fn runtime(&self, flavour: Flavour) -> anyhow::Result<&Runtime> {
+        match flavour {
+            Flavour::Slim => Ok(&self.slim),
+            Flavour::Concurrent => {
+                if let Some(runtime) = self.concurrent.get() {
+                    return Ok(runtime);
+                }
+                let made = Runtime::new(&self.config, Flavour::Concurrent)?;
+                tracing::info!("made the WASI 0.3 engine for the first component that needs it");
+                Ok(self.concurrent.get_or_init(|| made))
+            }
+        }
+    }
+
+    /// Compiles `bytes` (or loads them from the cache) and links them, on
+    /// the engine its imports ask for; a component the slim engine refuses
+    /// (the async ABI with WASI 0.2 imports) is tried on the concurrent one.
     fn compile(
         &self,
         function: &str,
@@ -248,30 +264,27 @@ impl Engine {
         digest: &str,
         bytes: &[u8],
     ) -> Result<(code::Code, Compiled), LoadError> {
-        let (component, compiled) =
-            self.cache
-                .load(&self.engine, digest, bytes)
-                .map_err(|e| LoadError::Invalid {
-                    what: what.to_owned(),
-                    reason: format!("{e:#}"),
-                })?;
-        let imports = component
-            .component_type()
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link {
-                function: function.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = RuntimePre::new(pre).map_err(|e| LoadError::MissingExport {
-            function: function.to_owned(),
+        let flavour = match self.config.all_concurrent {
+            true => Flavour::Concurrent,
+            false => flavour::by_imports(bytes),
+        };
+        let invalid = |e: anyhow::Error| LoadError::Invalid {
+            what: what.to_owned(),
             reason: format!("{e:#}"),
-        })?;
-        Ok((code::Code { pre, imports }, compiled))
+        };
+        let first = self.runtime(flavour).map_err(invalid)?;
+        let (runtime, component, compiled) = match first.cache.load(&first.engine, digest, bytes) {
+            Ok((component, compiled)) => (first, component, compiled),
+            Err(e) if flavour == Flavour::Slim && flavour::CONCURRENT_BUILT => {
+                let second = self.runtime(Flavour::Concurrent).map_err(invalid)?;
+                match second.cache.load(&second.engine, digest, bytes) {
+                    Ok((component, compiled)) => (second, component, compiled),
+                    Err(_) => return Err(invalid(e)),
+                }
+            }
+            Err(e) => return Err(invalid(e)),
+        };
+        code::Code::link(runtime, function, component).map(|code| (code, compiled))
     }
 
     fn check_limits(&self, spec: &FunctionSpec) -> Result<(), LoadError> {
@@ -301,22 +314,29 @@ impl Engine {
 }
 
 /// Says how `function`'s code was made ready.
-fn log_compiled(function: &str, digest: &str, compiled: Compiled) {
+fn log_compiled(function: &str, digest: &str, compiled: Compiled, flavour: Flavour) {
     let digest = digest.get(..12).unwrap_or(digest);
+    let wasi = flavour.wasi();
     match compiled {
         Compiled::Fresh(t) => {
-            tracing::info!(function, digest, "compiled in {:.1} ms", ms(t));
+            tracing::info!(function, digest, wasi, "compiled in {:.1} ms", ms(t));
         }
         Compiled::Cached(t) => {
             tracing::info!(
                 function,
                 digest,
+                wasi,
                 "loaded precompiled code from the cache in {:.2} ms",
                 ms(t)
             );
         }
         Compiled::Shared => {
-            tracing::debug!(function, digest, "shares the code of a loaded function");
+            tracing::debug!(
+                function,
+                digest,
+                wasi,
+                "shares the code of a loaded function"
+            );
         }
     }
 }
