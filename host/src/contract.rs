@@ -4,7 +4,7 @@
 
 /// Every version of `brink:edge` this host links, oldest first. A new
 /// contract version is one more entry here (and its `wit/` package).
-pub const VERSIONS: &[&str] = &["0.1.0", "0.1.1", "0.1.2"];
+pub const VERSIONS: &[&str] = &["0.1.0", "0.1.1", "0.1.2", "0.1.3"];
 
 /// The grant for key-value state; a manifest gives it by naming buckets.
 pub const GRANT_KV: &str = "kv";

@@ -228,3 +228,47 @@ async fn a_p3_function_reuses_warm_instances_only_as_its_spec_allows() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_async_handler_awaits_two_host_calls_at_once() -> anyhow::Result<()> {
+    let f = load(FunctionSpec::new("async"), artifacts::FIXTURE_P3_ASYNC)?;
+    assert_eq!(f.flavour(), Flavour::Concurrent);
+    let out = f.invoke(reading("a-1", "t-1", 1.0)).await?;
+    let [event] = out.as_slice() else {
+        anyhow::bail!("one output expected, got {out:?}");
+    };
+    assert_eq!(event.type_, "com.example.reading.async");
+    assert_eq!(
+        extension(event, "p3order"),
+        Some("fast,slow"),
+        "the 1 ms wait, started second, finished first: the calls overlapped"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_async_handler_is_ended_at_its_deadline_waiting_or_spinning_and_serves_again()
+-> anyhow::Result<()> {
+    let short = Limits {
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let f = load(limited("async", short.clone()), artifacts::FIXTURE_P3_ASYNC)?;
+    let p2_sleeper = load(limited("async", short), artifacts::FIXTURE_SLEEP)?;
+    let p2_error = p2_sleeper
+        .invoke(reading("s", "t-1", 1.0))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    for type_ in ["sleep", "spin"] {
+        let error = failure(&f, type_).await?;
+        assert!(
+            matches!(error, InvokeError::Timeout { .. }),
+            "{type_}: {error:?}"
+        );
+        assert_eq!(Some(error.to_string()), p2_error, "{type_}");
+    }
+    let out = f.invoke(typed("after", "echo")).await?;
+    assert_eq!(out.len(), 1, "a fresh instance serves the next event");
+    Ok(())
+}

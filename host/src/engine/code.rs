@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::Component;
 
+use super::entry::EntryPre;
 use super::flavour::{Flavour, Runtime};
-use crate::bindings::RuntimePre;
 use crate::error::LoadError;
-use crate::state::HostState;
 
 /// One component, compiled and linked.
 pub(super) struct Code {
-    pub(super) pre: RuntimePre<HostState>,
+    pub(super) pre: EntryPre,
     /// Its imports, checked against each function's grants.
     pub(super) imports: Vec<String>,
     /// The engine it was compiled for, and which one that is.
@@ -43,7 +42,7 @@ impl Code {
                 function: function.to_owned(),
                 reason: format!("{e:#}"),
             })?;
-        let pre = RuntimePre::new(pre).map_err(|e| LoadError::MissingExport {
+        let pre = EntryPre::new(&component, pre).map_err(|e| LoadError::MissingExport {
             function: function.to_owned(),
             reason: format!("{e:#}"),
         })?;

@@ -13,7 +13,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::instance::{Instance, Parts};
 use super::spec::FunctionSpec;
 use super::{EPOCH_TICK, IDLE_LIFETIME};
-use crate::bindings::{CloudEvent, RuntimePre};
+use crate::bindings::CloudEvent;
 use crate::cache::Compiled;
 use crate::capability;
 use crate::capability::log::LogCtx;
@@ -34,7 +34,7 @@ pub(super) struct FunctionInner {
     pub(super) config: Arc<BTreeMap<String, String>>,
     pub(super) digest: String,
     pub(super) compiled: Compiled,
-    pub(super) pre: RuntimePre<HostState>,
+    pub(super) pre: super::entry::EntryPre,
     /// Keeps the shared code alive while this function exists.
     pub(super) _code: Arc<super::code::Code>,
     pub(super) engine: wasmtime::Engine,
@@ -318,7 +318,7 @@ impl Function {
             arm_deadline(&mut store, f.spec.limits.timeout, run.clone());
         }
         run.admit().await;
-        let instantiated = f.pre.instantiate_async(&mut store).await;
+        let instantiated = f.pre.instantiate(&mut store).await;
         run.give_up();
         let bindings = match instantiated {
             Ok(bindings) => bindings,

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
+use super::entry::Entry;
 use super::function::{Function, arm_deadline, classify, with_timeout};
-use crate::bindings::{CloudEvent, Runtime as FunctionBindings};
+use crate::bindings::CloudEvent;
 use crate::capability::wasi::GuestOutput;
 use crate::error::InvokeError;
 use crate::event;
@@ -21,7 +22,7 @@ pub struct Instance {
 /// instances sit in their function's pool).
 pub(super) struct Parts {
     pub(super) store: Store<HostState>,
-    pub(super) bindings: FunctionBindings,
+    pub(super) bindings: Entry,
     pub(super) stdout: GuestOutput,
     pub(super) stderr: GuestOutput,
     /// Events this instance has handled.
@@ -75,11 +76,7 @@ impl Instance {
             arm_deadline(&mut parts.store, f.spec.limits.timeout, run.clone());
         }
         run.admit().await;
-        let result = parts
-            .bindings
-            .brink_edge_handler()
-            .call_handle(&mut parts.store, &event)
-            .await;
+        let result = parts.bindings.call(&mut parts.store, event).await;
         run.give_up();
         parts.stdout.finish();
         parts.stderr.finish();

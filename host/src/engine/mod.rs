@@ -11,6 +11,7 @@ use crate::capability;
 use crate::error::LoadError;
 
 mod code;
+mod entry;
 mod flavour;
 mod function;
 mod instance;
