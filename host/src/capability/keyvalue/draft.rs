@@ -134,15 +134,15 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> DraftResult<Vec<Option<(String, Vec<u8>)>>> {
-        let bucket = self.bucket(&bucket)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match bucket.get(&key) {
-                Ok(value) => out.push(value.map(|v| (key, v))),
-                Err(e) => return Ok(Err(to_wit(e))),
-            }
-        }
-        Ok(Ok(out))
+        Ok(self
+            .get_all(&bucket, keys)?
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|(key, value)| value.map(|v| (key, v)))
+                    .collect()
+            })
+            .map_err(to_wit))
     }
 
     fn set_many(
@@ -150,13 +150,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> DraftResult<()> {
-        let bucket = self.bucket(&bucket)?;
-        let result = key_values
-            .iter()
-            .try_for_each(|(key, value)| bucket.set(key, value, None));
-        // Some may have gone through before one failed (the draft allows it).
-        self.ctx.dirty = true;
-        Ok(result.map_err(to_wit))
+        Ok(self.set_all(&bucket, &key_values)?.map_err(to_wit))
     }
 
     fn delete_many(
@@ -164,10 +158,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> DraftResult<()> {
-        let bucket = self.bucket(&bucket)?;
-        let result = keys.iter().try_for_each(|key| bucket.delete(key));
-        self.ctx.dirty = true;
-        Ok(result.map_err(to_wit))
+        Ok(self.delete_all(&bucket, &keys)?.map_err(to_wit))
     }
 }
 

@@ -159,6 +159,46 @@ impl KvView<'_> {
         result
     }
 
+    /// Each key with its value, if any; the first failure ends the batch.
+    fn get_all(
+        &self,
+        bucket: &Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, KvError>> {
+        let bucket = self.bucket(bucket)?;
+        Ok(keys
+            .into_iter()
+            .map(|key| bucket.get(&key).map(|value| (key, value)))
+            .collect())
+    }
+
+    /// Sets each pair in order until one fails.
+    fn set_all(
+        &mut self,
+        bucket: &Resource<BucketHandle>,
+        key_values: &[(String, Vec<u8>)],
+    ) -> wasmtime::Result<Result<(), KvError>> {
+        let bucket = self.bucket(bucket)?;
+        let result = key_values
+            .iter()
+            .try_for_each(|(key, value)| bucket.set(key, value, None));
+        // Some may have gone through before one failed (both drafts allow it).
+        self.ctx.dirty = true;
+        Ok(result)
+    }
+
+    /// Deletes each key in order until one fails.
+    fn delete_all(
+        &mut self,
+        bucket: &Resource<BucketHandle>,
+        keys: &[String],
+    ) -> wasmtime::Result<Result<(), KvError>> {
+        let bucket = self.bucket(bucket)?;
+        let result = keys.iter().try_for_each(|key| bucket.delete(key));
+        self.ctx.dirty = true;
+        Ok(result)
+    }
+
     /// Opens `identifier` if the spec grants it, in either draft.
     fn open_bucket(
         &mut self,
@@ -290,15 +330,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        let bucket = self.bucket(&bucket)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match bucket.get(&key) {
-                Ok(value) => out.push((key, value)),
-                Err(e) => return Ok(Err(to_wit(e))),
-            }
-        }
-        Ok(Ok(out))
+        Ok(self.get_all(&bucket, keys)?.map_err(to_wit))
     }
 
     fn set_many(
@@ -306,20 +338,11 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
-        let bucket = self.bucket(&bucket)?;
-        let result = key_values
-            .iter()
-            .try_for_each(|(key, value)| bucket.set(key, value, None));
-        // Some may have gone through before one failed (the standard allows it).
-        self.ctx.dirty = true;
-        Ok(result.map_err(to_wit))
+        Ok(self.set_all(&bucket, &key_values)?.map_err(to_wit))
     }
 
     fn delete_many(&mut self, bucket: Resource<BucketHandle>, keys: Vec<String>) -> KvResult<()> {
-        let bucket = self.bucket(&bucket)?;
-        let result = keys.iter().try_for_each(|key| bucket.delete(key));
-        self.ctx.dirty = true;
-        Ok(result.map_err(to_wit))
+        Ok(self.delete_all(&bucket, &keys)?.map_err(to_wit))
     }
 }
 
