@@ -128,6 +128,9 @@ fn to_wit(e: KvError) -> store::Error {
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
+/// A key of a batch read, and its value if it has one.
+type Found = (String, Option<Vec<u8>>);
+
 impl KvView<'_> {
     fn bucket(&self, handle: &Resource<BucketHandle>) -> wasmtime::Result<Bucket> {
         Ok(self.table.get(handle)?.0.clone())
@@ -164,7 +167,7 @@ impl KvView<'_> {
         &self,
         bucket: &Resource<BucketHandle>,
         keys: Vec<String>,
-    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, KvError>> {
+    ) -> wasmtime::Result<Result<Vec<Found>, KvError>> {
         let bucket = self.bucket(bucket)?;
         Ok(keys
             .into_iter()
