@@ -16,7 +16,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 
 bench_binary() {
   cargo bench -p brink-host --bench invoke --no-run --message-format=json "$@" 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+    grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }
 WITH=$(bench_binary)
 WITHOUT=$(bench_binary --no-default-features)
