@@ -43,6 +43,14 @@ dist relr="yes":
 bench:
     cargo bench -p brink-host --bench invoke
 
+# Per-language figures: Rust, Python, JavaScript, WASI 0.3 (see BENCHMARKS.md).
+bench-languages:
+    bash benches/languages.sh
+
+# What WASI 0.3 support costs a WASI 0.2 call (see BENCHMARKS.md).
+bench-p3:
+    bash benches/p3-cost.sh
+
 # Build the example functions.
 functions:
     cargo run -p brink-host -- build functions

@@ -1,7 +1,8 @@
 //! Shared helpers for the end-to-end tests.
 
-use std::path::Path;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use brink_host::bindings::CloudEvent;
 use brink_host::{Engine, EngineConfig, Function, FunctionSpec};
@@ -65,6 +66,42 @@ pub async fn assert_problem(
 /// Loads the component at `path` under `spec` in the shared engine.
 pub fn load(spec: FunctionSpec, path: &str) -> anyhow::Result<Function> {
     Ok(engine()?.load_file(spec, Path::new(path))?)
+}
+
+/// The component of the Python or JavaScript function `functions/<language>/<name>`,
+/// built once per test process by `brink build`'s own code, from a copy (so no
+/// two test processes build into the same folder). The toolchains are
+/// installed on first use into `target/toolchains`, which every test shares.
+pub fn guest(language: &str, name: &str) -> anyhow::Result<String> {
+    type Built = HashMap<(String, String), (tempfile::TempDir, PathBuf)>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .map_err(|_| anyhow::anyhow!("an earlier build panicked"))?;
+    let key = (language.to_owned(), name.to_owned());
+    if let Some((_, wasm)) = built.get(&key) {
+        return Ok(wasm.display().to_string());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = root.join("functions").join(language).join(name);
+    let copy = tempfile::tempdir()?;
+    for entry in std::fs::read_dir(&src)? {
+        let path = entry?.path();
+        if path.is_file()
+            && let Some(file) = path.file_name()
+        {
+            std::fs::copy(&path, copy.path().join(file))?;
+        }
+    }
+    let toolchains = root.join("target/toolchains");
+    let wasm = match language {
+        "python" => brink_host::languages::python::build(copy.path(), &toolchains)?,
+        "js" => brink_host::languages::js::build(copy.path(), &toolchains)?,
+        other => anyhow::bail!("no language {other:?}"),
+    };
+    built.insert(key, (copy, wasm.clone()));
+    Ok(wasm.display().to_string())
 }
 
 /// A reading event (`{"device": ..., "value": ...}`) as the contract's record.

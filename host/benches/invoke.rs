@@ -260,5 +260,64 @@ fn tuning(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, invoke, p3, tuning, load);
+/// One function per language, for `benches/languages.sh`, which builds the
+/// Python filter and the JS transform with `brink build` and passes their
+/// paths in `BRINK_BENCH_PYTHON` and `BRINK_BENCH_JS`: loading cold and
+/// from the cache, a fresh and a warm call, and each instance's linear
+/// memory (printed, since criterion measures time only).
+fn languages(c: &mut Criterion) {
+    let (Ok(python), Ok(js)) = (
+        std::env::var("BRINK_BENCH_PYTHON"),
+        std::env::var("BRINK_BENCH_JS"),
+    ) else {
+        return;
+    };
+    let threshold = [("threshold", "30")];
+    let mut cases = vec![
+        ("rust-filter", artifacts::FILTER.to_owned(), &threshold[..]),
+        ("python-filter", python, &threshold[..]),
+        ("rust-transform", artifacts::TRANSFORM.to_owned(), &[][..]),
+        ("js-transform", js, &[][..]),
+    ];
+    if cfg!(feature = "p3") {
+        cases.push(("rust-p3-echo", artifacts::FIXTURE_P3.to_owned(), &[][..]));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::new(EngineConfig {
+        max_instances: 16,
+        max_memory_bytes: 256 << 20,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let event = reading(31.5);
+    for (name, path, config) in cases {
+        let mut spec = FunctionSpec::new(name);
+        spec.limits.memory_bytes = 256 << 20;
+        for (k, v) in config {
+            spec.config.insert((*k).into(), (*v).into());
+        }
+        load_one(c, &format!("languages-load/{name}"), &path);
+        let function = engine.load_file(spec, Path::new(&path)).unwrap();
+        let mut group = c.benchmark_group("languages-invoke");
+        group.bench_function(format!("{name}/fresh-instance"), |b| {
+            b.iter(|| rt.block_on(function.invoke(event.clone())).unwrap())
+        });
+        let mut instance = rt.block_on(function.instantiate("bench")).unwrap();
+        rt.block_on(instance.call(event.clone())).unwrap();
+        group.bench_function(format!("{name}/warm-instance"), |b| {
+            b.iter(|| rt.block_on(instance.call(event.clone())).unwrap())
+        });
+        group.finish();
+        println!(
+            "languages-memory/{name}: {:.2} MiB of linear memory per instance, {:.2} MiB component",
+            instance.memory_bytes() as f64 / (1 << 20) as f64,
+            std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+criterion_group!(benches, invoke, p3, tuning, load, languages);
 criterion_main!(benches);

@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod heap;
 pub mod kv;
+pub mod languages;
 pub mod manifest;
 pub mod nn;
 pub mod node;

@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use brink_host::builder::{self, BuildRequest};
 use brink_host::manifest::Trigger;
 use brink_host::{Engine, EngineConfig};
 use clap::{Parser, Subcommand};
 
 mod cli;
 
-use cli::{audit, client, deploy, keys, kv, logs, outbox, run, status, tenant};
+use cli::{audit, build, client, deploy, keys, kv, logs, new, outbox, run, status, tenant};
 
 /// Run small sandboxed WebAssembly functions on an edge node: they handle
 /// CloudEvents that arrive over MQTT or HTTP, keep state, run models, and
@@ -59,11 +58,17 @@ enum Command {
     /// address); `--url` names another. The payload is sent as is: plain
     /// JSON from a device, or a CloudEvent in the JSON format.
     Publish(PublishArgs),
-    /// Build a function crate (or a workspace of them) for wasm32-wasip2.
+    /// Build a function folder in Rust, Python or JavaScript into a component.
     ///
-    /// Adds the wasm32-wasip2 target with rustup when it is missing, then
-    /// runs cargo and prints the path of each component built.
-    Build(BuildArgs),
+    /// Rust: adds the wasm32-wasip2 target with rustup when it is missing,
+    /// then runs cargo. Python: componentize-py, installed on first use into
+    /// a venv of brink's own. Prints the path of each component built.
+    Build(build::BuildArgs),
+    /// Write a new function folder from a template: `brink new python hello`.
+    ///
+    /// It holds the handler, a unit test, a sample event and a README, and
+    /// builds with `brink build` and runs with `brink run`.
+    New(new::NewArgs),
     /// Print a shell's completion script for brink, e.g.
     /// `brink completions bash > ~/.local/share/bash-completion/completions/brink`.
     Completions { shell: clap_complete::Shell },
@@ -279,19 +284,6 @@ struct PublishArgs {
     content_type: Option<String>,
 }
 
-#[derive(Debug, clap::Args)]
-struct BuildArgs {
-    /// The crate or workspace directory (or its Cargo.toml).
-    #[arg(default_value = ".")]
-    path: PathBuf,
-    /// Build without optimisations.
-    #[arg(long)]
-    debug: bool,
-    /// cargo's target directory [default: the crate's workspace target/].
-    #[arg(long)]
-    target_dir: Option<PathBuf>,
-}
-
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -338,7 +330,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Up(args) => up(args),
         Command::Publish(args) => publish(args),
-        Command::Build(args) => build(args),
+        Command::Build(args) => build::build(args),
+        Command::New(args) => new::new(args),
         Command::Kv(args) => kv::run(args),
         Command::Outbox(args) => outbox::run(args),
         Command::Audit(args) => audit::run(args),
@@ -637,47 +630,6 @@ fn publish(args: PublishArgs) -> anyhow::Result<()> {
         "published to {} on {}:{}",
         args.topic, settings.host, settings.port
     );
-    Ok(())
-}
-
-/// Builds the function crate in `dir` and returns its component.
-fn build_one(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let manifest_path = dir.join("Cargo.toml");
-    if !manifest_path.is_file() {
-        bail!("no Cargo.toml in {}", dir.display());
-    }
-    let mut artifacts = builder::build(&BuildRequest {
-        manifest_path,
-        target_dir: None,
-        release: true,
-    })?;
-    match artifacts.len() {
-        1 => Ok(artifacts.remove(0).path),
-        n => bail!(
-            "{} builds {n} components; pass the .wasm to run instead",
-            dir.display()
-        ),
-    }
-}
-
-fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let manifest_path = if args.path.is_dir() {
-        args.path.join("Cargo.toml")
-    } else {
-        args.path.clone()
-    };
-    if !manifest_path.is_file() {
-        bail!("no Cargo.toml at {}", manifest_path.display());
-    }
-    let artifacts = builder::build(&BuildRequest {
-        manifest_path,
-        target_dir: args.target_dir,
-        release: !args.debug,
-    })?;
-    let mut stdout = std::io::stdout().lock();
-    for a in artifacts {
-        writeln!(stdout, "{}", a.path.display())?;
-    }
     Ok(())
 }
 

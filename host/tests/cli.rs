@@ -7,6 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use brink_test_artifacts as artifacts;
 
+#[path = "cli/languages.rs"]
+mod languages;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -8,6 +8,7 @@ mod deploy;
 mod edges;
 mod functions;
 mod kv;
+mod languages;
 mod limits;
 mod listeners;
 mod loading;

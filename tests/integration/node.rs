@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 const STRUCTURED: &str = "application/cloudevents+json";
 
-fn reading_json(id: &str, device: &str, value: f64) -> serde_json::Value {
+pub(crate) fn reading_json(id: &str, device: &str, value: f64) -> serde_json::Value {
     serde_json::json!({
         "specversion": "1.0", "id": id, "source": "/factory/line-1/sensors",
         "type": "com.example.reading", "subject": device,
@@ -22,7 +22,7 @@ fn reading_json(id: &str, device: &str, value: f64) -> serde_json::Value {
     })
 }
 
-type Received = mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>;
+pub(crate) type Received = mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>;
 
 /// The receiver's routes: every request's headers and body arrive on the channel.
 fn hook_app() -> (axum::Router, Received) {
@@ -41,7 +41,7 @@ fn hook_app() -> (axum::Router, Received) {
 }
 
 /// A webhook receiver on loopback.
-async fn webhook() -> anyhow::Result<(String, Received)> {
+pub(crate) async fn webhook() -> anyhow::Result<(String, Received)> {
     let (app, rx) = hook_app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);

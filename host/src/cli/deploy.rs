@@ -140,23 +140,8 @@ pub async fn component_of(source: &Path) -> anyhow::Result<PathBuf> {
     if !source.is_dir() {
         return Ok(source.to_owned());
     }
-    let manifest_path = source.join("Cargo.toml");
-    let mut built = tokio::task::spawn_blocking(move || {
-        brink_host::builder::build(&brink_host::builder::BuildRequest {
-            manifest_path,
-            target_dir: None,
-            release: true,
-        })
-    })
-    .await??;
-    if built.len() != 1 {
-        bail!(
-            "{} builds {} components; name one .wasm",
-            source.display(),
-            built.len()
-        );
-    }
-    Ok(built.remove(0).path)
+    let source = source.to_owned();
+    tokio::task::spawn_blocking(move || super::build::build_one(&source)).await?
 }
 
 /// Reads (or builds) the component, or the `oci://` artifact's manifest,

@@ -21,6 +21,13 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
                  give a level and targets such as `info` or `info,brink_host=debug`"
             )
         })?;
+    // wasm-compose narrates every import it resolves at info and warns of
+    // each one it leaves an import, which is what `brink build` wants of it.
+    let targets = if filter.contains("wasm_compose") {
+        targets
+    } else {
+        targets.with_target("wasm_compose", tracing::level_filters::LevelFilter::ERROR)
+    };
     let text = (format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

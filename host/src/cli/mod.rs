@@ -1,6 +1,7 @@
 //! The CLI, one file per command: `main.rs` parses and hands over.
 
 pub mod audit;
+pub mod build;
 pub mod client;
 pub mod deploy;
 pub mod fleet;
@@ -8,6 +9,7 @@ pub mod keys;
 pub mod kv;
 pub mod logging;
 pub mod logs;
+pub mod new;
 pub mod oci;
 pub mod outbox;
 pub mod run;

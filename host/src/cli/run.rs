@@ -11,7 +11,8 @@ use brink_host::manifest::LimitsSection;
 use brink_host::nn::NnConfig;
 use brink_host::{Engine, EngineConfig, FunctionSpec, event, plan};
 
-use crate::{build_one, parse_key_value};
+use super::build::build_one;
+use crate::parse_key_value;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {

@@ -51,6 +51,12 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
+    /// The bytes of linear memory the instance holds, across its memories:
+    /// what counts against the spec's memory limit.
+    pub fn memory_bytes(&self) -> u64 {
+        self.parts.store.data().memory.used
+    }
+
     /// Calls the handler with `event` and checks what it returns.
     pub async fn call(&mut self, event: CloudEvent) -> Result<Vec<CloudEvent>, InvokeError> {
         let function = self.function.clone();

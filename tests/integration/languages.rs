@@ -1,0 +1,317 @@
+//! Python and JavaScript functions, built by `brink build`'s own code with
+//! componentize-py and componentize-js, doing the same jobs as their Rust
+//! twins through the real host, with the same grants and limits.
+
+use brink_host::FunctionSpec;
+use brink_host::bindings::ErrorKind;
+use brink_host::error::InvokeError;
+use brink_host::kv::{Kv, KvConfig};
+use brink_tests::{guest, json_data, load, reading};
+
+fn spec(name: &str, config: &[(&str, &str)]) -> FunctionSpec {
+    let mut spec = FunctionSpec::new(name);
+    spec.config = config
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    spec
+}
+
+fn handler_error(
+    result: Result<Vec<brink_host::bindings::CloudEvent>, InvokeError>,
+) -> (ErrorKind, String) {
+    match result {
+        Err(InvokeError::Handler { kind, message, .. }) => (kind, message),
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_python_filter_passes_what_the_rust_filter_passes() -> anyhow::Result<()> {
+    let path = guest("python", "filter")?;
+    let filter = load(spec("py-filter", &[("threshold", "30")]), &path)?;
+    let hot = reading("f-1", "t-1", 31.5);
+    assert_eq!(filter.invoke(hot.clone()).await?, vec![hot]);
+    assert!(filter.invoke(reading("f-2", "t-2", 29.9)).await?.is_empty());
+    assert!(filter.invoke(reading("f-3", "t-3", 30.0)).await?.is_empty());
+
+    let below = load(
+        spec("py-below", &[("threshold", "5"), ("direction", "below")]),
+        &path,
+    )?;
+    assert_eq!(below.invoke(reading("f-4", "t-1", 4.0)).await?.len(), 1);
+    assert!(below.invoke(reading("f-5", "t-1", 6.0)).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_python_filter_fails_like_the_rust_filter_on_bad_config_and_bad_events()
+-> anyhow::Result<()> {
+    let path = guest("python", "filter")?;
+    let unset = load(spec("py-unset", &[]), &path)?;
+    let (kind, message) = handler_error(unset.invoke(reading("f-1", "t-1", 31.0)).await);
+    assert_eq!(kind, ErrorKind::Internal);
+    assert!(message.contains("`threshold`"), "{message}");
+
+    let filter = load(spec("py-filter", &[("threshold", "30")]), &path)?;
+    let mut event = reading("f-2", "t-1", 0.0);
+    event.data = Some(br#"{"temperature": "hot"}"#.to_vec());
+    let (kind, _) = handler_error(filter.invoke(event).await);
+    assert_eq!(kind, ErrorKind::InvalidEvent);
+    let mut event = reading("f-3", "t-1", 0.0);
+    event.data = Some(b"not json".to_vec());
+    let (kind, message) = handler_error(filter.invoke(event).await);
+    assert_eq!(kind, ErrorKind::InvalidEvent, "{message}");
+    // The instance is whole after each failure.
+    assert_eq!(filter.invoke(reading("f-4", "t-1", 40.0)).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_python_tally_keeps_counts_in_its_granted_bucket() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let kv = Kv::open_sled(dir.path(), KvConfig::default())?;
+    let path = guest("python", "tally")?;
+    let tally = load(
+        spec("tally", &[("every", "3")]).with_kv(kv.clone(), "app", ["default"]),
+        &path,
+    )?;
+    let mut summaries = 0;
+    for i in 1..=7 {
+        let out = tally
+            .invoke(reading(&format!("t-{i}"), "t-1", f64::from(i)))
+            .await?;
+        assert_eq!(
+            out[0]
+                .extensions
+                .iter()
+                .find(|(n, _)| n == "tallycount")
+                .map(|(_, v)| v.as_str()),
+            Some(i.to_string().as_str())
+        );
+        if let Some(summary) = out.get(1) {
+            summaries += 1;
+            assert_eq!(summary.type_, "com.brink.tally");
+            assert_eq!(json_data(summary)?["count"], i);
+        }
+    }
+    assert_eq!(summaries, 2);
+    // Another device counts on its own; a restart of the function keeps the counts.
+    let out = tally.invoke(reading("u-1", "t-2", 1.0)).await?;
+    assert_eq!(out[0].extensions.last().map(|(_, v)| v.as_str()), Some("1"));
+    let again = load(
+        spec("tally", &[]).with_kv(kv.clone(), "app", ["default"]),
+        &path,
+    )?;
+    let out = again.invoke(reading("t-8", "t-1", 8.0)).await?;
+    assert_eq!(out[0].extensions.last().map(|(_, v)| v.as_str()), Some("8"));
+
+    // A bucket the spec does not grant is a clear handler error, not a trap.
+    let elsewhere = load(
+        spec("tally", &[("bucket", "secrets")]).with_kv(kv.clone(), "app", ["default"]),
+        &path,
+    )?;
+    let (kind, message) = handler_error(elsewhere.invoke(reading("x-1", "t-1", 1.0)).await);
+    assert_eq!(kind, ErrorKind::Internal);
+    assert!(
+        message.contains("bucket `secrets` is not granted"),
+        "{message}"
+    );
+    // A poisoned device name is refused before it reaches a key.
+    let mut event = reading("x-2", "t-1", 1.0);
+    event.data = Some(br#"{"device": "../count/t-1", "value": 1}"#.to_vec());
+    let (kind, _) = handler_error(tally.invoke(event).await);
+    assert_eq!(kind, ErrorKind::InvalidEvent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_python_function_that_declares_kv_is_refused_without_a_bucket_grant() -> anyhow::Result<()>
+{
+    let path = guest("python", "tally")?;
+    let err = load(spec("tally", &[]), &path)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("wasi:keyvalue/"), "{err}");
+    assert!(err.contains("not granted"), "{err}");
+    // The filter declares nothing beyond log and config, so it needs no grant.
+    let filter = guest("python", "filter")?;
+    assert!(load(spec("py-filter", &[("threshold", "1")]), &filter).is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_js_transform_converts_like_the_rust_transform() -> anyhow::Result<()> {
+    let path = guest("js", "transform")?;
+    let transform = load(spec("js-transform", &[]), &path)?;
+    let out = transform.invoke(reading("t-1", "t-17", 31.5)).await?;
+    assert_eq!(out.len(), 1);
+    let e = &out[0];
+    assert_eq!(e.type_, "com.brink.temperature.fahrenheit");
+    assert_eq!(e.subject.as_deref(), Some("t-17"));
+    assert_eq!(e.source, "/factory/line-1/sensors");
+    assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(
+        json_data(e)?,
+        serde_json::json!({
+            "device_id": "t-17",
+            "temperature": { "value": 88.7, "unit": "degF" },
+            "observed_at": "2026-11-22T10:00:00Z"
+        })
+    );
+    let custom = load(
+        spec("js-transform", &[("output_type", "com.acme.temp.f")]),
+        &path,
+    )?;
+    let a = custom.invoke(reading("same", "t-1", 0.0)).await?;
+    let b = custom.invoke(reading("same", "t-1", 0.0)).await?;
+    assert_eq!(a[0].type_, "com.acme.temp.f");
+    assert_ne!(a[0].id, b[0].id);
+    assert_eq!(json_data(&a[0])?["temperature"]["value"], 32.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_js_transform_reports_a_bad_reading_as_an_invalid_event_and_serves_on()
+-> anyhow::Result<()> {
+    let path = guest("js", "transform")?;
+    let transform = load(spec("js-transform", &[]), &path)?;
+    for data in [
+        &br#"{"device": "t-1", "value": "hot"}"#[..],
+        b"not json",
+        b"null",
+    ] {
+        let mut event = reading("bad", "t-1", 0.0);
+        event.data = Some(data.to_vec());
+        let (kind, message) = handler_error(transform.invoke(event).await);
+        assert_eq!(kind, ErrorKind::InvalidEvent, "{message}");
+    }
+    assert_eq!(
+        transform.invoke(reading("ok", "t-1", 100.0)).await?.len(),
+        1
+    );
+    Ok(())
+}
+
+/// The demo's flow in the other languages: the Python filter, then the
+/// JavaScript transform, then `outputs`.
+fn polyglot_pipeline(head: &str, trigger: &str, outputs: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        r#"brink_manifest_version = 1
+[http]
+listen = "127.0.0.1:0"
+{head}
+
+[function.filter]
+source = {filter:?}
+triggers = [{trigger}]
+outputs = [{{ function = "transform" }}]
+config = {{ threshold = "30" }}
+
+[function.transform]
+source = {transform:?}
+outputs = [{outputs}]
+"#,
+        filter = guest("python", "filter")?,
+        transform = guest("js", "transform")?,
+    ))
+}
+
+#[tokio::test]
+async fn readings_flow_over_mqtt_through_a_python_filter_and_a_js_transform() -> anyhow::Result<()>
+{
+    use brink_tests::mqtt::{Client5, Client311};
+    let (mqtt, v4, v5) = crate::mqtt::embedded()?;
+    let manifest = polyglot_pipeline(
+        &format!("[mqtt]\n{mqtt}"),
+        r#"{ mqtt = "sensors/+/temperature" }"#,
+        r#"{ mqtt = "alerts/{subject}" }"#,
+    )?;
+    let node = brink_tests::start_node(&manifest).await?;
+    let mut alerts = Client5::connect(v5, &["alerts/#"]).await?;
+    let mut device = Client311::connect(v4).await?;
+    let reading = |device: &str, value: serde_json::Value| {
+        serde_json::json!({ "device": device, "value": value }).to_string()
+    };
+    device
+        .publish("sensors/t-7/temperature", reading("t-7", 31.5.into()))
+        .await?;
+    device
+        .publish("sensors/t-8/temperature", reading("t-8", 20.into()))
+        .await?;
+    // Poisoned: the filter refuses it as an invalid event; the pipeline goes on.
+    device
+        .publish("sensors/t-9/temperature", reading("t-9", "hot".into()))
+        .await?;
+    device
+        .publish("sensors/t-10/temperature", reading("t-10", 45.into()))
+        .await?;
+    device.wait_acked(4).await?;
+
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let alert = alerts.next(30).await?;
+        assert_eq!(
+            alert.property("type"),
+            Some("com.brink.temperature.fahrenheit")
+        );
+        got.push((
+            alert.topic.clone(),
+            alert.json()?["temperature"]["value"].as_f64(),
+        ));
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("alerts/t-10".to_owned(), Some(113.0)),
+            ("alerts/t-7".to_owned(), Some(88.7)),
+        ]
+    );
+    assert!(
+        alerts.quiet_for(300).await.is_none(),
+        "a cold or poisoned reading passed"
+    );
+    let text = crate::mqtt::metrics(&node).await?;
+    assert!(
+        text.contains(r#"brink_events_in_total{function="filter",trigger="mqtt"} 4"#),
+        "{text}"
+    );
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn events_posted_over_http_flow_through_a_python_filter_and_a_js_transform_to_a_webhook()
+-> anyhow::Result<()> {
+    let (hook, mut received) = crate::node::webhook().await?;
+    let manifest = polyglot_pipeline(
+        "",
+        r#"{ http = "/temperature" }"#,
+        &format!("{{ webhook = {hook:?} }}"),
+    )?;
+    let node = brink_tests::start_node(&manifest).await?;
+    let base = format!("http://{}", node.http_addr());
+    let client = brink_tests::http();
+    for (id, value) in [("r-1", 31.5), ("r-2", 20.0)] {
+        let response = client
+            .post(format!("{base}/events/temperature"))
+            .header("content-type", "application/cloudevents+json")
+            .body(crate::node::reading_json(id, "t-17", value).to_string())
+            .send()
+            .await?;
+        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(30), received.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("webhook channel closed"))?;
+    assert_eq!(headers["ce-type"], "com.brink.temperature.fahrenheit");
+    assert_eq!(headers["ce-subject"], "t-17");
+    let data: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(data["temperature"]["value"], 88.7);
+    assert_eq!(data["observed_at"], "2026-11-22T10:00:00Z");
+    // The cold reading was dropped by the Python filter.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(received.try_recv().is_err());
+    node.shutdown().await
+}
