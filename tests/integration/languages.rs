@@ -315,3 +315,103 @@ async fn events_posted_over_http_flow_through_a_python_filter_and_a_js_transform
     assert!(received.try_recv().is_err());
     node.shutdown().await
 }
+
+/// A Python function written from `app`, with `tool` under `[tool.brink]`,
+/// built by `brink build`'s code; the folder lives as long as the guard.
+fn inline_python(app: &str, tool: &str) -> anyhow::Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("app.py"), app)?;
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        format!("[project]\nname = \"inline\"\n[tool.brink]\n{tool}\n"),
+    )?;
+    let toolchains = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/toolchains");
+    let wasm = brink_host::languages::python::build(dir.path(), &toolchains)?;
+    Ok((dir, wasm.display().to_string()))
+}
+
+fn typed(id: &str, type_: &str) -> brink_host::bindings::CloudEvent {
+    let mut event = reading(id, "t-1", 1.0);
+    event.type_ = type_.to_owned();
+    event
+}
+
+const ASYNC_APP: &str = r#"
+import brink
+
+@brink.handler
+async def handle(event: brink.Event):
+    if event.type == "spin":
+        while True:
+            pass
+    event.extensions["lang"] = "python-async"
+    return event
+"#;
+
+#[tokio::test]
+async fn a_python_async_handler_runs_as_a_wasi_03_task_and_is_ended_at_its_deadline()
+-> anyhow::Result<()> {
+    use brink_host::engine::Flavour;
+    let (_dir, path) = inline_python(ASYNC_APP, "async = true")?;
+    let limits = brink_host::Limits {
+        timeout: std::time::Duration::from_millis(300),
+        ..brink_host::Limits::default()
+    };
+    let f = load(
+        FunctionSpec {
+            limits,
+            ..FunctionSpec::new("py-async")
+        },
+        &path,
+    )?;
+    assert_eq!(f.flavour(), Flavour::Concurrent);
+    let out = f.invoke(typed("a-1", "com.example.reading")).await?;
+    assert_eq!(
+        out[0].extensions.last().map(|(_, v)| v.as_str()),
+        Some("python-async")
+    );
+    // A hostile loop gets the same error as a P2 spinner, and the function serves on.
+    let err = f.invoke(typed("a-2", "spin")).await.err();
+    assert!(matches!(err, Some(InvokeError::Timeout { .. })), "{err:?}");
+    assert_eq!(
+        err.map(|e| e.to_string()).unwrap_or_default(),
+        "function `py-async` exceeded its time limit of 300 ms"
+    );
+    assert_eq!(
+        f.invoke(typed("a-3", "com.example.reading")).await?.len(),
+        1
+    );
+    Ok(())
+}
+
+const SOCKET_APP: &str = r#"
+import socket
+
+import brink
+
+@brink.handler
+def handle(event: brink.Event):
+    if event.type == "connect":
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("127.0.0.1", 9))
+    return event
+"#;
+
+#[tokio::test]
+async fn a_python_function_that_opens_a_socket_fails_that_call_and_serves_on() -> anyhow::Result<()>
+{
+    let (_dir, path) = inline_python(SOCKET_APP, "")?;
+    let f = load(FunctionSpec::new("py-net"), &path)?;
+    // The plug traps at the call: a failed invocation, never a connection.
+    let err = f.invoke(typed("n-1", "connect")).await.err();
+    assert!(matches!(err, Some(InvokeError::Trap { .. })), "{err:?}");
+    let message = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("it called wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket, which no function is granted"),
+        "{message}"
+    );
+    assert_eq!(
+        f.invoke(typed("n-2", "com.example.reading")).await?.len(),
+        1
+    );
+    Ok(())
+}

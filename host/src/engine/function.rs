@@ -442,7 +442,13 @@ pub(super) fn classify(
         };
     }
     let trap = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
+        Some(trap) => match refused_call(&error) {
+            Some(call) => format!(
+                "it called {call}, which no function is granted (brink build plugs wasi:sockets \
+                 with a stub that refuses every call: the host gives functions no network)"
+            ),
+            None => trap.to_string(),
+        },
         None => error.root_cause().to_string(),
     };
     InvokeError::Trap {
@@ -450,6 +456,15 @@ pub(super) fn classify(
         trap,
         panic: stderr.panic_message(),
     }
+}
+
+/// The import a trap happened in, when it happened in a plug `brink build`
+/// put in place of an import (ADR 0019).
+fn refused_call(error: &wasmtime::Error) -> Option<String> {
+    let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    let name = backtrace.frames().first()?.func_name()?;
+    name.strip_prefix(crate::contract::REFUSED_CALL_PREFIX)
+        .map(str::to_owned)
 }
 
 /// Whether the guest came back from the call by itself (with outputs or an

@@ -11,6 +11,8 @@
 use anyhow::{Context as _, bail};
 use wit_parser::{ManglingAndAbi, Resolve, WorldItem};
 
+use crate::contract::REFUSED_CALL_PREFIX;
+
 /// The package whose imports are plugged.
 const SOCKETS: &str = "wasi:sockets";
 
@@ -70,7 +72,11 @@ fn plug(resolve: &mut Resolve, interfaces: &[String]) -> anyhow::Result<Vec<u8>>
     let text = format!("package brink:plug;\n\nworld deny-sockets {{\n{exports}}}\n");
     let package = resolve.push_str("deny-sockets.wit", &text)?;
     let world = resolve.select_world(&[package], Some("deny-sockets"))?;
-    let mut module = wit_component::dummy_module(resolve, world, ManglingAndAbi::Standard32);
+    let mut module = name_exports(&wit_component::dummy_module(
+        resolve,
+        world,
+        ManglingAndAbi::Legacy(wit_parser::LiftLowerAbi::Sync),
+    ))?;
     wit_component::embed_component_metadata(
         &mut module,
         resolve,
@@ -81,4 +87,37 @@ fn plug(resolve: &mut Resolve, interfaces: &[String]) -> anyhow::Result<Vec<u8>>
         .module(&module)?
         .validate(true)
         .encode()
+}
+
+/// `module` with a name section that names each exported function after
+/// its export, prefixed with [`REFUSED_CALL_PREFIX`]
+/// (`brink-denied:wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket`),
+/// so the trap's backtrace names the call that was refused.
+fn name_exports(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ExportSection(reader) = payload? {
+            for export in reader {
+                let export = export?;
+                if export.kind == wasmparser::ExternalKind::Func {
+                    exports.push((
+                        export.index,
+                        format!("{REFUSED_CALL_PREFIX}{}", export.name),
+                    ));
+                }
+            }
+        }
+    }
+    // A name map lists each function once, in index order.
+    exports.sort();
+    exports.dedup_by_key(|(index, _)| *index);
+    let mut names = wasm_encoder::NameMap::new();
+    for (index, name) in &exports {
+        names.append(*index, name);
+    }
+    let mut section = wasm_encoder::NameSection::new();
+    section.functions(&names);
+    let mut out = module.to_vec();
+    wasm_encoder::Section::append_to(&section, &mut out);
+    Ok(out)
 }
