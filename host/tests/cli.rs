@@ -319,10 +319,10 @@ fn build_prints_the_component_it_built() -> anyhow::Result<()> {
 }
 
 #[test]
-fn build_of_a_directory_without_a_crate_fails_clearly() -> anyhow::Result<()> {
+fn build_of_a_directory_without_a_project_file_fails_clearly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let out = brink(dir.path(), &["build", &dir.path().display().to_string()])?;
-    assert_clean_failure(&out, "no Cargo.toml at");
+    assert_clean_failure(&out, "holds no Cargo.toml, pyproject.toml or package.json");
     Ok(())
 }
 
