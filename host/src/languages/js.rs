@@ -147,6 +147,7 @@ pub fn build(dir: &Path, toolchains: &Path) -> anyhow::Result<PathBuf> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     let bin = toolchain::js_bin(toolchains)?;
+    contract_types(&bin, &work, &wit, &sdk.join("types").join("contract"))?;
     let bundle = work.join("bundle.js");
     let config = work.join("rolldown.config.mjs");
     std::fs::write(&config, rolldown_config(&dir.join(&main), &sdk, &bundle))
@@ -182,6 +183,35 @@ pub fn build(dir: &Path, toolchains: &Path) -> anyhow::Result<PathBuf> {
     )
     .context("componentize-js failed; its errors are above")?;
     Ok(out)
+}
+
+/// The TypeScript declarations of the function's world (the contract's
+/// records and interfaces it imports), generated from the WIT by jco.
+///
+/// jco reads the WIT through its WASI shim, which in this version opens no
+/// directory unless told to; a module loaded first gives it `/`.
+fn contract_types(bin: &Path, work: &Path, wit: &Path, out: &Path) -> anyhow::Result<()> {
+    let shim = bin.join(
+        "../@bytecodealliance/jco-transpile/node_modules/@bytecodealliance/preview2-shim/dist/nodejs/filesystem.js",
+    );
+    let preopen = work.join("preopen.mjs");
+    let url = serde_json::Value::String(format!("file://{}", shim.display())).to_string();
+    std::fs::write(
+        &preopen,
+        format!("import {{ _addPreopen }} from {url};\n_addPreopen('/', '/');\n"),
+    )
+    .with_context(|| format!("writing {}", preopen.display()))?;
+    toolchain::run(
+        Command::new("node")
+            .arg("--import")
+            .arg(&preopen)
+            .arg(bin.join("jco"))
+            .arg("types")
+            .arg(wit)
+            .args(["--world-name", "brink:app/function", "--quiet", "--out-dir"])
+            .arg(out),
+    )
+    .context("jco could not write the TypeScript types; its errors are above")
 }
 
 /// Bundles `main` into one ES module: the contract's imports stay imports,

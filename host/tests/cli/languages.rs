@@ -156,6 +156,19 @@ fn brink_new_js_builds_runs_the_sample_event_and_its_unit_tests_pass() -> anyhow
     let report = String::from_utf8_lossy(&unit.stdout);
     assert!(unit.status.success(), "{report}{}", stderr(&unit));
     assert!(report.contains("# pass 3"), "{report}");
+    // The contract's TypeScript types, generated from the function's world.
+    let types = hello.join("target/brink/sdk/types/contract");
+    let records = std::fs::read_to_string(types.join("interfaces/brink-edge-types.d.ts"))?;
+    assert!(records.contains("export interface CloudEvent"), "{records}");
+    assert!(
+        records.contains("extensions: Array<[string, string]>"),
+        "{records}"
+    );
+    assert!(types.join("interfaces/brink-edge-config.d.ts").is_file());
+    assert!(
+        !types.join("interfaces/wasi-keyvalue-store.d.ts").exists(),
+        "kv was not declared"
+    );
     Ok(())
 }
 
