@@ -27,6 +27,8 @@ fn brink(cache: &Path, args: &[&str]) -> anyhow::Result<Output> {
     Ok(Command::new(env!("CARGO_BIN_EXE_brink"))
         .args(args)
         .env("BRINK_CACHE_DIR", cache)
+        // Python and JS builds install their toolchains once, for every test.
+        .env("BRINK_TOOLCHAINS_DIR", root().join("target/toolchains"))
         .env("BRINK_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -25,11 +25,20 @@ async fn echo_returns_the_event_unchanged() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn filter_passes_readings_above_the_threshold_and_drops_the_rest() -> anyhow::Result<()> {
-    let filter = load(spec("filter", &[("threshold", "30")]), artifacts::FILTER)?;
+    filters_like_the_filter(artifacts::FILTER).await
+}
+
+/// What `functions/filter` passes and drops, asserted of the component at
+/// `path` (its twins in other languages do the same).
+pub(crate) async fn filters_like_the_filter(path: &str) -> anyhow::Result<()> {
+    let filter = load(spec("filter", &[("threshold", "30")]), path)?;
     let hot = reading("f-1", "t-1", 31.5);
     assert_eq!(filter.invoke(hot.clone()).await?, vec![hot]);
     assert!(filter.invoke(reading("f-2", "t-2", 29.9)).await?.is_empty());
     assert!(filter.invoke(reading("f-3", "t-3", 30.0)).await?.is_empty());
+    let below = load(spec("filter", &[("threshold", "5"), ("direction", "below")]), path)?;
+    assert_eq!(below.invoke(reading("f-4", "t-1", 4.0)).await?.len(), 1);
+    assert!(below.invoke(reading("f-5", "t-1", 6.0)).await?.is_empty());
     Ok(())
 }
 
@@ -79,7 +88,13 @@ async fn filter_reports_a_non_reading_payload_as_an_invalid_event() -> anyhow::R
 
 #[tokio::test]
 async fn transform_converts_celsius_to_fahrenheit_under_a_new_type() -> anyhow::Result<()> {
-    let transform = load(spec("transform", &[]), artifacts::TRANSFORM)?;
+    converts_like_the_transform(artifacts::TRANSFORM).await
+}
+
+/// What `functions/transform` does, asserted of the component at `path`
+/// (its twins in other languages do the same).
+pub(crate) async fn converts_like_the_transform(path: &str) -> anyhow::Result<()> {
+    let transform = load(spec("transform", &[]), path)?;
     let out = transform.invoke(reading("t-1", "t-17", 31.5)).await?;
     assert_eq!(out.len(), 1);
     let e = &out[0];
@@ -95,6 +110,12 @@ async fn transform_converts_celsius_to_fahrenheit_under_a_new_type() -> anyhow::
             "observed_at": "2026-11-22T10:00:00Z"
         })
     );
+    let custom = load(spec("transform", &[("output_type", "com.acme.temp.f")]), path)?;
+    let a = custom.invoke(reading("same", "t-1", 0.0)).await?;
+    let b = custom.invoke(reading("same", "t-1", 0.0)).await?;
+    assert_eq!(a[0].type_, "com.acme.temp.f");
+    assert_ne!(a[0].id, b[0].id);
+    assert_eq!(json_data(&a[0])?["temperature"]["value"], 32.0);
     Ok(())
 }
 

@@ -28,20 +28,7 @@ fn handler_error(
 
 #[tokio::test]
 async fn the_python_filter_passes_what_the_rust_filter_passes() -> anyhow::Result<()> {
-    let path = guest("python", "filter")?;
-    let filter = load(spec("py-filter", &[("threshold", "30")]), &path)?;
-    let hot = reading("f-1", "t-1", 31.5);
-    assert_eq!(filter.invoke(hot.clone()).await?, vec![hot]);
-    assert!(filter.invoke(reading("f-2", "t-2", 29.9)).await?.is_empty());
-    assert!(filter.invoke(reading("f-3", "t-3", 30.0)).await?.is_empty());
-
-    let below = load(
-        spec("py-below", &[("threshold", "5"), ("direction", "below")]),
-        &path,
-    )?;
-    assert_eq!(below.invoke(reading("f-4", "t-1", 4.0)).await?.len(), 1);
-    assert!(below.invoke(reading("f-5", "t-1", 6.0)).await?.is_empty());
-    Ok(())
+    crate::functions::filters_like_the_filter(&guest("python", "filter")?).await
 }
 
 #[tokio::test]
@@ -143,33 +130,7 @@ async fn a_python_function_that_declares_kv_is_refused_without_a_bucket_grant() 
 
 #[tokio::test]
 async fn the_js_transform_converts_like_the_rust_transform() -> anyhow::Result<()> {
-    let path = guest("js", "transform")?;
-    let transform = load(spec("js-transform", &[]), &path)?;
-    let out = transform.invoke(reading("t-1", "t-17", 31.5)).await?;
-    assert_eq!(out.len(), 1);
-    let e = &out[0];
-    assert_eq!(e.type_, "com.brink.temperature.fahrenheit");
-    assert_eq!(e.subject.as_deref(), Some("t-17"));
-    assert_eq!(e.source, "/factory/line-1/sensors");
-    assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
-    assert_eq!(
-        json_data(e)?,
-        serde_json::json!({
-            "device_id": "t-17",
-            "temperature": { "value": 88.7, "unit": "degF" },
-            "observed_at": "2026-11-22T10:00:00Z"
-        })
-    );
-    let custom = load(
-        spec("js-transform", &[("output_type", "com.acme.temp.f")]),
-        &path,
-    )?;
-    let a = custom.invoke(reading("same", "t-1", 0.0)).await?;
-    let b = custom.invoke(reading("same", "t-1", 0.0)).await?;
-    assert_eq!(a[0].type_, "com.acme.temp.f");
-    assert_ne!(a[0].id, b[0].id);
-    assert_eq!(json_data(&a[0])?["temperature"]["value"], 32.0);
-    Ok(())
+    crate::functions::converts_like_the_transform(&guest("js", "transform")?).await
 }
 
 #[tokio::test]

@@ -3,42 +3,11 @@
 //! componentize-js installed by `brink build` itself on first use (into
 //! target/toolchains, shared by these tests).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn brink(cache: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_brink"))
-        .args(args)
-        .env("BRINK_CACHE_DIR", cache)
-        .env("BRINK_TOOLCHAINS_DIR", root().join("target/toolchains"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()?)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn events(out: &Output) -> anyhow::Result<Vec<serde_json::Value>> {
-    String::from_utf8(out.stdout.clone())?
-        .lines()
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
-}
-
-fn example(name: &str) -> String {
-    root()
-        .join("examples/events")
-        .join(name)
-        .display()
-        .to_string()
-}
+use super::{brink, example, root, stderr, stdout_events as events};
 
 /// functions/python/filter, copied out and built once for this process (a
 /// copy, so that no other test process builds into the same folder).
