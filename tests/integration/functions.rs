@@ -36,7 +36,10 @@ pub(crate) async fn filters_like_the_filter(path: &str) -> anyhow::Result<()> {
     assert_eq!(filter.invoke(hot.clone()).await?, vec![hot]);
     assert!(filter.invoke(reading("f-2", "t-2", 29.9)).await?.is_empty());
     assert!(filter.invoke(reading("f-3", "t-3", 30.0)).await?.is_empty());
-    let below = load(spec("filter", &[("threshold", "5"), ("direction", "below")]), path)?;
+    let below = load(
+        spec("filter", &[("threshold", "5"), ("direction", "below")]),
+        path,
+    )?;
     assert_eq!(below.invoke(reading("f-4", "t-1", 4.0)).await?.len(), 1);
     assert!(below.invoke(reading("f-5", "t-1", 6.0)).await?.is_empty());
     Ok(())
@@ -110,7 +113,10 @@ pub(crate) async fn converts_like_the_transform(path: &str) -> anyhow::Result<()
             "observed_at": "2026-11-22T10:00:00Z"
         })
     );
-    let custom = load(spec("transform", &[("output_type", "com.acme.temp.f")]), path)?;
+    let custom = load(
+        spec("transform", &[("output_type", "com.acme.temp.f")]),
+        path,
+    )?;
     let a = custom.invoke(reading("same", "t-1", 0.0)).await?;
     let b = custom.invoke(reading("same", "t-1", 0.0)).await?;
     assert_eq!(a[0].type_, "com.acme.temp.f");

@@ -93,16 +93,7 @@ fn read_project(dir: &Path) -> anyhow::Result<(String, BrinkSection, bool)> {
     let name = package
         .name
         .with_context(|| format!("{} sets no \"name\"", path.display()))?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!(
-            "{}: the name {name:?} must be letters, digits, - and _",
-            path.display()
-        );
-    }
+    super::check_name(&name, &path)?;
     let has_dependencies = !package.dependencies.is_empty();
     Ok((name, package.brink.unwrap_or_default(), has_dependencies))
 }
@@ -139,13 +130,7 @@ pub fn build(dir: &Path, toolchains: &Path) -> anyhow::Result<PathBuf> {
     let work = dir.join("target").join("brink");
     let wit = world::write(&work, &section.capabilities, false)?;
     let sdk = work.join("sdk");
-    for (file, text) in SDK {
-        let path = sdk.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    super::write_files(&sdk, SDK)?;
     let bin = toolchain::js_bin(toolchains)?;
     contract_types(&bin, &work, &wit, &sdk.join("types").join("contract"))?;
     let bundle = work.join("bundle.js");

@@ -104,16 +104,7 @@ pub fn read_project(dir: &Path) -> anyhow::Result<(String, BrinkTable)> {
         .project
         .and_then(|p| p.name)
         .with_context(|| format!("{} sets no `name` under [project]", path.display()))?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!(
-            "{}: the name {name:?} must be letters, digits, - and _",
-            path.display()
-        );
-    }
+    super::check_name(&name, &path)?;
     Ok((name, project.tool.brink.unwrap_or_default()))
 }
 
@@ -131,13 +122,7 @@ pub fn build(dir: &Path, toolchains: &Path) -> anyhow::Result<PathBuf> {
     let work = dir.join("target").join("brink");
     let wit = world::write(&work, &table.capabilities, table.asynchronous)?;
     let sdk = work.join("sdk");
-    for (file, text) in SDK {
-        let path = sdk.join("brink").join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    super::write_files(&sdk.join("brink"), SDK)?;
     let raw = work.join("componentized.wasm");
     let mut cmd = toolchain::componentize_py(toolchains)?;
     cmd.arg("-d")
