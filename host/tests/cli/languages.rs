@@ -280,3 +280,31 @@ fn a_python_project_with_an_unknown_capability_or_no_module_fails_with_what_to_f
     );
     Ok(())
 }
+
+#[test]
+fn the_example_functions_unit_tests_pass_over_the_sdks_in_the_repo() -> anyhow::Result<()> {
+    let python = Command::new("python3")
+        .args(["-m", "unittest", "-q"])
+        .current_dir(root().join("functions/python/filter"))
+        .env("PYTHONPATH", root().join("guest-sdk/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()?;
+    assert!(python.status.success(), "{}", stderr(&python));
+    assert!(
+        stderr(&python).contains("Ran 5 tests"),
+        "{}",
+        stderr(&python)
+    );
+
+    let register = root().join("guest-sdk/js/testing/register.js");
+    let node = Command::new("node")
+        .arg("--import")
+        .arg(&register)
+        .arg("--test")
+        .current_dir(root().join("functions/js/transform"))
+        .output()?;
+    let report = String::from_utf8_lossy(&node.stdout);
+    assert!(node.status.success(), "{report}{}", stderr(&node));
+    assert!(report.contains("# pass 3"), "{report}");
+    Ok(())
+}
