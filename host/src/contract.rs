@@ -39,6 +39,12 @@ impl EdgeInterface {
     }
 }
 
+/// The prefix of the function names in a plug that `brink build` puts in
+/// place of an import no function is granted (`languages::plug`): a trap in
+/// such a function is reported as the refused call it names
+/// (`brink-denied:wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket`).
+pub const REFUSED_CALL_PREFIX: &str = "brink-denied:";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,9 +63,3 @@ mod tests {
         assert!(!kv.provides("brink:edgex/kv@0.1.1"));
     }
 }
-
-/// The prefix of the function names in a plug that `brink build` puts in
-/// place of an import no function is granted (`languages::plug`): a trap in
-/// such a function is reported as the refused call it names
-/// (`brink-denied:wasi:sockets/tcp-create-socket@0.2.9#create-tcp-socket`).
-pub const REFUSED_CALL_PREFIX: &str = "brink-denied:";
