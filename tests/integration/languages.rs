@@ -376,3 +376,55 @@ async fn a_python_function_that_opens_a_socket_fails_that_call_and_serves_on() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_python_digit_classifier_predicts_what_the_model_script_predicted() -> anyhow::Result<()>
+{
+    let path = guest("python", "classify-digits")?;
+    let models = crate::nn::models()?;
+    let f = load(
+        FunctionSpec::new("py-digits").with_models(models.clone(), ["digits"], false),
+        &path,
+    )?;
+    let set = crate::nn::test_set()?;
+    // One image per event, then the first 32 as one batch of one inference.
+    for (i, pixels) in set.pixels.iter().enumerate().take(32) {
+        let out = f
+            .invoke(crate::nn::image_event(i, &serde_json::json!(pixels)))
+            .await?;
+        assert_eq!(out.len(), 1);
+        assert_eq!(json_data(&out[0])?["label"], set.predicted[i], "sample {i}");
+    }
+    let batch = serde_json::json!(set.pixels.iter().take(32).collect::<Vec<_>>());
+    let out = f.invoke(crate::nn::image_event(99, &batch)).await?;
+    let labels: Vec<_> = out
+        .iter()
+        .map(|e| json_data(e).map(|d| d["label"].clone()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        labels,
+        set.predicted[..32]
+            .iter()
+            .map(|l| serde_json::json!(l))
+            .collect::<Vec<_>>()
+    );
+
+    // A pixel out of range is the event's fault; an ungranted model is named.
+    let (kind, _) = handler_error(
+        f.invoke(crate::nn::image_event(7, &serde_json::json!(vec![17; 64])))
+            .await,
+    );
+    assert_eq!(kind, ErrorKind::InvalidEvent);
+    let other = load(
+        spec("py-digits", &[("model", "faces")]).with_models(models, ["digits"], false),
+        &path,
+    )?;
+    let (kind, message) = handler_error(
+        other
+            .invoke(crate::nn::image_event(8, &serde_json::json!(vec![0; 64])))
+            .await,
+    );
+    assert_eq!(kind, ErrorKind::Internal);
+    assert!(message.contains("model `faces`"), "{message}");
+    Ok(())
+}

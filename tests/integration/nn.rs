@@ -19,16 +19,16 @@ fn digits_dir() -> PathBuf {
 
 /// `examples/digits/digits-test.json`, as `train_digits.py` wrote it.
 #[derive(Deserialize)]
-struct TestSet {
+pub(crate) struct TestSet {
     samples: usize,
     correct: usize,
     accuracy: f64,
     labels: Vec<usize>,
-    predicted: Vec<usize>,
-    pixels: Vec<Vec<f32>>,
+    pub(crate) predicted: Vec<usize>,
+    pub(crate) pixels: Vec<Vec<f32>>,
 }
 
-fn test_set() -> anyhow::Result<TestSet> {
+pub(crate) fn test_set() -> anyhow::Result<TestSet> {
     let text = std::fs::read_to_string(digits_dir().join("digits-test.json"))?;
     Ok(serde_json::from_str(&text)?)
 }
@@ -55,7 +55,7 @@ fn models_with(
     )
 }
 
-fn models() -> anyhow::Result<Models> {
+pub(crate) fn models() -> anyhow::Result<Models> {
     models_with(
         BackendKind::Tract,
         BatchConfig::default(),
@@ -70,7 +70,7 @@ fn classifier(models: &Models, name: &str) -> anyhow::Result<Function> {
     )
 }
 
-fn image_event(id: usize, pixels: &Value) -> CloudEvent {
+pub(crate) fn image_event(id: usize, pixels: &Value) -> CloudEvent {
     let mut event = reading(&format!("img-{id}"), &format!("camera-{id}"), 0.0);
     event.type_ = "com.example.digit.image".to_owned();
     event.data = Some(json!({ "pixels": pixels }).to_string().into_bytes());

@@ -48,6 +48,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../../guest-sdk/python/brink/kv.py"),
     ),
     (
+        "nn.py",
+        include_str!("../../../guest-sdk/python/brink/nn.py"),
+    ),
+    (
         "log.py",
         include_str!("../../../guest-sdk/python/brink/log.py"),
     ),
