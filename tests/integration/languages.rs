@@ -428,3 +428,77 @@ async fn the_python_digit_classifier_predicts_what_the_model_script_predicted() 
     assert!(message.contains("model `faces`"), "{message}");
     Ok(())
 }
+
+/// Copies every file under `from` to the same place under `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+const ENV_APP: &str = r#"
+import brink
+from wit_world.imports import environment
+
+@brink.handler
+def handle(event: brink.Event):
+    event.extensions["p3env"] = str(len(environment.get_environment()))
+    return event
+"#;
+
+#[tokio::test]
+async fn a_componentize_py_component_importing_wasi_cli_0_3_0_loads_and_runs() -> anyhow::Result<()>
+{
+    use brink_host::engine::Flavour;
+    use brink_host::languages::{plug, toolchain, world};
+    // What a component built for another WASI 0.3 host looks like: its world
+    // imports wasi:cli/environment@0.3.0 beside the contract.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("app.py"), ENV_APP)?;
+    let wit = world::write(dir.path(), &[], false)?;
+    copy_tree(&root.join("wit/wasi-0.3/deps"), &wit.join("deps"))?;
+    std::fs::write(
+        wit.join("app.wit"),
+        "package brink:app;\nworld function {\n  import wasi:cli/environment@0.3.0;\n  import brink:edge/log@0.1.3;\n  import brink:edge/config@0.1.3;\n  export brink:edge/handler@0.1.3;\n}\n",
+    )?;
+    let sdk = dir.path().join("sdk");
+    std::fs::create_dir_all(&sdk)?;
+    copy_tree(&root.join("guest-sdk/python/brink"), &sdk.join("brink"))?;
+    let raw = dir.path().join("raw.wasm");
+    toolchain::run(
+        toolchain::componentize_py(&root.join("target/toolchains"))?
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "brink:app/function", "componentize", "-p", "."])
+            .arg("-p")
+            .arg(&sdk)
+            .arg("app")
+            .arg("-o")
+            .arg(&raw)
+            .current_dir(dir.path()),
+    )?;
+    let bytes = std::fs::read(&raw)?;
+    let component = plug::without_sockets(&bytes)?.unwrap_or(bytes);
+    let path = dir.path().join("env.wasm");
+    std::fs::write(&path, component)?;
+
+    let f = load(FunctionSpec::new("py-env"), &path.display().to_string())?;
+    assert_eq!(
+        f.flavour(),
+        Flavour::Concurrent,
+        "wasi:cli@0.3.0 needs the WASI 0.3 engine"
+    );
+    let out = f.invoke(reading("e-1", "t-1", 1.0)).await?;
+    // Linked, and empty: no environment is granted.
+    assert_eq!(out[0].extensions.last().map(|(_, v)| v.as_str()), Some("0"));
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! artifacts both build through here.
 
 pub mod js;
-mod plug;
+pub mod plug;
 pub mod python;
 pub mod toolchain;
 pub mod world;
