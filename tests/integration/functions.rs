@@ -5,7 +5,8 @@ use brink_host::bindings::ErrorKind;
 use brink_host::error::InvokeError;
 use brink_tests::{artifacts, json_data, load, reading};
 
-fn spec(name: &str, config: &[(&str, &str)]) -> FunctionSpec {
+/// A spec for `name` with `config`.
+pub(crate) fn spec(name: &str, config: &[(&str, &str)]) -> FunctionSpec {
     let mut spec = FunctionSpec::new(name);
     spec.config = config
         .iter()

@@ -8,14 +8,7 @@ use brink_host::error::InvokeError;
 use brink_host::kv::{Kv, KvConfig};
 use brink_tests::{guest, json_data, load, reading};
 
-fn spec(name: &str, config: &[(&str, &str)]) -> FunctionSpec {
-    let mut spec = FunctionSpec::new(name);
-    spec.config = config
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    spec
-}
+use crate::functions::spec;
 
 fn handler_error(
     result: Result<Vec<brink_host::bindings::CloudEvent>, InvokeError>,
