@@ -102,18 +102,15 @@ pub fn world_text(capabilities: &[String], asynchronous: bool) -> anyhow::Result
 /// Writes the contract as a WIT directory at `wit`: `edge.wit` and `deps/`,
 /// the layout the Rust SDK's `generate!` reads.
 pub fn write_contract(wit: &Path) -> anyhow::Result<()> {
-    for (path, text) in CONTRACT {
-        let file = match path.strip_prefix("brink-edge/") {
-            Some(root) => wit.join(root),
-            None => wit.join("deps").join(path),
-        };
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
-    }
-    Ok(())
+    let (edge, deps): (Vec<_>, Vec<_>) = CONTRACT
+        .iter()
+        .map(|(path, text)| match path.strip_prefix("brink-edge/") {
+            Some(root) => (root, *text),
+            None => (*path, *text),
+        })
+        .partition(|(path, _)| !path.contains('/'));
+    super::write_files(wit, &edge)?;
+    super::write_files(&wit.join("deps"), &deps)
 }
 
 /// Writes the world and the contract under `dir` (replacing what an earlier
@@ -123,17 +120,9 @@ pub fn write(dir: &Path, capabilities: &[String], asynchronous: bool) -> anyhow:
     if wit.exists() {
         std::fs::remove_dir_all(&wit).with_context(|| format!("clearing {}", wit.display()))?;
     }
-    for (path, text) in CONTRACT {
-        let file = wit.join("deps").join(path);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
-    }
-    let app = wit.join("app.wit");
-    std::fs::write(&app, world_text(capabilities, asynchronous)?)
-        .with_context(|| format!("writing {}", app.display()))?;
+    super::write_files(&wit.join("deps"), CONTRACT)?;
+    let app = world_text(capabilities, asynchronous)?;
+    super::write_files(&wit, &[("app.wit", &app)])?;
     Ok(wit)
 }
 
